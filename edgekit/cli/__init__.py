@@ -1,0 +1,57 @@
+"""The ``edgekit`` command line: one sub-module per command, each with ``register(subparsers)``.
+
+Heavy libraries are imported by the command handlers, never here, so ``--help`` is instant.
+Every user-caused failure is an :class:`~edgekit.errors.EdgekitError`: one line on stderr and
+exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+# In pipeline order; a module that is missing is simply not offered.
+COMMANDS = (
+    "export", "inspect", "prune", "sparsify", "quantize", "eval", "targets", "bench", "report",
+    "run", "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgekit",
+        description="Prune, distill, export, quantize and benchmark vision models for edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"edgekit.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"edgekit.cli.{name}_cmd":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except EdgekitError as exc:
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
