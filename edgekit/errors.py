@@ -17,3 +17,9 @@ class EdgekitError(Exception):
 
 class ParityError(EdgekitError):
     """An exported model disagrees with its source beyond tolerance."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's text: library errors are often pages long."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -77,7 +77,8 @@ def load_model(
         )
     if weights:
         load_state_dict_file(loaded.module, weights)
-    loaded.module.eval()
+    if loaded.exported_program is None:  # an ExportedProgram's module is already in inference form
+        loaded.module.eval()
     return loaded
 
 

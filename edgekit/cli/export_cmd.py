@@ -1,0 +1,63 @@
+"""``edgekit export``: a model source -> ONNX, with a parity proof and a manifest."""
+from __future__ import annotations
+
+import argparse
+
+from edgekit.cli.common import add_force, add_model_source, input_shape
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a PyTorch model to ONNX and prove parity",
+        description="Export a PyTorch model to ONNX, check it and prove it computes what PyTorch computes.",
+    )
+    add_model_source(parser)
+    parser.add_argument("--input-shape", type=input_shape, required=True, help="e.g. 1,3,224,224 (NCHW)")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
+    parser.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"),
+                        help="auto: TorchScript (fast), dynamo when TorchScript cannot trace")
+    parser.add_argument("--parity-inputs", type=int, default=8, help="seeded random inputs for the parity proof")
+    parser.add_argument("--samples", help="real inputs for the parity proof: a .npy of NCHW float tensors")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="max-abs error allowed, as a fraction of the output's largest magnitude")
+    add_force(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.errors import EdgekitError
+    from edgekit.export import export_onnx
+    from edgekit.sources import load_model, parse_kwargs
+
+    if not str(args.output).lower().endswith(".onnx"):
+        raise EdgekitError(f"{args.output}: the output must end in .onnx")
+    from edgekit.atomic import check_can_write
+
+    check_can_write(args.output, args.force)  # fail before loading a model
+    loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
+    samples = _load_samples(args.samples) if args.samples else None
+    result = export_onnx(
+        loaded.module, args.input_shape, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
+        exporter=args.exporter, parity_count=args.parity_inputs, samples=samples, tolerance=args.tolerance,
+        force=args.force, source=loaded.describe(), exported_program=loaded.exported_program,
+    )
+    size_mb = result.path.stat().st_size / 1e6
+    print(f"wrote {result.path} ({size_mb:.2f} MB, {result.exporter} exporter, {result.seconds:.1f} s)")
+    print(result.parity.summary())
+    return 0
+
+
+def _load_samples(path: str):
+    import numpy as np
+
+    from edgekit.errors import EdgekitError
+
+    try:
+        array = np.load(path)
+    except Exception as exc:
+        raise EdgekitError(f"{path}: not a readable .npy file ({exc})") from exc
+    if getattr(array, "ndim", 0) != 4:
+        raise EdgekitError(f"{path}: expected N,C,H,W float tensors, got shape {list(getattr(array, 'shape', []))}")
+    return array.astype(np.float32)

@@ -1,0 +1,195 @@
+"""PyTorch -> ONNX, checked (onnx.checker, shape inference) and proven (parity against PyTorch).
+
+Exporter choice, measured here on torchvision models: the TorchScript exporter took 0.7-0.9 s for
+ResNet-18 and the dynamo (torch.export) exporter 2.3-13 s, with the same parity (max-abs ~3e-6).
+So ``exporter="auto"`` uses TorchScript and falls back to dynamo when TorchScript cannot trace the
+model; an ExportedProgram (``.pt2``) always goes through dynamo, which is made for it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import contextlib
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit.atomic import atomic_path, check_can_write
+from edgekit.errors import EdgekitError, ParityError, first_line
+from edgekit.export.parity import DEFAULT_TOLERANCE, ParityReport, compare, parity_inputs
+from edgekit.manifest import new_manifest, write_manifest
+
+DEFAULT_OPSET = 17
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    parity: ParityReport
+    exporter: str
+    seconds: float
+    manifest: dict[str, Any]
+
+
+def export_onnx(
+    model: Any,
+    example_input: Any,
+    output: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_name: str = "input",
+    output_name: str = "output",
+    dynamic_batch: bool = False,
+    exporter: str = "auto",
+    parity_count: int = 8,
+    samples: np.ndarray | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    force: bool = False,
+    source: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    exported_program: Any = None,
+    extra_stage: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``output`` and prove parity; nothing is left at ``output`` on failure."""
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise EdgekitError(f"--exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    output = check_can_write(output, force)
+    if exported_program is None:  # an ExportedProgram's module refuses .eval(); it is traced in eval form
+        model = model.eval()
+    example = _as_tensor(example_input)
+    with torch.no_grad():
+        try:
+            reference_out = model(example)
+        except Exception as exc:
+            raise EdgekitError(
+                f"input shape {list(example.shape)}: the model cannot run on it ({type(exc).__name__}: {first_line(exc)})"
+            ) from exc
+    if not isinstance(reference_out, torch.Tensor):
+        raise EdgekitError(f"model output is a {type(reference_out).__name__}; edgekit exports single-tensor outputs")
+    if samples is not None and tuple(samples.shape[1:]) != tuple(example.shape[1:]):
+        raise EdgekitError(
+            f"parity samples have shape {list(samples.shape[1:])} per item, the model input is {list(example.shape[1:])}"
+        )
+
+    started = time.perf_counter()
+    with atomic_path(output, force) as tmp:
+        used = _run_exporter(model, example, tmp, opset, input_name, output_name, dynamic_batch, exporter, exported_program)
+        _check_and_infer(tmp, output)
+        seconds = time.perf_counter() - started
+        report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance)
+        if not report.passed:
+            raise ParityError(f"{output}: ONNX output differs from PyTorch: {report.summary()}")
+
+    stage = {
+        "stage": "export", "exporter": used, "opset": opset, "seconds": round(seconds, 3),
+        "parity": report.as_dict(), "params": int(sum(p.numel() for p in model.parameters())),
+    }
+    from edgekit.inspect import onnx_macs
+
+    stage["macs"] = onnx_macs(output)
+    stage.update(extra_stage or {})
+    manifest = new_manifest(
+        output,
+        source=source or {"spec": type(model).__name__},
+        input_spec={
+            "name": input_name, "shape": list(example.shape), "dtype": "float32", "layout": "NCHW",
+            "dynamic_batch": dynamic_batch, "preprocessing": preprocessing,
+        },
+        outputs=[{"name": output_name, "shape": list(reference_out.shape), "dtype": "float32"}],
+        stages=[stage],
+    )
+    write_manifest(output, manifest)
+    return ExportResult(output, report, used, seconds, manifest)
+
+
+def prove_parity(
+    model: Any,
+    onnx_path: str | Path,
+    shape: Sequence[int],
+    count: int = 8,
+    samples: np.ndarray | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ParityReport:
+    """Compare PyTorch and ONNX Runtime on ``count`` seeded inputs plus the real ``samples``."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def torch_fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    def onnx_fn(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: x})[0]
+
+    inputs = parity_inputs(shape, count, samples=samples)
+    real = 0 if samples is None else len(samples)
+    return compare(torch_fn, onnx_fn, inputs, tolerance, real_samples=real)
+
+
+def _run_exporter(model, example, path, opset, input_name, output_name, dynamic_batch, exporter, program) -> str:
+    order = ["dynamo"] if program is not None or exporter == "dynamo" else (
+        ["torchscript"] if exporter == "torchscript" else ["torchscript", "dynamo"]
+    )
+    errors = []
+    for name in order:
+        try:
+            _export_with(name, model, example, path, opset, input_name, output_name, dynamic_batch, program)
+            return name
+        except Exception as exc:  # try the next exporter, report all if none works
+            errors.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
+    raise EdgekitError("ONNX export failed (" + "; ".join(errors) + ")")
+
+
+def _export_with(name, model, example, path, opset, input_name, output_name, dynamic_batch, program) -> None:
+    import torch
+
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+        warnings.simplefilter("ignore")
+        if name == "torchscript":
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                input_names=[input_name], output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None,
+            )
+        else:
+            target = program if program is not None else model
+            dynamic_shapes = ({"x": {0: torch.export.Dim("batch")}},) if dynamic_batch and program is None else None
+            onnx_program = torch.onnx.export(
+                target, (example,), dynamo=True, opset_version=max(opset, 18), input_names=[input_name],
+                output_names=[output_name], dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
+            )
+            onnx_program.save(str(path))
+
+
+def _check_and_infer(tmp: Path, output: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tmp))
+    try:
+        onnx.checker.check_model(model)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:
+        raise EdgekitError(f"{output}: exported graph fails onnx.checker ({first_line(exc)})") from exc
+    onnx.save(inferred, str(tmp))
+
+
+def _as_tensor(example_input: Any) -> Any:
+    import torch
+
+    if isinstance(example_input, torch.Tensor):
+        return example_input.detach().float()
+    if isinstance(example_input, np.ndarray):
+        return torch.from_numpy(example_input.astype(np.float32))
+    if isinstance(example_input, (tuple, list)) and all(isinstance(d, int) for d in example_input):
+        return torch.randn(*example_input)
+    raise EdgekitError(f"example input must be a tensor, an array or a shape, not {type(example_input).__name__}")
