@@ -1,0 +1,49 @@
+"""Prepared calibration tensors, computed once and shared by both quantizers.
+
+The key hashes the selected samples' *content*, the recipe, the count and the seed, so an edited
+image or recipe invalidates the cache, and ONNX Runtime and TFLite are always calibrated on the
+very same tensors (TFLite gets them transposed to NHWC, never onnx2tf's own sample images).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.atomic import atomic_path
+from edgekit.data.datasets import load_all, open_dataset, sample_indices
+from edgekit.data.recipes import Recipe, load_recipe
+from edgekit.errors import EdgekitError
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override)
+    env = os.environ.get("EDGEKIT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "edgekit"
+
+
+def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: int | None, seed: int = 0,
+                        cache: str | Path | None = None, skip_bad: bool = False, progress: bool = True) -> np.ndarray:
+    """``num_samples`` prepared float32 NCHW tensors from ``source`` (seeded, stratified, cached)."""
+    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
+    dataset = open_dataset(source, recipe)
+    indices = sample_indices(dataset, num_samples, seed)
+    key = hashlib.sha256(json.dumps({"recipe": recipe.as_dict(), "skip_bad": skip_bad}, sort_keys=True).encode())
+    key.update(dataset.identity(indices).encode())
+    path = cache_dir(cache) / "calibration" / f"{key.hexdigest()[:32]}.npy"
+    if path.is_file():
+        return np.load(path)
+    tensors, _, skipped = load_all(dataset, indices, skip_bad, progress="calibration data" if progress else None)
+    if skipped:
+        print(f"skipped {len(skipped)} bad sample(s) in {dataset.source}; first: {skipped[0]}")
+    if len(tensors) == 0:
+        raise EdgekitError(f"{source}: no usable calibration samples")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, force=True) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, tensors)
+    return tensors

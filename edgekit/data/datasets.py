@@ -1,0 +1,277 @@
+"""Data sources for calibration, training and evaluation, read lazily (never a whole folder in memory).
+
+Sources:
+  ``path/to/folder``       images, recursively (jpg/jpeg/png/bmp/webp); class sub-folders give labels
+  ``file.npy`` / ``.npz``  float N,C,H,W tensors (already preprocessed) or uint8 N,H,W,C images;
+                           an .npz may carry labels as ``y`` or ``labels``
+  ``builtin:digits``       scikit-learn's bundled handwritten digits (real data, no download), with
+                           deterministic stratified splits ``/train`` (70%), ``/val`` (15%), ``/test`` (15%)
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from edgekit.data.recipes import Recipe, load_recipe
+from edgekit.errors import EdgekitError, first_line
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DIGITS_SPLITS = {"train": (0.0, 0.70), "val": (0.70, 0.85), "test": (0.85, 1.0)}
+_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F", "P")
+
+
+class BadSample(EdgekitError):
+    """One unreadable or unsuitable sample; ``skip_bad`` turns it into a count instead of an error."""
+
+
+class Dataset:
+    """Common interface: ``len``, ``labels``, ``classes``, ``get(i) -> (CHW float32, label or -1)``."""
+
+    source: str
+    labels: list[int] | None = None
+    classes: list[str] | None = None
+
+    def __init__(self, source: str, recipe: Recipe) -> None:
+        self.source = source
+        self.recipe = recipe
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get(self, index: int) -> tuple[np.ndarray, int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def identity(self, indices: Sequence[int]) -> str:
+        """A digest of what ``indices`` select, by content: the cache key of prepared tensors."""
+        raise NotImplementedError  # pragma: no cover
+
+    def label(self, index: int) -> int:
+        return self.labels[index] if self.labels is not None else -1
+
+
+class ImageFolder(Dataset):
+    def __init__(self, root: Path, recipe: Recipe) -> None:
+        super().__init__(str(root), recipe)
+        if not root.exists():
+            raise EdgekitError(f"{root}: data folder not found")
+        if not root.is_dir():
+            raise EdgekitError(f"{root}: not a folder, .npy/.npz file or builtin:NAME")
+        self.files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise EdgekitError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
+        relative = [f.relative_to(root) for f in self.files]
+        if all(len(r.parts) >= 2 for r in relative):
+            self.classes = sorted({r.parts[0] for r in relative})
+            index = {name: i for i, name in enumerate(self.classes)}
+            self.labels = [index[r.parts[0]] for r in relative]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, index: int) -> tuple[np.ndarray, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                if self.recipe.color_mode == "rgb" and image.mode in _GRAY_MODES and not self.recipe.gray_to_rgb:
+                    if image.mode != "P":
+                        raise BadSample(
+                            f"{path}: grayscale image ({image.mode}) for an RGB recipe "
+                            f"'{self.recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
+                        )
+                return self.recipe.apply(image), self.label(index)
+        except BadSample:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+
+    def identity(self, indices: Sequence[int]) -> str:
+        digest = hashlib.sha256(self.source.encode())
+        for i in indices:
+            digest.update(str(self.files[i].relative_to(self.source)).encode())
+            digest.update(hashlib.sha256(self.files[i].read_bytes()).digest())
+        return digest.hexdigest()
+
+
+class ArrayFile(Dataset):
+    def __init__(self, path: Path, recipe: Recipe) -> None:
+        super().__init__(str(path), recipe)
+        if not path.is_file():
+            raise EdgekitError(f"{path}: tensor file not found")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise EdgekitError(f"{path}: not a readable .npy/.npz file ({first_line(exc)})") from exc
+        labels = None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            keys = list(loaded.keys())
+            data_key = next((k for k in ("x", "images", "data", "arr_0") if k in keys), None)
+            if data_key is None:
+                raise EdgekitError(f"{path}: no array named x, images, data or arr_0 (found {', '.join(keys)})")
+            label_key = next((k for k in ("y", "labels") if k in keys), None)
+            labels = loaded[label_key].astype(int).tolist() if label_key else None
+            loaded = loaded[data_key]
+        self.array = np.asarray(loaded)
+        if self.array.ndim != 4 or len(self.array) == 0:
+            raise EdgekitError(f"{path}: expected a non-empty N,C,H,W or N,H,W,C array, got shape {list(self.array.shape)}")
+        self.labels = labels
+        self.is_images = self.array.dtype == np.uint8 and self.array.shape[-1] in (1, 3)
+        if not self.is_images:
+            expected = recipe.input_shape()[1:]
+            if tuple(self.array.shape[1:]) != tuple(expected):
+                raise EdgekitError(
+                    f"{path}: tensors have shape {list(self.array.shape[1:])} per item, "
+                    f"the recipe '{recipe.name}' makes {list(expected)}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def get(self, index: int) -> tuple[np.ndarray, int]:
+        item = self.array[index]
+        if self.is_images:
+            from PIL import Image
+
+            image = Image.fromarray(item[:, :, 0] if item.shape[-1] == 1 else item)
+            return self.recipe.apply(image), self.label(index)
+        return item.astype(np.float32), self.label(index)
+
+    def identity(self, indices: Sequence[int]) -> str:
+        digest = hashlib.sha256(Path(self.source).read_bytes())
+        digest.update(np.asarray(indices, np.int64).tobytes())
+        return digest.hexdigest()
+
+
+class Digits(Dataset):
+    """scikit-learn's 1,797 8x8 digits (values 0-16) as 8-bit grayscale images."""
+
+    def __init__(self, split: str | None, recipe: Recipe) -> None:
+        super().__init__(f"builtin:digits{'/' + split if split else ''}", recipe)
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        targets = bunch.target.astype(int)
+        order = _digits_split(targets, split)
+        self.images = images[order]
+        self.labels = targets[order].tolist()
+        self.classes = [str(d) for d in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, index: int) -> tuple[np.ndarray, int]:
+        from PIL import Image
+
+        return self.recipe.apply(Image.fromarray(self.images[index], mode="L")), self.labels[index]
+
+    def identity(self, indices: Sequence[int]) -> str:
+        digest = hashlib.sha256(self.source.encode())
+        digest.update(np.asarray(indices, np.int64).tobytes())
+        return digest.hexdigest()
+
+
+def _digits_split(targets: np.ndarray, split: str | None) -> np.ndarray:
+    """Deterministic stratified split: each class's samples shuffled with seed 0, cut 70/15/15."""
+    if split is None:
+        return np.arange(len(targets))
+    if split not in DIGITS_SPLITS:
+        raise EdgekitError(f"builtin:digits/{split}: unknown split (use {', '.join(DIGITS_SPLITS)})")
+    low, high = DIGITS_SPLITS[split]
+    rng = np.random.default_rng(0)
+    chosen = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        rng.shuffle(members)
+        chosen.extend(members[int(round(low * len(members))):int(round(high * len(members)))])
+    return np.sort(np.asarray(chosen))
+
+
+def open_dataset(source: str | Path, recipe: Recipe | str) -> Dataset:
+    """Resolve a data source (see the module docstring) with the recipe that prepares it."""
+    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
+    text = str(source)
+    if text.startswith("builtin:"):
+        name, _, split = text[len("builtin:"):].partition("/")
+        if name != "digits":
+            raise EdgekitError(f"{text}: unknown built-in data set (available: builtin:digits)")
+        return Digits(split or None, recipe)
+    path = Path(text)
+    if path.suffix.lower() in (".npy", ".npz"):
+        return ArrayFile(path, recipe)
+    return ImageFolder(path, recipe)
+
+
+def sample_indices(dataset: Dataset, n: int | None, seed: int = 0, stratified: bool = True) -> list[int]:
+    """``n`` seeded indices; proportional per class when labels exist, so rare classes are calibrated too."""
+    total = len(dataset)
+    if n is None or n >= total:
+        return list(range(total))
+    if n <= 0:
+        raise EdgekitError(f"--num-samples: must be positive, got {n}")
+    rng = np.random.default_rng(seed)
+    if not stratified or dataset.labels is None:
+        return sorted(rng.choice(total, size=n, replace=False).tolist())
+    labels = np.asarray(dataset.labels)
+    classes = np.unique(labels)
+    counts = {c: int(np.sum(labels == c)) for c in classes}
+    quota = {c: int(np.floor(n * counts[c] / total)) for c in classes}
+    leftover = n - sum(quota.values())
+    for c in sorted(classes, key=lambda c: -(n * counts[c] / total - quota[c]))[:leftover]:
+        quota[c] += 1
+    chosen: list[int] = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        chosen.extend(rng.choice(members, size=min(quota[c], len(members)), replace=False).tolist())
+    return sorted(chosen)
+
+
+def iter_batches(dataset: Dataset, indices: Sequence[int], batch_size: int, skip_bad: bool = False,
+                 skipped: list[str] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Prepared batches (NCHW float32, int64 labels); with ``skip_bad`` bad samples are listed in ``skipped``."""
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    for index in indices:
+        try:
+            x, y = dataset.get(index)
+        except BadSample as exc:
+            if not skip_bad:
+                raise
+            if skipped is not None:
+                skipped.append(str(exc))
+            continue
+        xs.append(x)
+        ys.append(y)
+        if len(xs) == batch_size:
+            yield np.stack(xs), np.asarray(ys, np.int64)
+            xs, ys = [], []
+    if xs:
+        yield np.stack(xs), np.asarray(ys, np.int64)
+
+
+def load_all(dataset: Dataset, indices: Sequence[int] | None = None, skip_bad: bool = False,
+             progress: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Prepare the selected samples into arrays (for sets that fit in memory: calibration, evaluation)."""
+    from tqdm import tqdm
+
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    skipped: list[str] = []
+    xs, ys = [], []
+    with tqdm(total=len(indices), desc=progress, unit="img", disable=progress is None, leave=False) as bar:
+        for x, y in iter_batches(dataset, indices, 64, skip_bad, skipped):
+            xs.append(x)
+            ys.append(y)
+            bar.update(len(x))
+    if not xs:
+        raise EdgekitError(f"{dataset.source}: no usable samples ({len(skipped)} skipped as bad)")
+    return np.concatenate(xs), np.concatenate(ys), skipped
+
+
+def describe(dataset: Dataset) -> dict[str, Any]:
+    return {"source": dataset.source, "size": len(dataset), "labelled": dataset.labels is not None,
+            "classes": len(dataset.classes) if dataset.classes else None, "recipe": dataset.recipe.name}
