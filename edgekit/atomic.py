@@ -38,6 +38,7 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise EdgekitError(f"{target}: nothing was written")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -60,6 +61,12 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, force: bool = False) -> Path:

@@ -1,0 +1,80 @@
+"""Accuracy of any artifact (.onnx or .tflite) on labelled data, through the same runner as benchmarks.
+
+Top-1 and top-5 say how good a model is; *agreement* (how often its top-1 equals the FP32
+reference's top-1) says how faithfully a compressed model reproduces the original, and works on
+unlabelled data too.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import load_recipe, open_dataset, sample_indices
+from edgekit.data.datasets import iter_batches
+from edgekit.errors import EdgekitError, first_line
+
+SCHEMA = "edgekit.eval/1"
+
+
+def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Float outputs of ``artifact`` for float NCHW ``inputs`` (quantized I/O handled by the runner)."""
+    from edgekit.runtime import open_runner
+
+    path = Path(artifact)
+    if not path.is_file():
+        raise EdgekitError(f"{path}: artifact not found")
+    try:
+        runner = open_runner(str(path), threads)
+    except Exception as exc:
+        raise EdgekitError(f"{path}: cannot be loaded ({first_line(exc)})") from exc
+    expected = runner.inputs[0].shape
+    got = list(inputs.shape)
+    if runner.layout == "NHWC" and len(got) == 4:
+        got = [got[0], got[2], got[3], got[1]]
+    if any(e is not None and e != g for e, g in zip(expected[1:], got[1:])):
+        raise EdgekitError(f"{path}: model input has shape {expected}, the data makes {got} (check --recipe)")
+    return runner.predict(inputs)
+
+
+def evaluate(
+    artifact: str | Path,
+    data: str,
+    recipe: str,
+    *,
+    reference: str | Path | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Top-1/top-5 (percent) on ``data`` and agreement with ``reference``; an edgekit.eval/1 document."""
+    recipe_obj = load_recipe(recipe)
+    dataset = open_dataset(data, recipe_obj)
+    indices = sample_indices(dataset, num_samples, seed)
+    inputs, labels = [], []
+    for x, y in iter_batches(dataset, indices, 256, skip_bad=skip_bad):
+        inputs.append(x)
+        labels.append(y)
+    if not inputs:
+        raise EdgekitError(f"{data}: no usable samples")
+    x_all, y_all = np.concatenate(inputs), np.concatenate(labels)
+    logits = predict_logits(artifact, x_all, threads)
+    result: dict[str, Any] = {
+        "schema": SCHEMA, "artifact": Path(artifact).name, "path": str(artifact), "data": data,
+        "recipe": recipe_obj.name, "num_samples": int(len(x_all)), "top1": None, "top5": None,
+        "reference": None, "agreement": None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if dataset.labels is not None:
+        result["top1"] = round(100.0 * float(np.mean(np.argmax(logits, 1) == y_all)), 3)
+        k = min(5, logits.shape[1])
+        top5 = np.argsort(-logits, axis=1)[:, :k]
+        result["top5"] = round(100.0 * float(np.mean(np.any(top5 == y_all[:, None], axis=1))), 3)
+    if reference is not None:
+        ref_logits = predict_logits(reference, x_all, threads)
+        result["reference"] = Path(reference).name
+        result["agreement"] = round(100.0 * float(np.mean(np.argmax(logits, 1) == np.argmax(ref_logits, 1))), 3)
+    return result

@@ -1,0 +1,62 @@
+"""Keras model -> ``.tflite`` (FP32, or full-integer INT8 with a representative dataset).
+
+Why not ``TFLiteConverter.from_keras_model``: it saves the model as a SavedModel with the Keras
+object as trackable root, and serialising tf_keras metadata took ~50 s per conversion for
+ResNet-18 here. Converting a concrete function whose only trackable root is a plain ``tf.Module``
+holding the weights produces the same graph in 2-4 s (outputs identical on the same inputs).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.tflite.keras_build import quiet_tensorflow
+
+
+def _concrete_function(model: Any) -> tuple[Any, Any]:
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.weights_ = list(model.weights)  # tracked, so the SavedModel export finds every variable
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    if len(specs) == 1:
+        holder.serve = tf.function(lambda x: model(x), input_signature=specs)
+    else:
+        holder.serve = tf.function(lambda *xs: model(list(xs)), input_signature=specs)
+    return holder.serve.get_concrete_function(), holder
+
+
+def to_tflite(
+    model: Any,
+    calib_nhwc: np.ndarray | None = None,
+    *,
+    float_io: bool = False,
+    per_channel: bool = True,
+    progress: bool = True,
+) -> bytes:
+    """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io)."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    function, holder = _concrete_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    if calib_nhwc is not None:
+        def representative() -> Iterator[list[np.ndarray]]:
+            for sample in tqdm(calib_nhwc, desc="calibrating (TFLite)", unit="img", disable=not progress, leave=False):
+                yield [sample[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_disable_per_channel = not per_channel
+        if not float_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    with quiet_tensorflow():
+        try:
+            return converter.convert()
+        except Exception as exc:
+            kind = "full-integer INT8" if calib_nhwc is not None else "FP32"
+            raise EdgekitError(f"TFLite {kind} conversion failed ({first_line(exc)})") from exc

@@ -1,0 +1,76 @@
+"""ONNX -> Keras with onnx2tf, offline and without onnx2tf's slow file saving.
+
+Two onnx2tf traps are handled here:
+- For a 4-D, 3-channel input it loads ``calibration_image_sample_data_20x128x128x3_float32.npy``
+  from the *current directory* or downloads it. We run it in a private work directory holding that
+  file, made from the user's own calibration tensors (NHWC, the model's own normalisation).
+- Its own saving serialises Keras metadata (minutes for a ResNet-18). ``disable_model_save=True``
+  returns the in-memory Keras model in ~2 s; :mod:`edgekit.quantize.tflite.convert` converts it.
+``integer=True`` builds the graph the way onnx2tf's own integer path does: max-pool padding is 0
+instead of the dtype minimum, since a -inf pad constant yields an INT8 PADV2 that the XNNPACK
+delegate cannot prepare (measured here: ResNet-18's interpreter failed in allocate_tensors).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, first_line
+
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+@contextlib.contextmanager
+def _in_directory(path: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow() -> Iterator[None]:
+    """TensorFlow, absl and onnx2tf print pages per conversion; keep only our own progress."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "onnx2tf", "")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, integer: bool) -> Any:
+    """The Keras (tf_keras) model onnx2tf builds for ``onnx_path``; inputs become NHWC."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import onnx2tf
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sample = calib_nhwc[:20].astype(np.float32)
+    np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
+    with _in_directory(work_dir), quiet_tensorflow():
+        try:
+            return onnx2tf.convert(
+                input_onnx_file_path=str(Path(onnx_path).resolve()),
+                output_folder_path=str(work_dir / "saved_model"),
+                disable_model_save=True,
+                output_integer_quantized_tflite=integer,
+                non_verbose=True,
+                verbosity="error",
+            )
+        except SystemExit as exc:  # onnx2tf calls sys.exit on some errors
+            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate the graph (exit {exc.code})") from exc
+        except Exception as exc:
+            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate the graph ({first_line(exc)})") from exc

@@ -1,0 +1,116 @@
+"""ONNX -> TFLite full-integer INT8 (and the FP32 ``.tflite`` reference), calibrated on our tensors."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.atomic import atomic_path, check_can_write
+from edgekit.errors import EdgekitError
+from edgekit.manifest import derive_manifest, write_manifest
+from edgekit.quantize.ort.quantizer import check_calibration_shape
+from edgekit.quantize.tflite.checks import check_runs, float_ops
+from edgekit.quantize.tflite.convert import to_tflite
+from edgekit.quantize.tflite.keras_build import build_keras
+
+
+def fp32_path_for(output: str | Path) -> Path:
+    """``r18.int8.tflite`` -> ``r18.fp32.tflite`` (the reference written beside the INT8 model)."""
+    output = Path(output)
+    stem = output.name[: -len(".tflite")] if output.name.endswith(".tflite") else output.stem
+    stem = stem[: -len(".int8")] if stem.endswith(".int8") else stem
+    return output.with_name(f"{stem}.fp32.tflite")
+
+
+def quantize_tflite(
+    onnx_path: str | Path,
+    output_path: str | Path,
+    calib: np.ndarray,
+    *,
+    float_io: bool = False,
+    per_channel: bool = True,
+    allow_float_ops: bool = False,
+    write_fp32: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    calibration_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference; returns what was done."""
+    output_path = Path(output_path)
+    if output_path.suffix.lower() != ".tflite":
+        raise EdgekitError(f"{output_path}: the output must end in .tflite")
+    check_can_write(output_path, force)
+    fp32_path = fp32_path_for(output_path)
+    if write_fp32:
+        check_can_write(fp32_path, force)
+    check_calibration_shape(onnx_path, calib)
+    if calib.ndim != 4:
+        raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {calib.ndim}-D calibration tensors")
+    calib_nhwc = np.ascontiguousarray(calib.transpose(0, 2, 3, 1), dtype=np.float32)
+    timings: dict[str, float] = {}
+    written: dict[str, str] = {}
+
+    def phase(name: str) -> None:
+        if progress:
+            print(f"[tflite] {name}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as work:
+        work_dir = Path(work)
+        started = time.perf_counter()
+        phase("ONNX -> Keras (onnx2tf, integer graph)")
+        int_model = build_keras(onnx_path, work_dir / "int", calib_nhwc, integer=True)
+        timings["onnx2tf_s"] = time.perf_counter() - started
+        phase(f"Keras -> full-integer INT8 ({len(calib_nhwc)} calibration samples)")
+        t0 = time.perf_counter()
+        int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel, progress=progress)
+        timings["int8_convert_s"] = time.perf_counter() - t0
+        if write_fp32:
+            phase("ONNX -> Keras -> FP32 reference")
+            t0 = time.perf_counter()
+            fp32_model = build_keras(onnx_path, work_dir / "fp32", calib_nhwc, integer=False)
+            fp32_bytes = to_tflite(fp32_model, None, progress=progress)
+            timings["fp32_s"] = time.perf_counter() - t0
+
+        with atomic_path(output_path, force) as tmp:
+            tmp.write_bytes(int8_bytes)
+            phase("checking: integer-only ops, and one inference in a child interpreter")
+            leftovers = float_ops(tmp)
+            if leftovers and not allow_float_ops:
+                raise EdgekitError(
+                    f"{output_path}: not full-integer: ops left in float: {', '.join(leftovers)} "
+                    "(use --allow-float-ops to keep it anyway)"
+                )
+            check_runs(tmp, str(output_path))
+        written["int8"] = str(output_path)
+        timings["total_s"] = time.perf_counter() - started
+        if write_fp32:
+            with atomic_path(fp32_path, force) as tmp:
+                tmp.write_bytes(fp32_bytes)
+                check_runs(tmp, str(fp32_path))
+            written["fp32"] = str(fp32_path)
+
+    from edgekit.inspect import inspect_tflite
+
+    int_info = inspect_tflite(output_path)
+    stage = {
+        "stage": "quantize", "backend": "tflite", "label": "TFLite full-integer INT8" + (" (float I/O)" if float_io else ""),
+        "full_integer": not leftovers, "float_ops": leftovers, "float_io": float_io, "per_channel": per_channel,
+        "calibration": calibration_info or {"num_samples": int(len(calib))},
+        "ops": int_info["ops"], "seconds": {k: round(v, 2) for k, v in timings.items()}, "converter": "edgekit-fast",
+    }
+    io_spec = {"layout": "NHWC", "dtype": int_info["inputs"][0]["dtype"]}
+    if "quantization" in int_info["inputs"][0]:
+        io_spec["quantization"] = int_info["inputs"][0]["quantization"]
+    write_manifest(output_path, derive_manifest(onnx_path, output_path, stage, input_spec=io_spec,
+                                                outputs=int_info["outputs"]))
+    if write_fp32:
+        fp32_info = inspect_tflite(fp32_path)
+        fp32_stage = {"stage": "convert", "backend": "tflite", "label": "TFLite FP32", "ops": fp32_info["ops"],
+                      "seconds": round(timings["fp32_s"], 2)}
+        write_manifest(fp32_path, derive_manifest(onnx_path, fp32_path, fp32_stage,
+                                                  input_spec={"layout": "NHWC", "dtype": "float32"},
+                                                  outputs=fp32_info["outputs"]))
+    return {"paths": written, "timings": timings, "float_ops": leftovers, "stage": stage}
