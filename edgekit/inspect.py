@@ -7,6 +7,7 @@ the model is quantized. Works without edgekit's manifest, so users can inspect a
 from __future__ import annotations
 
 import collections
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,10 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
     from edgekit.runtime.device_runner import load_tflite_interpreter_class
 
     interpreter_class, package, _ = load_tflite_interpreter_class()
-    try:
-        interpreter = interpreter_class(model_path=str(path))
+    try:  # without the default XNNPACK delegate, so the op list is the model's own
+        resolver = getattr(importlib.import_module(interpreter_class.__module__), "OpResolverType", None)
+        options = {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if resolver else {}
+        interpreter = interpreter_class(model_path=str(path), **options)
         interpreter.allocate_tensors()
     except Exception as exc:
         raise EdgekitError(f"{path}: not a loadable TFLite model ({first_line(exc)})") from exc

@@ -1,0 +1,83 @@
+"""``--auto``: try the candidate configurations *on this machine* and keep the fastest within budget.
+
+The right INT8 format depends on the CPU: measured here (AMD EPYC, AVX2, no VNNI) on ResNet-18,
+U8S8 QDQ ran at 0.95-1.15x FP32 speed and S8S8 QOperator at 0.33x, so picking by folklore can cost
+3x. Every candidate is measured with the same runner and threads as ``edgekit bench``.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+from edgekit.quantize.ort.settings import OrtQuantSettings
+from edgekit.runtime import open_runner, time_loop
+
+CANDIDATES = (
+    OrtQuantSettings("QDQ", "uint8", "int8", True),
+    OrtQuantSettings("QDQ", "int8", "int8", True),
+    OrtQuantSettings("QOperator", "uint8", "int8", True),
+    OrtQuantSettings("QOperator", "int8", "int8", True),
+    OrtQuantSettings("QDQ", "uint8", "int8", False),
+)
+
+
+def median_latency_ms(path: str | Path, threads: int | None, runs: int = 30) -> float:
+    runner = open_runner(str(path), threads)
+    feeds = runner.example_feeds()
+    return 1000.0 * statistics.median(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs))
+
+
+def choose(
+    fp32_path: str | Path,
+    quantize: Callable[[OrtQuantSettings, Path], None],
+    accuracy: Callable[[Path], float | None],
+    budget: float | None,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure FP32 and each candidate; return the table and the winner (None if none fits)."""
+    rows = []
+    fp32_ms = median_latency_ms(fp32_path, threads)
+    fp32_acc = accuracy(Path(fp32_path))
+    rows.append({"config": "FP32", "p50_ms": fp32_ms, "speedup": 1.0, "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})
+    with tempfile.TemporaryDirectory(prefix="edgekit-auto-") as work:
+        for index, settings in enumerate(CANDIDATES):
+            out = Path(work) / f"candidate{index}.onnx"
+            log(f"auto: {settings.label()}")
+            try:
+                quantize(settings, out)
+            except Exception as exc:  # a candidate that fails is reported, not fatal
+                rows.append({"config": settings.label(), "error": str(exc)})
+                continue
+            ms = median_latency_ms(out, threads)
+            rows.append({"config": settings.label(), "settings": settings, "p50_ms": ms, "speedup": fp32_ms / ms,
+                         "top1": accuracy(out), "size_mb": out.stat().st_size / 1e6})
+    eligible = [r for r in rows[1:] if "error" not in r and (
+        budget is None or r["top1"] is None or fp32_acc is None or fp32_acc - r["top1"] <= budget)]
+    winner = min(eligible, key=lambda r: r["p50_ms"]) if eligible else None
+    return {"rows": rows, "winner": winner, "fp32_ms": fp32_ms, "fp32_top1": fp32_acc,
+            "int8_beats_fp32": any(r.get("speedup", 0) > 1.05 for r in rows[1:])}
+
+
+def render(result: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    table = [[r["config"], f"{r['p50_ms']:.2f}" if "p50_ms" in r else "failed",
+              f"{r['speedup']:.2f}x" if "speedup" in r else "", "" if r.get("top1") is None else f"{r['top1']:.2f}",
+              f"{r['size_mb']:.2f}" if "size_mb" in r else r.get("error", "")[:60]] for r in result["rows"]]
+    text = tabulate(table, headers=["config", "p50 ms", "vs FP32", "top-1 %", "MB"], tablefmt="github")
+    winner = result["winner"]
+    lines = [text, ""]
+    if winner:
+        lines.append(f"auto: chose {winner['config']}: the fastest here within the accuracy budget "
+                     f"({winner['p50_ms']:.2f} ms, {winner['speedup']:.2f}x FP32)")
+    if not result["int8_beats_fp32"]:
+        lines.append("auto: no INT8 candidate beats FP32 on this CPU: here INT8 buys size (about 4x smaller), "
+                     "not speed. INT8 speed comes on CPUs with int8 dot products (ARM dotprod, x86 VNNI); see the "
+                     "target profiles.")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,90 @@
+"""Which layers lose the most to INT8, and keeping them in float until accuracy is within budget.
+
+Per-layer error comes from ONNX Runtime's QDQ debugging helpers: every activation of the float and
+the QDQ model is captured on a few calibration samples and compared as a signal-to-quantization-
+noise ratio (SQNR, dB; lower is worse). The ranking goes into the manifest, and
+``--accuracy-budget`` excludes the worst producers (``nodes_to_exclude``) step by step.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.inspect import load_onnx
+
+
+class _Reader:
+    def __init__(self, name: str, tensors: np.ndarray) -> None:
+        self.items = iter([{name: t[None].astype(np.float32)} for t in tensors])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.items, None)
+
+    def __iter__(self):  # collect_activations iterates; quantize_static calls get_next
+        return self.items
+
+
+def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.ndarray) -> list[dict[str, Any]]:
+    """Layers ranked worst first: ``{"node", "op", "tensor", "sqnr_db"}`` for float-model tensors."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations, compute_activation_error, create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    model = load_onnx(fp32_path)
+    input_name = next(i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer})
+    producers = {out: node for node in model.graph.node for out in node.output}
+    with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as work, contextlib.redirect_stdout(io.StringIO()):
+        float_aug = str(Path(work) / "float.onnx")
+        qdq_aug = str(Path(work) / "qdq.onnx")
+        modify_model_output_intermediate_tensors(str(fp32_path), float_aug)
+        modify_model_output_intermediate_tensors(str(qdq_path), qdq_aug)
+        float_acts = collect_activations(float_aug, _Reader(input_name, samples))
+        qdq_acts = collect_activations(qdq_aug, _Reader(input_name, samples))
+        errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    ranked = []
+    for tensor, err in errors.items():
+        node = producers.get(tensor)
+        if node is None or "xmodel_err" not in err:
+            continue
+        value = float(err["xmodel_err"])
+        ranked.append({"node": node.name, "op": node.op_type, "tensor": tensor,
+                       "sqnr_db": round(value, 2) if np.isfinite(value) else None})
+    ranked.sort(key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
+    return ranked
+
+
+def meet_accuracy_budget(
+    quantize: Callable[[list[str]], None],
+    accuracy: Callable[[], float],
+    fp32_accuracy: float,
+    budget: float,
+    ranking: list[dict[str, Any]],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32."""
+    excluded: list[str] = []
+    history = []
+    candidates = [r["node"] for r in ranking if r["op"] in ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip")]
+    step = 1
+    while True:
+        quantize(excluded)
+        top1 = accuracy()
+        history.append({"excluded": len(excluded), "top1": top1})
+        log(f"accuracy budget: {len(excluded)} layer(s) in float -> top-1 {top1:.2f}% (FP32 {fp32_accuracy:.2f}%)")
+        if fp32_accuracy - top1 <= budget:
+            return {"met": True, "excluded": excluded, "top1": top1, "history": history}
+        remaining = [c for c in candidates if c not in excluded]
+        if not remaining:
+            raise EdgekitError(
+                f"--accuracy-budget {budget}: not met even with every ranked layer in float "
+                f"(INT8 top-1 {top1:.2f}% vs FP32 {fp32_accuracy:.2f}%)"
+            )
+        excluded = excluded + remaining[:step]
+        step *= 2

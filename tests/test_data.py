@@ -1,0 +1,155 @@
+"""Calibration data: recipes, real image folders written to disk, sampling, caching, bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.cli import main
+from edgekit.data import calibration_tensors, load_recipe, open_dataset, sample_indices
+from edgekit.data.datasets import BadSample, load_all
+from edgekit.errors import EdgekitError
+
+
+def write_images(root: Path, per_class: dict[str, int], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, count in per_class.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            image = Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode)
+            path = root / name / f"{i}.{'png' if i % 2 else 'jpg'}"
+            image.save(path)
+            paths.append(path)
+    return paths
+
+
+def test_shipped_recipes() -> None:
+    imagenet = load_recipe("imagenet")
+    assert imagenet.input_shape() == (1, 3, 224, 224) and imagenet.resize == 256 and imagenet.center_crop
+    digits = load_recipe("digits")
+    assert digits.input_shape(4) == (4, 3, 32, 32)
+
+
+def test_recipe_apply_matches_torchvision_preprocessing(tmp_path: Path) -> None:
+    import torch
+    from torchvision import transforms
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    ours = load_recipe("imagenet").apply(image)
+    theirs = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])(image)
+    assert ours.shape == (3, 224, 224)
+    # PIL vs tensor resize differ by antialiasing details only
+    assert np.mean(np.abs(ours - theirs.numpy())) < 0.05
+    assert isinstance(theirs, torch.Tensor)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("name: x\nsize: [8, 8]\nmean: [0]\nstd: [1]\ncolour: rgb\n", "key 'colour': unknown key"),
+    ("name: x\nsize: [8, 8]\nstd: [1]\n", "key 'mean': required key is missing"),
+    ("name: x\nsize: [8, 8]\nmean: [0]\nstd: [0]\n", "key 'std'"),
+    ("name: x\nsize: eight\nmean: [0]\nstd: [1]\n", "key 'size'"),
+    ("name: x\nsize: [8, 8]\nmean: [0, 0]\nstd: [1]\n", "key 'mean': needs 1 or 3 values"),
+])
+def test_bad_recipe_names_file_and_key(content: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(content)
+    with pytest.raises(EdgekitError) as info:
+        load_recipe(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_image_folder_labels_sampling_and_cache(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", {"cat": 30, "dog": 10})
+    recipe = load_recipe("digits")
+    dataset = open_dataset(tmp_path / "imgs", recipe)
+    assert len(dataset) == 40 and dataset.classes == ["cat", "dog"]
+    chosen = sample_indices(dataset, 20, seed=3)
+    labels = [dataset.labels[i] for i in chosen]
+    assert labels.count(0) == 15 and labels.count(1) == 5  # stratified: 3:1 like the folder
+    assert chosen == sample_indices(dataset, 20, seed=3) and chosen != sample_indices(dataset, 20, seed=4)
+    cache = tmp_path / "cache"
+    first = calibration_tensors(tmp_path / "imgs", recipe, 20, seed=3, cache=cache, progress=False)
+    assert first.shape == (20, 3, 32, 32) and first.dtype == np.float32
+    assert first.min() >= -1.0 and first.max() <= 1.0
+    cached = list((cache / "calibration").glob("*.npy"))
+    assert len(cached) == 1
+    np.testing.assert_array_equal(calibration_tensors(tmp_path / "imgs", recipe, 20, seed=3, cache=cache, progress=False), first)
+    # editing one sampled image's content changes the key: a second cache entry appears
+    sampled_file = dataset.files[chosen[0]]
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(sampled_file)
+    calibration_tensors(tmp_path / "imgs", recipe, 20, seed=3, cache=cache, progress=False)
+    assert len(list((cache / "calibration").glob("*.npy"))) == 2
+
+
+def test_builtin_digits_splits_are_disjoint_and_stratified() -> None:
+    recipe = load_recipe("digits")
+    sizes = {s: len(open_dataset(f"builtin:digits/{s}", recipe)) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1797 and sizes["train"] > 1200 and min(sizes.values()) > 250
+    test = open_dataset("builtin:digits/test", recipe)
+    assert set(test.labels) == set(range(10))
+    x, y = test.get(0)
+    assert x.shape == (3, 32, 32) and 0 <= y <= 9
+    from edgekit.data.datasets import _digits_split
+
+    targets = np.asarray(open_dataset("builtin:digits", recipe).labels)
+    parts = [set(_digits_split(targets, s).tolist()) for s in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+
+
+def test_npy_and_npz_sources(tmp_path: Path) -> None:
+    recipe = load_recipe("digits")
+    tensors = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "t.npy", tensors)
+    dataset = open_dataset(tmp_path / "t.npy", recipe)
+    np.testing.assert_array_equal(dataset.get(2)[0], tensors[2])
+    images = np.random.default_rng(0).integers(0, 255, (5, 20, 20, 3), dtype=np.uint8)
+    np.savez(tmp_path / "i.npz", images=images, labels=np.arange(5))
+    dataset = open_dataset(tmp_path / "i.npz", recipe)
+    assert dataset.labels == [0, 1, 2, 3, 4] and dataset.get(1)[0].shape == (3, 32, 32)
+
+
+def test_bad_data_sources(tmp_path: Path) -> None:
+    recipe = load_recipe("digits")
+    with pytest.raises(EdgekitError, match="data folder not found"):
+        open_dataset(tmp_path / "nope", recipe)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgekitError, match="empty: no images found"):
+        open_dataset(tmp_path / "empty", recipe)
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3, 16, 16), np.float32))
+    with pytest.raises(EdgekitError, match=r"wrong.npy: tensors have shape \[3, 16, 16\] per item, the recipe 'digits' makes \[3, 32, 32\]"):
+        open_dataset(tmp_path / "wrong.npy", recipe)
+    with pytest.raises(EdgekitError, match="unknown built-in data set"):
+        open_dataset("builtin:mnist", recipe)
+
+
+def test_corrupt_and_grayscale_images_are_named_or_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    write_images(folder, {"a": 4})
+    (folder / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    imagenet = load_recipe("imagenet")
+    dataset = open_dataset(folder, imagenet)
+    with pytest.raises(BadSample, match="broken.jpg: corrupt or unreadable image"):
+        load_all(dataset)
+    x, _, skipped = load_all(dataset, skip_bad=True)
+    assert len(x) == 4 and len(skipped) == 1 and "broken.jpg" in skipped[0]
+    gray = tmp_path / "gray"
+    write_images(gray, {"a": 2}, mode="L")
+    with pytest.raises(BadSample, match=r"0.jpg: grayscale image \(L\) for an RGB recipe 'imagenet'"):
+        load_all(open_dataset(gray, imagenet))
+
+
+def test_quantize_cli_reports_missing_calibration_folder(tmp_path: Path, digits_fp32_onnx: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q.onnx"
+    code = main(["quantize", str(digits_fp32_onnx), "--backend", "ort", "--calib", str(tmp_path / "missing"),
+                 "--recipe", "digits", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'missing'}: data folder not found" in err and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
