@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from edgekit.errors import EdgekitError
+from edgekit.yamlfile import load_validated
 
 
 class _RecipeFile(BaseModel):
@@ -116,21 +116,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = recipes_dir() / f"{text}.yaml"
         if not path.is_file():
             raise EdgekitError(f"--recipe: no recipe named {text!r} (shipped: {', '.join(available_recipes())}; or a .yaml path)")
-    if not path.is_file():
-        raise EdgekitError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise EdgekitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise EdgekitError(f"{path}: a recipe is a YAML mapping")
-    try:
-        parsed = _RecipeFile.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        reason = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(error["type"], error["msg"])
-        raise EdgekitError(f"{path}: key '{key}': {reason}") from exc
+    parsed = load_validated(_RecipeFile, path, "recipe file")
     channels = 3 if parsed.color_mode == "rgb" else 1
     for key in ("mean", "std"):
         if len(getattr(parsed, key)) not in (1, channels):

@@ -270,6 +270,10 @@ def system_info() -> dict[str, Any]:
         except Exception:
             continue
     info["runtimes"] = versions
+    try:
+        info["affinity"] = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        info["affinity"] = None
     return info
 
 
@@ -328,14 +332,17 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark ONNX/TFLite models; prints JSON.")
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("models", nargs="*")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--runtime", default=None, help="onnxruntime or tflite (default: by extension)")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per model at most")
+    parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
     args = parser.parse_args(argv)
+    if args.cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     document: dict[str, Any] = {"runner_version": RUNNER_VERSION, "system": system_info(), "results": []}
     if not args.probe:
         for model in args.models:

@@ -52,7 +52,7 @@ def resolve_settings(target: str | None = None, overrides: dict[str, Any] | None
         from edgekit.targets import load_target
 
         profile = load_target(target)
-        values.update({k: v for k, v in (profile.onnxruntime or {}).items() if k in values})
+        values.update(profile.ort_settings)
         origin = f"target {profile.name}"
     values.update({k: v for k, v in (overrides or {}).items() if v is not None and k in values})
     return OrtQuantSettings(**values).validate(origin)

@@ -1,0 +1,66 @@
+"""Benchmark on this machine: the device runner in a child process, exactly as on a device.
+
+Running the very file that is pushed to boards keeps local and remote numbers comparable, gives
+each measurement a fresh process (clean peak-memory figure, no allocator state from edgekit), and
+pins threads and CPUs as the target profile says.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgekit.errors import EdgekitError
+
+RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner.py"
+
+
+def runner_arguments(models: Sequence[str], runs: int, warmup: int, threads: int | None,
+                     runtime: str | None, time_budget: float | None, cpus: str | None) -> list[str]:
+    args = [*models, "--runs", str(runs), "--warmup", str(warmup)]
+    if threads:
+        args += ["--threads", str(threads)]
+    if runtime:
+        args += ["--runtime", runtime]
+    if time_budget:
+        args += ["--time-budget", str(time_budget)]
+    if cpus:
+        args += ["--cpus", cpus]
+    return args
+
+
+def parse_runner_output(stdout: str, where: str) -> dict[str, Any]:
+    try:
+        return json.loads(stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise EdgekitError(f"{where}: the runner printed no result ({stdout.strip()[-200:] or 'no output'})") from exc
+
+
+def bench_local(models: Sequence[Path], runs: int, warmup: int, threads: int | None = None,
+                runtime: str | None = None, time_budget: float | None = None, cpus: str | None = None,
+                timeout: float = 1800.0, python: str | None = None) -> dict[str, Any]:
+    """The runner's JSON document for ``models`` measured here (by ``python``, default this interpreter)."""
+    for model in models:
+        if not Path(model).is_file():
+            raise EdgekitError(f"{model}: artifact not found")
+    documents = []
+    for model in models:  # one process each: a clean peak-memory figure per artifact
+        command = [python or sys.executable, str(RUNNER), *runner_arguments([str(model)], runs, warmup, threads, runtime,
+                                                                  time_budget, cpus)]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgekitError(f"{model}: local benchmark did not finish in {timeout:.0f} s") from exc
+        if proc.returncode < 0:
+            raise EdgekitError(f"{model}: the runner crashed (signal {-proc.returncode}): {proc.stderr.strip()[-200:]}")
+        documents.append(parse_runner_output(proc.stdout, "local benchmark"))
+    return merge_documents(documents)
+
+
+def merge_documents(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Runner documents of one artifact each -> one document (system info from the first)."""
+    merged = dict(documents[0])
+    merged["results"] = [r for d in documents for r in d["results"]]
+    return merged

@@ -1,0 +1,124 @@
+"""One benchmark document (schema ``edgekit.bench/1``) for a set of artifacts on one target or host.
+
+Schema::
+
+    schema    "edgekit.bench/1"
+    created   ISO-8601 UTC
+    target    profile name or null
+    host      "local" or "user@host:port"
+    system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
+    settings  {"runs", "warmup", "threads", "time_budget"}
+    results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_version", "threads",
+                "load_s", "first_inference_s", "peak_rss_bytes",
+                "latency_ms": {"min","p50","p90","p99","mean","std","cv","p50_ci95":[lo,hi],"runs"},
+                "throughput_ips", "noisy", "noise_reasons": [...], "latencies_ms": [...]}]
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgekit.bench.local import bench_local
+from edgekit.bench.remote import SshTarget, bench_remote
+from edgekit.bench.stats import noise_reasons, summarize
+from edgekit.errors import EdgekitError
+from edgekit.manifest import sha256_file
+
+SCHEMA = "edgekit.bench/1"
+
+
+def benchmark(
+    artifacts: Sequence[str | Path],
+    *,
+    target: str | None = None,
+    targets_dir: str | None = None,
+    host: str | None = None,
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+    runtime: str | None = None,
+    time_budget: float | None = None,
+    remote_python: str | None = None,
+    ssh_options: dict[str, Any] | None = None,
+    timeout: float = 1800.0,
+    local_python: str | None = None,
+) -> dict[str, Any]:
+    """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document."""
+    if runs < 1 or warmup < 0:
+        raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+    paths = [Path(a) for a in artifacts]
+    for path in paths:
+        if not path.is_file():
+            raise EdgekitError(f"{path}: artifact not found")
+        if path.suffix.lower() not in (".onnx", ".tflite"):
+            raise EdgekitError(f"{path}: can only benchmark .onnx and .tflite files")
+    profile = None
+    if target:
+        from edgekit.targets import load_target
+
+        profile = load_target(target, targets_dir)
+    threads = threads or (profile.threads if profile else None)
+    if host is None and profile and profile.ssh and profile.ssh.host:
+        host = f"{profile.ssh.user + '@' if profile.ssh.user else ''}{profile.ssh.host}{':' + str(profile.ssh.port) if profile.ssh.port else ''}"
+    if host:
+        python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
+        workdir = profile.ssh.workdir if profile and profile.ssh else None
+        ssh_target = SshTarget.parse(host, **(ssh_options or {}))
+        document = bench_remote(ssh_target, paths, runs, warmup, threads=threads, runtime=runtime,
+                                time_budget=time_budget, remote_python=python, workdir=workdir, timeout=timeout)
+        where = ssh_target.label()
+    else:
+        cpus = None
+        if profile and threads:
+            import os
+
+            available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+            cpus = ",".join(str(c) for c in available[:threads]) if len(available) >= threads else None
+        document = bench_local(paths, runs, warmup, threads, runtime, time_budget, cpus, timeout, local_python)
+        where = "local"
+    results = []
+    for path, raw in zip(paths, document["results"]):
+        if "error" in raw:
+            raise EdgekitError(f"{path}: could not be benchmarked on {where} ({raw['error'][:200]})")
+        results.append(_result(path, raw, document["system"]))
+    return {
+        "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": profile.name if profile else None, "host": where, "system": document["system"],
+        "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget},
+        "results": results,
+    }
+
+
+def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
+    stats = summarize(raw["latencies_s"])
+    batch = (raw["model"]["inputs"][0]["shape"] or [1])[0] or 1
+    reasons = noise_reasons(stats, system, raw.get("temperature_before_c"), raw.get("temperature_after_c"))
+    return {
+        "artifact": path.name, "path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "runtime": raw["runtime"], "runtime_package": raw.get("runtime_package"),
+        "runtime_version": raw.get("runtime_version"), "threads": raw.get("threads"),
+        "load_s": raw["load_s"], "first_inference_s": raw["first_inference_s"],
+        "peak_rss_bytes": raw.get("peak_rss_bytes"), "latency_ms": stats,
+        "throughput_ips": 1000.0 * batch / stats["p50"] if stats["p50"] else None,
+        "temperature_before_c": raw.get("temperature_before_c"), "temperature_after_c": raw.get("temperature_after_c"),
+        "noisy": bool(reasons), "noise_reasons": reasons,
+        "latencies_ms": [round(s * 1000.0, 4) for s in raw["latencies_s"]],
+    }
+
+
+def render_table(document: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for r in document["results"]:
+        s = r["latency_ms"]
+        rows.append([r["artifact"], r["runtime"], f"{r['size_bytes'] / 1e6:.2f}", f"{s['p50']:.3f}",
+                     f"[{s['p50_ci95'][0]:.3f}, {s['p50_ci95'][1]:.3f}]", f"{s['p90']:.3f}", f"{s['p99']:.3f}",
+                     f"{s['cv']:.1%}", f"{r['throughput_ips']:.1f}", f"{(r['peak_rss_bytes'] or 0) / 1e6:.0f}",
+                     "NOISY: " + "; ".join(r["noise_reasons"]) if r["noisy"] else ""])
+    system = document["system"]
+    header = (f"{document['host']} ({system.get('cpu_model', '?')}, {system.get('cpu_count')} cores, "
+              f"{document['settings']['threads'] or 'default'} threads, target {document['target'] or '-'})")
+    return header + "\n" + tabulate(rows, headers=["artifact", "runtime", "MB", "p50 ms", "p50 95% CI", "p90 ms",
+                                                   "p99 ms", "CV", "img/s", "peak MB", "notes"])

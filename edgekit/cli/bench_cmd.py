@@ -1,0 +1,60 @@
+"""``edgekit bench``: latency of .onnx/.tflite artifacts here or on a device over SSH."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark artifacts locally or on a device over SSH")
+    parser.add_argument("artifacts", nargs="+", help=".onnx and .tflite files")
+    parser.add_argument("--target", help="target profile (threads, SSH defaults); see edgekit targets list")
+    parser.add_argument("--targets-dir", help="a folder of your own target profiles")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--time-budget", type=float, help="stop measuring an artifact after this many seconds")
+    parser.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
+    parser.add_argument("--runtime", choices=("onnxruntime", "tflite"), help="default: by file extension")
+    parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
+    parser.add_argument("--json", help="write the result (schema edgekit.bench/1) to this file")
+    parser.add_argument("--out-dir", help="write the result into this folder as bench-<target>-<host>.json")
+    parser.add_argument("--force", action="store_true", help="overwrite the JSON output")
+    ssh = parser.add_argument_group("device over SSH")
+    ssh.add_argument("--host", help="user@addr[:port] or an ~/.ssh/config alias")
+    ssh.add_argument("--remote-python", help="the device's Python (default python3, or the profile's)")
+    ssh.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
+    ssh.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown host key")
+    ssh.add_argument("--identity", help="private key file")
+    ssh.add_argument("--ssh-config", help="ssh config file (default ~/.ssh/config)")
+    ssh.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the whole run")
+    parser.set_defaults(handler=run)
+
+
+def output_path(args: argparse.Namespace, document: dict) -> str | None:
+    if args.json:
+        return args.json
+    if args.out_dir:
+        host = document["host"].replace("@", "_").replace(":", "_").replace("/", "_")
+        return f"{args.out_dir}/bench-{document['target'] or 'default'}-{host}.json"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.atomic import check_can_write, write_text_atomic
+    from edgekit.bench import benchmark, render_table
+
+    if args.json:
+        check_can_write(args.json, args.force)
+    options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host, "identity": args.identity,
+               "ssh_config": args.ssh_config}
+    print(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...", flush=True)
+    document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
+                         runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
+                         time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
+                         timeout=args.timeout, local_python=args.python)
+    print(render_table(document))
+    path = output_path(args, document)
+    if path:
+        write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force or bool(args.out_dir))
+        print(f"wrote {path}")
+    return 0
