@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import device_env
 import sshd_server
@@ -138,4 +137,3 @@ def test_device_runner_is_self_contained(device_python: str, artifacts: list[Pat
                           text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["runtime_package"] == "tflite_runtime"
-    del torch  # imported for the fixtures only
