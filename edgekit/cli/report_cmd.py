@@ -1,0 +1,20 @@
+"""``edgekit report RUN/``: report.json, report.md and report.html from a run directory."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="write report.json/.md/.html for a run directory")
+    parser.add_argument("run_dir", help="a run directory (artifacts/, eval/, bench/, run.json)")
+    parser.add_argument("--baseline", help="artifact to compare against (default: run.json's, else the FP32 ONNX)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.report import write_report
+
+    paths = write_report(args.run_dir, args.baseline)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,142 @@
+"""Read a run directory into report rows: one per (artifact, target/host) measurement.
+
+Run directory layout (what ``edgekit run`` writes; users can assemble one by hand)::
+
+    RUN/artifacts/  *.onnx, *.tflite (+ <artifact>.json manifests)
+    RUN/eval/       *.json, schema edgekit.eval/1
+    RUN/bench/      *.json, schema edgekit.bench/1
+    RUN/run.json    optional: {"name", "baseline": "<artifact>", "variants": {"<artifact>": "label"}}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.bench.stats import compare
+from edgekit.errors import EdgekitError
+
+
+def _load(path: Path, schema: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgekitError(f"{path}: not readable JSON ({exc})") from exc
+    if schema and (not isinstance(data, dict) or data.get("schema") != schema):
+        raise EdgekitError(f"{path}: field 'schema' is {data.get('schema') if isinstance(data, dict) else None!r}, expected {schema!r}")
+    return data
+
+
+def _last(stages: list[dict[str, Any]], key: str) -> Any:
+    for stage in reversed(stages):
+        if key in stage:
+            return stage[key]
+    return None
+
+
+def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str, Any]:
+    stages = (manifest or {}).get("stages", [])
+    quant = next((s for s in reversed(stages) if s.get("stage") == "quantize"), None)
+    pruned = any(s.get("stage") == "prune" for s in stages)
+    distilled = any(s.get("stage") == "distill" for s in stages)
+    precision = "INT8" if quant else "FP32"
+    kind = ("pruned+distilled " if pruned and distilled else "pruned " if pruned else "") + precision
+    fmt = "ONNX" if artifact.endswith(".onnx") else "TFLite"
+    return {
+        "label": f"{kind} {fmt}", "precision": precision, "pruned": pruned, "distilled": distilled,
+        "quantization": quant.get("label") if quant else None, "macs": _last(stages, "macs"),
+        "params": _last(stages, "params"),
+    }
+
+
+def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EdgekitError(f"{run_dir}: run directory not found")
+    run_info = _load(run_dir / "run.json", None) if (run_dir / "run.json").is_file() else {}
+    manifests = {}
+    for path in sorted((run_dir / "artifacts").glob("*.json")):
+        data = _load(path, None)
+        if data.get("schema") == "edgekit.manifest/1":
+            manifests[path.name[: -len(".json")]] = data  # by file name: a copied artifact keeps its manifest
+    evals = {}
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        data = _load(path, "edgekit.eval/1")
+        evals[data["artifact"]] = data
+    benches = [(path, _load(path, "edgekit.bench/1")) for path in sorted((run_dir / "bench").glob("*.json"))]
+    if not benches and not evals:
+        raise EdgekitError(f"{run_dir}: no bench/*.json and no eval/*.json to report on")
+    baseline = baseline or run_info.get("baseline") or _default_baseline(manifests, evals, benches)
+    labels = run_info.get("variants", {})
+    rows: list[dict[str, Any]] = []
+    hosts: dict[str, Any] = {}
+    measured = set()
+    for path, bench in benches:
+        host_key = f"{bench.get('target') or '-'} @ {bench['host']}"
+        hosts[host_key] = bench.get("system", {})
+        for result in bench["results"]:
+            rows.append(_row(result["artifact"], manifests, evals, labels, host_key, result))
+            measured.add(result["artifact"])
+    for name in evals:
+        if name not in measured:
+            rows.append(_row(name, manifests, evals, labels, None, None))
+    _relate_to_baseline(rows, baseline)
+    _mark_pareto(rows)
+    return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows}
+
+
+def _default_baseline(manifests: dict, evals: dict, benches: list) -> str | None:
+    names = list(manifests) or list(evals) or [r["artifact"] for _, b in benches for r in b["results"]]
+    for name in names:
+        if name.endswith(".onnx"):
+            info = describe_variant(manifests.get(name), name)
+            if info["precision"] == "FP32" and not info["pruned"]:
+                return name
+    return names[0] if names else None
+
+
+def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None, result: dict | None) -> dict[str, Any]:
+    manifest = manifests.get(name)
+    info = describe_variant(manifest, name)
+    evaluation = evals.get(name, {})
+    row = {
+        "artifact": name, "label": labels.get(name, info["label"]), "host": host,
+        "format": "onnx" if name.endswith(".onnx") else "tflite",
+        "runtime": result["runtime"] if result else None, "size_bytes": (result or {}).get("size_bytes") or (manifest or {}).get("size_bytes"),
+        "macs": info["macs"], "params": info["params"], "precision": info["precision"], "pruned": info["pruned"],
+        "distilled": info["distilled"], "quantization": info["quantization"],
+        "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
+        "latency_ms": result["latency_ms"] if result else None,
+        "latencies_ms": result["latencies_ms"] if result else None,
+        "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],
+    }
+    return row
+
+
+def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    base_by_host = {r["host"]: r for r in rows if r["artifact"] == baseline}
+    base_any = next((r for r in rows if r["artifact"] == baseline), None)
+    for row in rows:
+        base = base_by_host.get(row["host"]) or base_any
+        row["is_baseline"] = row["artifact"] == baseline
+        row["top1_delta"] = (row["top1"] - base["top1"]) if base and row["top1"] is not None and base["top1"] is not None else None
+        if base and row["latency_ms"] and base.get("latency_ms"):
+            row["speedup"] = base["latency_ms"]["p50"] / row["latency_ms"]["p50"]
+            verdict = compare(row["latency_ms"], base["latency_ms"])
+            row["vs_baseline"] = "baseline" if row["is_baseline"] else verdict
+        else:
+            row["speedup"], row["vs_baseline"] = None, None
+
+
+def _mark_pareto(rows: list[dict[str, Any]]) -> None:
+    """Pareto-optimal within each host: no other variant is both faster (p50) and more accurate."""
+    for row in rows:
+        row["pareto"] = False
+    for host in {r["host"] for r in rows}:
+        points = [r for r in rows if r["host"] == host and r["latency_ms"] and r["top1"] is not None]
+        for row in points:
+            p, a = row["latency_ms"]["p50"], row["top1"]
+            row["pareto"] = not any(
+                o is not row and o["latency_ms"]["p50"] <= p and o["top1"] >= a and (o["latency_ms"]["p50"] < p or o["top1"] > a)
+                for o in points
+            )

@@ -1,0 +1,83 @@
+"""The report from a real run directory: artifacts, evaluations and benchmarks made here."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, digits_fp32_onnx: Path, digits_calib: np.ndarray) -> Path:
+    from edgekit.bench import benchmark
+    from edgekit.evaluate import evaluate
+    from edgekit.quantize.ort import quantize_ort
+    from edgekit.quantize.tflite import quantize_tflite
+
+    run = tmp_path_factory.mktemp("run")
+    artifacts = run / "artifacts"
+    artifacts.mkdir()
+    fp32 = artifacts / "fp32.onnx"
+    shutil.copy(digits_fp32_onnx, fp32)
+    shutil.copy(str(digits_fp32_onnx) + ".json", str(fp32) + ".json")
+    quantize_ort(fp32, artifacts / "int8.onnx", digits_calib, progress=False)
+    quantize_tflite(fp32, artifacts / "int8.tflite", digits_calib[:64], write_fp32=False, progress=False)
+    variants = [fp32, artifacts / "int8.onnx", artifacts / "int8.tflite"]
+    (run / "eval").mkdir()
+    for path in variants:
+        result = evaluate(path, "builtin:digits/test", "digits", reference=fp32)
+        (run / "eval" / f"{path.name}.json").write_text(json.dumps(result))
+    (run / "bench").mkdir()
+    document = benchmark(variants, target="x86-64-avx2", runs=40, warmup=5)
+    (run / "bench" / "local.json").write_text(json.dumps(document))
+    return run
+
+
+def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(run_dir)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    document = json.loads((run_dir / "report.json").read_text())
+    assert document["schema"] == "edgekit.report/1" and document["baseline"] == "fp32.onnx"
+    rows = {r["artifact"]: r for r in document["rows"]}
+    assert set(rows) == {"fp32.onnx", "int8.onnx", "int8.tflite"}
+    base = rows["fp32.onnx"]
+    assert base["is_baseline"] and base["speedup"] == pytest.approx(1.0) and base["vs_baseline"] == "baseline"
+    assert base["top1_delta"] == 0 and base["label"] == "FP32 ONNX" and base["macs"] > 0
+    int8 = rows["int8.onnx"]
+    assert int8["label"] == "INT8 ONNX" and int8["quantization"] == "QDQ U8S8 per-channel"
+    assert int8["speedup"] == pytest.approx(base["latency_ms"]["p50"] / int8["latency_ms"]["p50"])
+    assert int8["vs_baseline"] in ("faster", "slower", "no measurable difference")
+    assert int8["top1_delta"] == pytest.approx(int8["top1"] - base["top1"])
+    assert rows["int8.tflite"]["runtime"] == "tflite" and rows["int8.tflite"]["macs"] == base["macs"]
+    # Pareto: no marked row is dominated by another
+    for row in document["rows"]:
+        if row["pareto"]:
+            assert not any(o["latency_ms"]["p50"] < row["latency_ms"]["p50"] and o["top1"] > row["top1"] for o in document["rows"])
+    assert any(r["pareto"] for r in document["rows"])
+    markdown = (run_dir / "report.md").read_text()
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| ") and ".onnx" in line or ".tflite |" in line]
+    assert len([line for line in markdown.splitlines() if re.match(r"\| (pruned|FP32|INT8)", line)]) == 3
+    assert table_lines
+    page = (run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"(src|href)=[\"']https?://", page), "report.html must be self-contained"
+    assert "<table>" in page and "Pareto" in page
+
+
+def test_report_bad_inputs(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no bench/*.json and no eval/*.json" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "bench" / "local.json").write_text(json.dumps({"schema": "something/9"}))
+    assert main(["report", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "local.json: field 'schema' is 'something/9', expected 'edgekit.bench/1'" in err and err.count("\n") == 1
