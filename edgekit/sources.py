@@ -217,3 +217,22 @@ def _load_state_dict(module: Any, state: dict[str, Any], path: Path) -> None:
 def _clip(keys: list[str], limit: int = 3) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def save_module(module: Any, path: str | Path, example_input: Any, force: bool = False) -> Path:
+    """Write a loadable model file atomically: ``torch.save(module)``, or an ExportedProgram for ``.pt2``."""
+    import torch
+
+    from edgekit.atomic import atomic_path
+
+    path = Path(path)
+    if path.suffix.lower() not in (".pt", ".pth", ".pt2"):
+        raise EdgekitError(f"{path}: a model file ends in .pt, .pth or .pt2")
+    with atomic_path(path, force) as tmp:
+        if path.suffix.lower() == ".pt2":
+            program = torch.export.export(module.eval(), (example_input,))
+            with open(tmp, "wb") as handle:
+                torch.export.save(program, handle)
+        else:
+            torch.save(module, tmp)
+    return path

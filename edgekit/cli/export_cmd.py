@@ -38,10 +38,16 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(args.output, args.force)  # fail before loading a model
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     samples = _load_samples(args.samples) if args.samples else None
+    from pathlib import Path
+
+    from edgekit.manifest import read_manifest
+
+    history = read_manifest(args.model) if Path(args.model).is_file() else None
     result = export_onnx(
         loaded.module, args.input_shape, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
         exporter=args.exporter, parity_count=args.parity_inputs, samples=samples, tolerance=args.tolerance,
         force=args.force, source=loaded.describe(), exported_program=loaded.exported_program,
+        prior_stages=(history or {}).get("stages"),
     )
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size_mb:.2f} MB, {result.exporter} exporter, {result.seconds:.1f} s)")

@@ -53,6 +53,7 @@ def export_onnx(
     preprocessing: dict[str, Any] | None = None,
     exported_program: Any = None,
     extra_stage: dict[str, Any] | None = None,
+    prior_stages: list[dict[str, Any]] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``output`` and prove parity; nothing is left at ``output`` on failure."""
     import torch
@@ -102,7 +103,7 @@ def export_onnx(
             "dynamic_batch": dynamic_batch, "preprocessing": preprocessing,
         },
         outputs=[{"name": output_name, "shape": list(reference_out.shape), "dtype": "float32"}],
-        stages=[stage],
+        stages=[*(prior_stages or []), stage],  # a pruned model's history travels with its export
     )
     write_manifest(output, manifest)
     return ExportResult(output, report, used, seconds, manifest)

@@ -1,0 +1,108 @@
+"""``edgekit prune``: structured pruning, optionally with distillation from the unpruned teacher."""
+from __future__ import annotations
+
+import argparse
+
+from edgekit.cli.common import add_force, add_model_source, input_shape
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("prune", help="remove whole channels (really smaller, really faster)")
+    add_model_source(parser)
+    parser.add_argument("--input-shape", type=input_shape, help="e.g. 1,3,224,224 (default: from --recipe)")
+    amount = parser.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--ratio", type=float, help="fraction of channels to remove, e.g. 0.5")
+    amount.add_argument("--target-macs", type=float, help="keep at most this fraction of the MACs, e.g. 0.3")
+    parser.add_argument("--importance", default="l1", help="l1, l2, bn (batch-norm scale) or taylor")
+    parser.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
+    parser.add_argument("--round-to", type=int, help="channel multiple (default 8, or the --target profile's)")
+    parser.add_argument("--target", help="target profile to take the channel multiple from")
+    parser.add_argument("--protect", action="append", default=[], help="layer name never to prune (repeatable)")
+    parser.add_argument("--steps", type=int, default=1, help="prune in this many steps (fine-tuning between)")
+    train = parser.add_argument_group("recovery (knowledge distillation)")
+    train.add_argument("--distill", action="store_true", help="distil from the unpruned model after pruning")
+    train.add_argument("--teacher", help="another teacher model source (default: the unpruned model)")
+    train.add_argument("--train", help="training images (folder, .npz, builtin:digits/train); labels optional")
+    train.add_argument("--val", help="validation data for the best checkpoint")
+    train.add_argument("--recipe", help="preprocessing recipe for the data")
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--alpha", type=float, default=0.7, help="weight of the distillation term")
+    train.add_argument("--temperature", type=float, default=4.0)
+    train.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    train.add_argument("--checkpoint-dir", help="resumable training checkpoints (default: beside the output)")
+    parser.add_argument("-o", "--output", required=True, help=".pt (torch.save) or .pt2 (ExportedProgram)")
+    add_force(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from edgekit.atomic import check_can_write
+    from edgekit.errors import EdgekitError
+    from edgekit.manifest import new_manifest, write_manifest
+    from edgekit.prune import IMPORTANCES, prune
+    from edgekit.sources import load_model, parse_kwargs, save_module
+
+    check_can_write(args.output, args.force)
+    if args.importance not in IMPORTANCES:
+        raise EdgekitError(f"--importance: {args.importance!r} is not one of {', '.join(IMPORTANCES)}")
+    if (args.distill or args.steps > 1 and args.train) and not (args.train and args.recipe):
+        raise EdgekitError("--distill: needs --train DATA and --recipe NAME")
+    if args.train:
+        from edgekit.data import open_dataset
+
+        open_dataset(args.train, args.recipe)  # fail now, not after pruning
+    shape = args.input_shape
+    if shape is None:
+        if not args.recipe:
+            raise EdgekitError("--input-shape: required unless --recipe gives the input size")
+        from edgekit.data import load_recipe
+
+        shape = load_recipe(args.recipe).input_shape()
+    round_to = args.round_to
+    if round_to is None:
+        round_to = 8
+        if args.target:
+            from edgekit.targets import load_target
+
+            round_to = load_target(args.target).pruning.channel_multiple
+    loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
+    model = loaded.module
+    example = torch.zeros(*shape)
+    teacher = load_model(args.teacher).module if args.teacher else copy.deepcopy(model).eval()
+    checkpoints = Path(args.checkpoint_dir or f"{args.output}.checkpoints")
+
+    def fine_tune(student, step: int) -> None:
+        from edgekit.distill import train
+
+        print(f"recovering between steps ({step}/{args.steps}): one epoch of distillation")
+        train(student, args.train, args.recipe, teacher=teacher, epochs=1, lr=args.lr, batch_size=args.batch_size,
+              alpha=args.alpha, temperature=args.temperature, optimizer=args.optimizer)
+
+    report = prune(model, example, ratio=args.ratio, target_macs=args.target_macs, importance=args.importance,
+                   global_pruning=args.global_pruning, round_to=round_to, protect=args.protect, steps=args.steps,
+                   between_steps=fine_tune if args.train and args.steps > 1 else None)
+    stages = [report]
+    if args.distill:
+        from edgekit.distill import train
+
+        history = train(model, args.train, args.recipe, teacher=teacher, val_source=args.val, epochs=args.epochs,
+                        lr=args.lr, batch_size=args.batch_size, alpha=args.alpha, temperature=args.temperature,
+                        optimizer=args.optimizer, checkpoint_dir=checkpoints)
+        stages.append({"stage": "distill", "epochs": args.epochs, "alpha": args.alpha, "temperature": args.temperature,
+                       "teacher": args.teacher or "unpruned model", "history": history["epochs"],
+                       "best_val_top1": history["best_val_top1"]})
+    save_module(model, args.output, example, force=args.force)
+    write_manifest(args.output, new_manifest(args.output, source=loaded.describe(),
+                                             input_spec={"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
+                                             stages=stages))
+    print(f"wrote {args.output}: MACs {report['macs_before'] / 1e6:.1f}M -> {report['macs_after'] / 1e6:.1f}M "
+          f"({report['macs_after'] / report['macs_before']:.1%}), params {report['params_before'] / 1e6:.2f}M -> "
+          f"{report['params_after'] / 1e6:.2f}M")
+    return 0

@@ -1,0 +1,38 @@
+"""``edgekit sparsify``: unstructured magnitude pruning (smaller when compressed; no faster on CPUs)."""
+from __future__ import annotations
+
+import argparse
+
+from edgekit.cli.common import add_force, add_model_source
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sparsify", help="zero the smallest weights (compresses better; dense CPU runtimes gain no speed)")
+    add_model_source(parser)
+    parser.add_argument("--sparsity", type=float, required=True, help="fraction of weights to zero, e.g. 0.7")
+    parser.add_argument("--scope", choices=("global", "layer"), default="global")
+    parser.add_argument("-o", "--output", required=True, help=".pt file")
+    add_force(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from edgekit.atomic import check_can_write
+    from edgekit.manifest import new_manifest, write_manifest
+    from edgekit.prune.sparsify import sparsify
+    from edgekit.sources import load_model, parse_kwargs, save_module
+
+    check_can_write(args.output, args.force)
+    loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
+    report = sparsify(loaded.module, args.sparsity, args.scope)
+    save_module(loaded.module, args.output, None, force=args.force)
+    write_manifest(args.output, new_manifest(args.output, source=loaded.describe(), stages=[report]))
+    print(tabulate(sorted(report["per_layer"].items()), headers=["layer", "sparsity"]))
+    print(f"wrote {args.output}: {report['sparsity']:.1%} of conv/linear weights are zero; gzip size "
+          f"{report['gzip_bytes_before'] / 1e6:.2f} MB -> {report['gzip_bytes_after'] / 1e6:.2f} MB")
+    print("note: ONNX Runtime and TFLite run dense kernels, so this model is NOT faster; "
+          "use `edgekit prune` (structured) for speed.")
+    return 0

@@ -1,0 +1,173 @@
+"""Structured pruning on torch-pruning's dependency graph: whole channels go, tensors really shrink.
+
+The dependency graph keeps residual additions, depthwise/grouped convolutions, concatenations,
+squeeze-excitation blocks and batch norms consistent, so the pruned model is an ordinary, smaller
+dense model: its ONNX and TFLite exports have fewer channels and run faster on any runtime.
+The classifier's output width never changes; channel counts are rounded to a multiple (8 by
+default, the target profile's ``pruning.channel_multiple``) because NEON/AVX2 kernels like it.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable, Sequence
+
+from edgekit.errors import EdgekitError
+from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
+
+IMPORTANCES = ("l1", "l2", "bn", "taylor")
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    if name == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if name == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "bn":
+        return tp.importance.BNScaleImportance()
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    raise EdgekitError(f"--importance: {name!r} is not one of {', '.join(IMPORTANCES)}")
+
+
+def count_macs_params(model: Any, example_input: Any) -> tuple[int, int]:
+    import torch
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, example_input)
+    return int(macs), int(params)
+
+
+def layer_widths(model: Any) -> dict[str, list[int]]:
+    """Output (and input) width of every convolution and linear layer, by module name."""
+    import torch
+
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            widths[name] = [module.out_channels, module.in_channels]
+        elif isinstance(module, torch.nn.Linear):
+            widths[name] = [module.out_features, module.in_features]
+    return widths
+
+
+def _output_layers(model: Any, example_input: Any, protect: Sequence[str]) -> list[Any]:
+    """Layers whose width is the model's output width (the classifier) plus the protected ones."""
+    import torch
+
+    with torch.no_grad():
+        width = model(example_input).shape[1]
+    names = dict(model.named_modules())
+    missing = [p for p in protect if p not in names]
+    if missing:
+        raise EdgekitError(f"--protect: no layer named {missing[0]!r} in the model")
+    ignored = [m for m in model.modules()
+               if (isinstance(m, torch.nn.Linear) and m.out_features == width)
+               or (isinstance(m, torch.nn.Conv2d) and m.out_channels == width and m.groups == 1)]
+    return ignored + [names[p] for p in protect]
+
+
+def prune(
+    model: Any,
+    example_input: Any,
+    *,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    importance: str = "l1",
+    global_pruning: bool = False,
+    round_to: int | None = 8,
+    protect: Sequence[str] = (),
+    steps: int = 1,
+    batches: Callable[[], Iterable[tuple[Any, Any]]] | None = None,
+    between_steps: Callable[[Any, int], None] | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Prune ``model`` in place to ``ratio`` of its channels or to ``target_macs`` of its MACs."""
+    import torch
+    import torch_pruning as tp
+
+    if (ratio is None) == (target_macs is None):
+        raise EdgekitError("give exactly one of --ratio and --target-macs")
+    if ratio is not None and not 0.0 < ratio < 1.0:
+        raise EdgekitError(f"--ratio: must be between 0 and 1 (exclusive), got {ratio}")
+    if target_macs is not None and not 0.0 < target_macs < 1.0:
+        raise EdgekitError(f"--target-macs: must be a fraction between 0 and 1, got {target_macs}")
+    if steps < 1:
+        raise EdgekitError(f"--steps: must be at least 1, got {steps}")
+    crit = _importance(importance)
+    model.eval()
+    macs_before, params_before = count_macs_params(model, example_input)
+    widths_before = layer_widths(model)
+    # a MACs target is approached in small steps and stops as soon as it is reached
+    step_count = steps if target_macs is None else max(steps, 20)
+    ignored = _output_layers(model, example_input, protect)
+    shuffle = is_shufflenet(model)
+    guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
+    with guard:
+        if shuffle:
+            ignored += boundary_layers(model)
+        pruner = tp.pruner.MetaPruner(
+            model, example_input, importance=crit, global_pruning=global_pruning,
+            pruning_ratio=ratio if ratio is not None else 0.95, iterative_steps=step_count,
+            ignored_layers=ignored, round_to=round_to,
+        )
+        history = _run_steps(model, example_input, pruner, importance, step_count, target_macs, macs_before,
+                             params_before, batches, between_steps, progress)
+    model.eval()
+    macs_after, params_after = count_macs_params(model, example_input)
+    after = layer_widths(model)
+    return {
+        "stage": "prune", "importance": importance, "ratio": ratio, "target_macs": target_macs,
+        "global_pruning": global_pruning, "round_to": round_to, "protected": list(protect), "steps": history,
+        "macs_before": macs_before, "macs_after": macs_after, "params_before": params_before,
+        "params_after": params_after, "macs": macs_after, "params": params_after,
+        "layers": {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
+    }
+
+
+def _run_steps(model: Any, example_input: Any, pruner: Any, importance: str, step_count: int,
+               target_macs: float | None, macs_before: int, params_before: int,
+               batches: Callable[[], Iterable[tuple[Any, Any]]] | None,
+               between_steps: Callable[[Any, int], None] | None, progress: Callable[[str], None] | None) -> list:
+    history = []
+    for step in range(step_count):
+        if importance == "taylor":
+            _accumulate_gradients(model, example_input, batches)
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        macs, params = count_macs_params(model, example_input)
+        history.append({"step": step + 1, "macs": macs, "params": params})
+        if progress:
+            progress(f"prune step {step + 1}/{step_count}: MACs {macs / macs_before:.1%} of original, "
+                     f"params {params / params_before:.1%}")
+        if between_steps is not None and (target_macs is None or macs > target_macs * macs_before):
+            between_steps(model, step + 1)
+        if target_macs is not None and macs <= target_macs * macs_before:
+            break
+    return history
+
+
+def _accumulate_gradients(model: Any, example_input: Any, batches: Callable[[], Iterable[tuple[Any, Any]]] | None) -> None:
+    """First-order Taylor importance needs gradients: real batches when given, else seeded random
+    inputs labelled by the model itself."""
+    import torch
+    import torch.nn.functional as F
+
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    if batches is None:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn((8, *example_input.shape[1:]), generator=generator)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        pairs: Iterable[tuple[Any, Any]] = [(x, y)]
+    else:
+        pairs = batches()
+    for x, y in pairs:
+        logits = model(x)
+        if (y < 0).any():
+            with torch.no_grad():
+                y = torch.where(y < 0, logits.argmax(1), y)
+        F.cross_entropy(logits, y).backward()

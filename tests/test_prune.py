@@ -1,0 +1,168 @@
+"""Structured pruning that really shrinks, distillation that really recovers, sparsify, quantizer maths."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.cli import main
+from edgekit.export import export_onnx
+from edgekit.manifest import read_manifest
+from edgekit.prune import prune
+from edgekit.prune.verify import check_onnx_channels, onnx_weight_shapes, torch_weight_shapes
+
+MODELS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x1_0", "regnet_y_400mf"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_torchvision_models_prune_export_and_keep_channels(name: str, tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    example = torch.randn(1, 3, 96, 96)
+    before = torch_weight_shapes(model)
+    report = prune(model, example, ratio=0.5, progress=None)
+    assert report["macs_after"] < 0.6 * report["macs_before"]
+    assert model(example).shape == (1, 10)  # the classifier's width never changes
+    assert torch_weight_shapes(model) != before
+    result = export_onnx(model, example, tmp_path / f"{name}.onnx")  # includes the parity proof
+    assert result.parity.passed
+    check_onnx_channels(model, tmp_path / f"{name}.onnx")
+    changed = [v["after"][0] for v in report["layers"].values() if v["after"] and v["after"][0] != v["before"][0]]
+    assert changed and all(w % 8 == 0 for w in changed), changed  # rounded to the SIMD-friendly multiple
+
+
+def test_resnet18_half_ratio_shrinks_macs_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "torchvision:resnet18", "--input-shape", "1,3,224,224", "-o", str(tmp_path / "full.onnx")]) == 0
+    assert main(["prune", "torchvision:resnet18", "--ratio", "0.5", "--input-shape", "1,3,224,224",
+                 "-o", str(tmp_path / "p.pt")]) == 0
+    assert main(["export", str(tmp_path / "p.pt"), "--input-shape", "1,3,224,224", "-o", str(tmp_path / "p.onnx")]) == 0
+    capsys.readouterr()
+    manifest = read_manifest(tmp_path / "p.onnx")
+    prune_stage = manifest["stages"][0]
+    assert prune_stage["stage"] == "prune" and manifest["stages"][-1]["stage"] == "export"
+    assert prune_stage["macs_after"] <= 0.30 * prune_stage["macs_before"]
+    assert (tmp_path / "full.onnx").stat().st_size >= 3 * (tmp_path / "p.onnx").stat().st_size
+    model = torch.load(tmp_path / "p.pt", weights_only=False)
+    check_onnx_channels(model, tmp_path / "p.onnx")
+    layer = prune_stage["layers"]["layer1.0.conv1"]
+    assert layer["before"][0] == 64 and layer["after"][0] == 32
+
+
+def test_channel_check_catches_a_mismatch(tmp_path: Path) -> None:
+    from edgekit.errors import EdgekitError
+    from edgekit.zoo import digits_cnn
+
+    small, big = digits_cnn(width=8).eval(), digits_cnn(width=16).eval()
+    export_onnx(big, torch.zeros(1, 3, 32, 32), tmp_path / "big.onnx")
+    with pytest.raises(EdgekitError, match="channel counts differ"):
+        check_onnx_channels(small, tmp_path / "big.onnx")
+    assert sum(onnx_weight_shapes(tmp_path / "big.onnx").values()) == sum(torch_weight_shapes(big).values())
+
+
+def _top1(model: torch.nn.Module) -> float:
+    from edgekit.data import load_all, load_recipe, open_dataset
+
+    x, y, _ = load_all(open_dataset("builtin:digits/test", load_recipe("digits")))
+    with torch.no_grad():
+        return 100.0 * float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def test_distillation_recovers_a_half_macs_digits_cnn(digits_cnn_model: torch.nn.Module) -> None:
+    from edgekit.distill import train
+
+    teacher = digits_cnn_model
+    teacher_top1 = _top1(teacher)
+    student = copy.deepcopy(teacher)
+    report = prune(student, torch.zeros(1, 3, 32, 32), target_macs=0.5, importance="l2", progress=None)
+    assert report["macs_after"] <= 0.5 * report["macs_before"]
+    pruned_only = _top1(student)
+    train(student, "builtin:digits/train", "digits", teacher=teacher, val_source="builtin:digits/val", epochs=6,
+          lr=2e-3, alpha=0.7, temperature=4.0, progress=False, log=lambda _: None)
+    distilled = _top1(student)
+    assert distilled >= teacher_top1 - 1.0, (teacher_top1, distilled)
+    assert distilled > pruned_only + 1.0, (pruned_only, distilled)  # distillation measurably helps
+
+
+def test_pure_distillation_from_unlabelled_images(digits_cnn_model: torch.nn.Module, tmp_path: Path) -> None:
+    """No labels at all: the teacher's soft targets alone recover accuracy."""
+    from edgekit.data import load_all, load_recipe, open_dataset
+    from edgekit.distill import train
+
+    x, _, _ = load_all(open_dataset("builtin:digits/train", load_recipe("digits")))
+    np.save(tmp_path / "unlabelled.npy", x)  # tensors, no labels
+    student = copy.deepcopy(digits_cnn_model)
+    prune(student, torch.zeros(1, 3, 32, 32), ratio=0.5, progress=None)
+    before = _top1(student)
+    history = train(student, str(tmp_path / "unlabelled.npy"), "digits", teacher=digits_cnn_model, epochs=3,
+                    lr=2e-3, progress=False, log=lambda _: None, checkpoint_dir=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "last.pt").exists() and len(history["epochs"]) == 3
+    assert _top1(student) > max(before, 90.0)
+
+
+def test_training_resumes_after_interruption(tmp_path: Path) -> None:
+    from edgekit.distill import train
+    from edgekit.zoo import digits_cnn
+
+    torch.manual_seed(0)
+    model = digits_cnn(width=8)
+    train(model, "builtin:digits/val", "digits", epochs=1, progress=False, log=lambda _: None, checkpoint_dir=tmp_path)
+    messages: list[str] = []
+    history = train(model, "builtin:digits/val", "digits", epochs=2, progress=False, log=messages.append,
+                    checkpoint_dir=tmp_path)
+    assert any("resumed" in m for m in messages) and [e["epoch"] for e in history["epochs"]] == [1, 2]
+
+
+def test_prune_cli_with_distillation_and_target_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekit.zoo import digits_cnn
+
+    torch.save(digits_cnn(width=16), tmp_path / "m.pt")
+    out = tmp_path / "small.pt"
+    assert main(["prune", str(tmp_path / "m.pt"), "--ratio", "0.5", "--target", "rpi5", "--distill", "--train",
+                 "builtin:digits/val", "--recipe", "digits", "--epochs", "1", "-o", str(out)]) == 0
+    stages = read_manifest(out)["stages"]
+    assert [s["stage"] for s in stages] == ["prune", "distill"] and stages[0]["round_to"] == 16
+    assert torch.load(out, weights_only=False)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ratio", "0.5", "--importance", "magic"], "--importance: 'magic' is not one of l1, l2, bn, taylor"),
+    (["--ratio", "1.5"], "--ratio: must be between 0 and 1"),
+    (["--ratio", "0.5", "--distill", "--train", "{tmp}/nope", "--recipe", "digits"], "nope: data folder not found"),
+    (["--ratio", "0.5", "--distill"], "--distill: needs --train DATA and --recipe NAME"),
+    (["--ratio", "0.5", "--protect", "no.such.layer"], "--protect: no layer named 'no.such.layer'"),
+])
+def test_prune_bad_input(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = tmp_path / "out.pt"
+    assert main(["prune", "edgekit.zoo:digits_cnn", "--input-shape", "1,3,32,32", *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_prune_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.pt"
+    out.write_bytes(b"keep")
+    assert main(["prune", "edgekit.zoo:digits_cnn", "--input-shape", "1,3,32,32", "--ratio", "0.5", "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"keep"
+
+
+def test_sparsify_is_honest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.pt"
+    assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "0.7", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT faster" in text
+    stage = read_manifest(out)["stages"][0]
+    assert stage["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert stage["gzip_bytes_after"] < 0.7 * stage["gzip_bytes_before"]
+    model = torch.load(out, weights_only=False)
+    conv = model.features[0][0]
+    assert not hasattr(conv, "weight_orig")  # permanent, no pruning re-parametrisation left
+    assert conv.weight.shape == (32, 3, 3, 3)  # shapes unchanged: dense kernels do the same work
