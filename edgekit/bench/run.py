@@ -93,7 +93,7 @@ def benchmark(
 def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
     stats = summarize(raw["latencies_s"])
     batch = (raw["model"]["inputs"][0]["shape"] or [1])[0] or 1
-    reasons = noise_reasons(stats, system, raw.get("temperature_before_c"), raw.get("temperature_after_c"))
+    reasons = noise_reasons(stats, raw.get("cpu_busy_before"), raw.get("temperature_before_c"), raw.get("temperature_after_c"))
     return {
         "artifact": path.name, "path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "runtime": raw["runtime"], "runtime_package": raw.get("runtime_package"),
@@ -101,7 +101,7 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
         "load_s": raw["load_s"], "first_inference_s": raw["first_inference_s"],
         "peak_rss_bytes": raw.get("peak_rss_bytes"), "latency_ms": stats,
         "throughput_ips": 1000.0 * batch / stats["p50"] if stats["p50"] else None,
-        "temperature_before_c": raw.get("temperature_before_c"), "temperature_after_c": raw.get("temperature_after_c"),
+        "cpu_busy_before": raw.get("cpu_busy_before"), "temperature_before_c": raw.get("temperature_before_c"), "temperature_after_c": raw.get("temperature_after_c"),
         "noisy": bool(reasons), "noise_reasons": reasons,
         "latencies_ms": [round(s * 1000.0, 4) for s in raw["latencies_s"]],
     }

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 CV_NOISY = 0.10
+BUSY_NOISY = 0.25
 
 
 def summarize(latencies_s: Sequence[float], seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
@@ -40,15 +41,13 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "no measurable difference"
 
 
-def noise_reasons(stats: dict[str, Any], system: dict[str, Any], temp_before: float | None,
+def noise_reasons(stats: dict[str, Any], busy_before: float | None, temp_before: float | None,
                   temp_after: float | None) -> list[str]:
     reasons = []
     if stats["cv"] > CV_NOISY:
         reasons.append(f"coefficient of variation {stats['cv']:.0%} > {CV_NOISY:.0%}")
-    load = (system.get("loadavg") or [None])[0]
-    cores = system.get("cpu_count") or 1
-    if load is not None and load > 0.8 * cores:
-        reasons.append(f"load average {load:.2f} on {cores} cores before the run")
+    if busy_before is not None and busy_before > BUSY_NOISY:
+        reasons.append(f"CPUs {busy_before:.0%} busy with other work just before the run")
     if temp_before is not None and temp_after is not None and temp_after - temp_before > 10:
         reasons.append(f"temperature rose {temp_after - temp_before:.0f} C during the run (throttling likely)")
     return reasons

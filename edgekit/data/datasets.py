@@ -262,7 +262,7 @@ def load_all(dataset: Dataset, indices: Sequence[int] | None = None, skip_bad: b
     indices = list(range(len(dataset))) if indices is None else list(indices)
     skipped: list[str] = []
     xs, ys = [], []
-    with tqdm(total=len(indices), desc=progress, unit="img", disable=progress is None, leave=False) as bar:
+    with tqdm(total=len(indices), desc=progress, unit="img", disable=None if progress is not None else True, leave=False) as bar:
         for x, y in iter_batches(dataset, indices, 64, skip_bad, skipped):
             xs.append(x)
             ys.append(y)

@@ -123,7 +123,7 @@ def train(
     for epoch in range(start_epoch, epochs):
         student.train()
         total_loss, batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=None if progress else True, leave=False)
         for x, y in bar:
             with torch.no_grad():
                 teacher_logits = teacher(x) if teacher is not None else None

@@ -38,7 +38,6 @@ class Pipeline:
         self.only = only
         self.log = log
         self.cache = StageCache(run_dir)
-        self.labels: dict[str, str] = {}
 
     # -- orchestration --------------------------------------------------------------------------
     def run(self) -> Path:
@@ -59,7 +58,8 @@ class Pipeline:
         self._write_run_json(onnx_files[0], variants)
         self._stage("eval", {"data": self.config.data.model_dump()}, variants, self._eval)
         self._stage("bench", self.config.bench.model_dump(), variants, self._bench)
-        report = self._stage("report", {}, [p for p in self.run_dir.glob("*/*.json")], self._report)
+        report = self._stage("report", {}, sorted([*self.run_dir.glob("eval/*.json"), *self.run_dir.glob("bench/*.json")]),
+                             self._report)
         self.log(f"pipeline finished in {time.perf_counter() - started:.0f} s; report: {report[0]}")
         return report[0]
 
@@ -89,7 +89,7 @@ class Pipeline:
         document = {
             "name": self.config.name,
             "baseline": baseline.name,
-            "variants": {p.name: self.labels.get(p.name, p.stem) for p in variants},
+            "artifacts": [p.name for p in variants],
             "config": self.config.model_dump(),
         }
         write_text_atomic(self.run_dir / "run.json", json.dumps(document, indent=2) + "\n", force=True)

@@ -277,6 +277,26 @@ def system_info() -> dict[str, Any]:
     return info
 
 
+def cpu_busy_fraction(window: float = 0.3) -> float | None:
+    """Share of all CPUs busy over a short window (from /proc/stat): other work competing right now.
+    Unlike the load average it does not remember what this very process did a minute ago."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as handle:
+                values = [int(v) for v in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    first = sample()
+    time.sleep(window)
+    second = sample()
+    if not first or not second or second[0] == first[0]:
+        return None
+    return 1.0 - (second[1] - first[1]) / (second[0] - first[0])
+
+
 def read_temperature() -> float | None:
     """Highest thermal-zone temperature in degrees C, where the OS shows one."""
     temps = []
@@ -311,6 +331,7 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
     runner.run(feeds)
     first_s = time.perf_counter() - start
     temp_before = read_temperature()
+    busy_before = cpu_busy_fraction()
     latencies = time_loop(lambda: runner.run(feeds), warmup, runs, time_budget)
     return {
         "artifact": os.path.basename(path),
@@ -324,6 +345,7 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
         "first_inference_s": first_s,
         "warmup": warmup,
         "latencies_s": latencies,
+        "cpu_busy_before": busy_before,
         "temperature_before_c": temp_before,
         "temperature_after_c": read_temperature(),
         "peak_rss_bytes": peak_rss_bytes(),

@@ -28,7 +28,7 @@ class _TensorReader:
         self.tensors = tensors
         self.batch = batch
         self.position = 0
-        self.bar = tqdm(total=len(tensors), desc="calibrating (ORT)", unit="img", disable=not progress, leave=False)
+        self.bar = tqdm(total=len(tensors), desc="calibrating (ORT)", unit="img", disable=None if progress else True, leave=False)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.position >= len(self.tensors):

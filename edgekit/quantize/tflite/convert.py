@@ -44,7 +44,7 @@ def to_tflite(
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
     if calib_nhwc is not None:
         def representative() -> Iterator[list[np.ndarray]]:
-            for sample in tqdm(calib_nhwc, desc="calibrating (TFLite)", unit="img", disable=not progress, leave=False):
+            for sample in tqdm(calib_nhwc, desc="calibrating (TFLite)", unit="img", disable=None if progress else True, leave=False):
                 yield [sample[None].astype(np.float32)]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

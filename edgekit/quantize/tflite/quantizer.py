@@ -21,8 +21,8 @@ def fp32_path_for(output: str | Path) -> Path:
     """``r18.int8.tflite`` -> ``r18.fp32.tflite`` (the reference written beside the INT8 model)."""
     output = Path(output)
     stem = output.name[: -len(".tflite")] if output.name.endswith(".tflite") else output.stem
-    stem = stem[: -len(".int8")] if stem.endswith(".int8") else stem
-    return output.with_name(f"{stem}.fp32.tflite")
+    parts = [part for part in stem.split(".") if part != "int8"]
+    return output.with_name(".".join([*parts, "fp32", "tflite"]))
 
 
 def quantize_tflite(

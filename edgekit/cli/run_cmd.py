@@ -1,0 +1,46 @@
+"""``edgekit run CONFIG``: the whole pipeline from one YAML file, resumable stage by stage."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run the whole pipeline from a YAML file")
+    parser.add_argument("config", help="pipeline YAML (see README: the pipeline format)")
+    add_run_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", help="run directory (default runs/<name>)")
+    parser.add_argument("--only", help="comma-separated stages to (re)run: train,prune,distill,export,quantize,"
+                                       "eval,bench,report; the others reuse their last outputs")
+    parser.add_argument("--target", help="benchmark on this target profile instead of the file's")
+    parser.add_argument("--host", help="also benchmark on this device over SSH (user@addr[:port] or alias)")
+    parser.add_argument("--remote-python", help="the device's Python for --host")
+    parser.add_argument("--force", action="store_true", help="forget cached stages and redo everything")
+
+
+def execute(config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgekit.pipeline import Pipeline
+    from edgekit.pipeline.config import HostConfig
+
+    if args.target:
+        config.bench.targets = [args.target]
+    if args.host:
+        config.bench.hosts.append(HostConfig(host=args.host, target=args.target, remote_python=args.remote_python))
+    run_dir = Path(args.output or f"runs/{config.name}")
+    if args.force and (run_dir / "stages.json").exists():
+        (run_dir / "stages.json").unlink()
+    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
+    report = Pipeline(config, run_dir, only=only).run()
+    print(f"report: {report.resolve()}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.pipeline import load_config
+
+    return execute(load_config(args.config), args)
