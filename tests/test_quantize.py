@@ -67,6 +67,9 @@ def test_tflite_full_integer_keeps_accuracy(tflite_pair: dict, digits_fp32_onnx:
     assert abs(fp32_top1 - result["top1"]) <= 1.0 and result["agreement"] >= 97.0
     # the FP32 reference is numerically the ONNX model
     assert evaluate(fp32, TEST, "digits", reference=digits_fp32_onnx)["agreement"] == 100.0
+    from edgekit.manifest import sha256_file
+
+    assert sha256_file(digits_fp32_onnx) == read_manifest(digits_fp32_onnx)["sha256"]  # onnx2tf got a copy
     manifest = read_manifest(int8)
     assert manifest["input"]["layout"] == "NHWC" and manifest["input"]["quantization"]["scale"] > 0
     assert manifest["stages"][-1]["backend"] == "tflite" and manifest["stages"][-1]["full_integer"]

@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,12 +59,16 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     import onnx2tf
 
     work_dir.mkdir(parents=True, exist_ok=True)
+    # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,
+    # never the user's model (measured: the FP32 .onnx changed on disk after a conversion)
+    private_copy = work_dir / "model.onnx"
+    shutil.copyfile(onnx_path, private_copy)
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
     with _in_directory(work_dir), quiet_tensorflow():
         try:
             return onnx2tf.convert(
-                input_onnx_file_path=str(Path(onnx_path).resolve()),
+                input_onnx_file_path=str(private_copy),
                 output_folder_path=str(work_dir / "saved_model"),
                 disable_model_save=True,
                 output_integer_quantized_tflite=integer,
