@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench device-env clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: setup
+test: setup device-env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A board-like Python for the SSH tests: numpy, onnxruntime and tflite-runtime only (no edgekit).
+device-env:
+	@$(PY) tests/device_env.py > /dev/null
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -25,8 +29,8 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/edgekit demo --output runs/demo
 
-bench: setup
-	$(PY) benchmarks/run_all.py
+bench: setup device-env
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-device .venv-device-bare build dist *.egg-info .pytest_cache
