@@ -102,6 +102,8 @@ def test_cli_both_backends_and_eval_json(digits_fp32_onnx: Path, tmp_path: Path,
     assert "most sensitive layers" in capsys.readouterr().out
     ranking = read_manifest(ort_out)["stages"][-1]["sensitivity"]
     assert ranking and ranking[0]["sqnr_db"] <= ranking[-1]["sqnr_db"]
+    conv_rows = [r for r in ranking if r["op"] == "Conv"]
+    assert conv_rows and all(r["weight_sqnr_db"] > 30 for r in conv_rows)  # 8-bit per-channel weights
     tfl_out = tmp_path / "cli.int8.tflite"
     assert main(["quantize", str(digits_fp32_onnx), "--backend", "tflite", "--calib", "builtin:digits/train",
                  "--recipe", "digits", "--num-samples", "100", "-o", str(tfl_out)]) == 0

@@ -116,13 +116,20 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
         for host in sorted({r["host"] for r in scored}):
             pts = [r for r in scored if r["host"] == host]
             ax.scatter([r["latency_ms"]["p50"] for r in pts], [r["top1"] for r in pts], label=host, s=40)
-            for r in pts:
-                ax.annotate(r["label"], (r["latency_ms"]["p50"], r["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            for index, r in enumerate(sorted(pts, key=lambda r: r["latency_ms"]["p50"])):
+                # staggered offsets: variants often share an accuracy and sit on one line
+                ax.annotate(r["label"], (r["latency_ms"]["p50"], r["top1"]), fontsize=7,
+                            xytext=(4, 6 + 9 * (index % 4)), textcoords="offset points",
+                            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"})
             front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["latency_ms"]["p50"])
             if front:
-                ax.plot([r["latency_ms"]["p50"] for r in front], [r["top1"] for r in front], "--", lw=1, label=f"Pareto front ({host})")
-        ax.set_xlabel("p50 latency (ms)")
+                ax.plot([r["latency_ms"]["p50"] for r in front], [r["top1"] for r in front], "r*--", lw=1, ms=12,
+                        label=f"Pareto front ({host})")
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 latency (ms, log scale)")
         ax.set_ylabel("top-1 (%)")
+        low = min(r["top1"] for r in scored)
+        ax.set_ylim(max(0.0, low - 2.0), 100.5 + 4.0)
         ax.set_title("Latency vs accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

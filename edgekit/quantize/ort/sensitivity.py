@@ -48,6 +48,7 @@ def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.n
         float_acts = collect_activations(float_aug, _Reader(input_name, samples))
         qdq_acts = collect_activations(qdq_aug, _Reader(input_name, samples))
         errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    weight_sqnr = _weight_sqnr(model)
     ranked = []
     for tensor, err in errors.items():
         node = producers.get(tensor)
@@ -55,9 +56,29 @@ def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.n
             continue
         value = float(err["xmodel_err"])
         ranked.append({"node": node.name, "op": node.op_type, "tensor": tensor,
-                       "sqnr_db": round(value, 2) if np.isfinite(value) else None})
+                       "sqnr_db": round(value, 2) if np.isfinite(value) else None,
+                       "weight_sqnr_db": weight_sqnr.get(node.name)})
     ranked.sort(key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
     return ranked
+
+
+def _weight_sqnr(model: Any) -> dict[str, float]:
+    """Per-node SQNR of 8-bit symmetric per-channel weight quantization (edgekit.quantize.simulate):
+    the weight side of the sensitivity, next to the activation side measured above."""
+    from onnx import numpy_helper
+
+    from edgekit.quantize import simulate
+
+    weights = {i.name: i for i in model.graph.initializer}
+    result = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in weights:
+            w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+            if w.ndim >= 2:
+                axis = 0 if node.op_type != "MatMul" else 1
+                value = simulate.uniform(w, 8, symmetric=True, axis=axis).sqnr_db(w)
+                result[node.name] = round(value, 2) if np.isfinite(value) else None
+    return result
 
 
 def meet_accuracy_budget(
