@@ -137,7 +137,7 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
         plt.close(fig)
     if measured:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(measured) + 1.5))
-        ax.boxplot([r["latencies_ms"] for r in measured], vert=False, showfliers=False)
+        ax.boxplot([r["latencies_ms"] for r in measured], orientation="horizontal", showfliers=False)
         ax.set_yticks(range(1, len(measured) + 1), [f"{r['label']} [{r['host']}]" for r in measured], fontsize=7)
         ax.set_xlabel("latency (ms)")
         ax.set_title("Latency distributions")
