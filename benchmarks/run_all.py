@@ -19,11 +19,12 @@ SCRIPTS = ["bench_prune.py", "bench_quantize_ort.py", "bench_tflite_conversion.p
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", help="comma-separated script names (without .py)")
+    parser.add_argument("--only", help="comma-separated benchmarks, e.g. prune,tflite_conversion")
     parser.add_argument("--quick", action="store_true", help="skip onnx2tf's slow own path (minutes per model)")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
-    chosen = [s for s in SCRIPTS if not args.only or s[:-3] in args.only.split(",")]
+    wanted = {name.removeprefix("bench_").removesuffix(".py") for name in (args.only or "").split(",") if name}
+    chosen = [s for s in SCRIPTS if not wanted or s[len("bench_"):-3] in wanted]
     env = dict(os.environ, PYTHONPATH=str(here))
     for script in chosen:
         extra = ["--skip-onnx2tf"] if args.quick and script == "bench_tflite_conversion.py" else []
