@@ -137,3 +137,17 @@ def test_device_runner_is_self_contained(device_python: str, artifacts: list[Pat
                           text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["runtime_package"] == "tflite_runtime"
+
+
+def test_ssh_config_alias(server, device_python: str, artifacts: list[Path], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An ~/.ssh/config-style alias supplies host, port, user and key."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host lab-board\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
+                      f"  IdentityFile {server.folder / 'client_key'}\n")
+    known = tmp_path / "known_hosts"
+    key = (server.folder / "host_key.pub").read_text().split()
+    known.write_text(f"[lab-board]:{server.port},[127.0.0.1]:{server.port} {key[0]} {key[1]}\n")
+    assert main(["bench", str(artifacts[0]), "--host", "lab-board", "--ssh-config", str(config), "--known-hosts",
+                 str(known), "--remote-python", device_python, "--runs", "3", "--warmup", "1"]) == 0
+    assert "lab-board" in capsys.readouterr().out

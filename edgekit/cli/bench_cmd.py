@@ -47,6 +47,15 @@ def run(args: argparse.Namespace) -> int:
         check_can_write(args.json, args.force)
     options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host, "identity": args.identity,
                "ssh_config": args.ssh_config}
+    if args.target and not args.host:
+        import platform
+
+        from edgekit.targets import load_target
+
+        profile = load_target(args.target, args.targets_dir)
+        if profile.arch != platform.machine() and not (profile.ssh and profile.ssh.host):
+            print(f"note: target {profile.name} is {profile.arch}, this machine is {platform.machine()}: measuring "
+                  f"here with its settings; add --host to measure on the device itself", flush=True)
     print(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...", flush=True)
     document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
