@@ -166,3 +166,12 @@ def test_sparsify_is_honest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     conv = model.features[0][0]
     assert not hasattr(conv, "weight_orig")  # permanent, no pruning re-parametrisation left
     assert conv.weight.shape == (32, 3, 3, 3)  # shapes unchanged: dense kernels do the same work
+
+
+def test_sparsify_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.pt"
+    assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "1.5", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--sparsity: must be between 0 and 1" in err and err.count("\n") == 1 and not out.exists()
+    assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "0.5", "-o", str(tmp_path / "s.onnx")]) == 2
+    assert "a model file ends in .pt, .pth or .pt2" in capsys.readouterr().err

@@ -201,3 +201,13 @@ def test_torchvision_mobilenet_v2_both_backends(tmp_path: Path) -> None:
         got = open_runner(str(tmp_path / name)).predict(calib[:8])
         cosine = np.sum(got * reference, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
         assert cosine.min() > (0.999 if "fp32" in name else 0.9), name
+
+
+def test_eval_bad_input(digits_fp32_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(digits_fp32_onnx), "--data", TEST, "--recipe", "imagenet", "--num-samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "model input has shape [1, 3, 32, 32], the data makes [4, 3, 224, 224]" in err and err.count("\n") == 1
+    assert main(["eval", str(tmp_path / "none.tflite"), "--data", TEST, "--recipe", "digits"]) == 2
+    assert "none.tflite: artifact not found" in capsys.readouterr().err
+    assert main(["eval", str(digits_fp32_onnx), "--data", str(tmp_path / "val"), "--recipe", "digits"]) == 2
+    assert "val: data folder not found" in capsys.readouterr().err
