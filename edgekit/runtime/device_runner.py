@@ -269,6 +269,13 @@ def system_info() -> dict[str, Any]:
             versions[module] = getattr(__import__(module), "__version__", "?")
         except Exception:
             continue
+    try:  # a full TensorFlow also runs .tflite; look for it without paying for its import
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is not None:
+            versions["tensorflow"] = "installed"
+    except (ImportError, ValueError):
+        pass
     info["runtimes"] = versions
     try:
         info["affinity"] = sorted(os.sched_getaffinity(0))

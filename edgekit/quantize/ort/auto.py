@@ -6,7 +6,6 @@ U8S8 QDQ ran at 0.95-1.15x FP32 speed and S8S8 QOperator at 0.33x, so picking by
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +23,13 @@ CANDIDATES = (
 )
 
 
-def median_latency_ms(path: str | Path, threads: int | None, runs: int = 30) -> float:
+def latency_stats(path: str | Path, threads: int | None, runs: int = 40) -> dict[str, Any]:
+    """p50 with its bootstrap CI, so near-ties are called ties rather than ranked by noise."""
+    from edgekit.bench.stats import summarize
+
     runner = open_runner(str(path), threads)
     feeds = runner.example_feeds()
-    return 1000.0 * statistics.median(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs))
+    return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs))
 
 
 def choose(
@@ -40,9 +42,11 @@ def choose(
 ) -> dict[str, Any]:
     """Measure FP32 and each candidate; return the table and the winner (None if none fits)."""
     rows = []
-    fp32_ms = median_latency_ms(fp32_path, threads)
+    fp32_stats = latency_stats(fp32_path, threads)
+    fp32_ms = fp32_stats["p50"]
     fp32_acc = accuracy(Path(fp32_path))
-    rows.append({"config": "FP32", "p50_ms": fp32_ms, "speedup": 1.0, "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})
+    rows.append({"config": "FP32", "p50_ms": fp32_ms, "p50_ci95": fp32_stats["p50_ci95"], "speedup": 1.0,
+                 "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})
     with tempfile.TemporaryDirectory(prefix="edgekit-auto-") as work:
         for index, settings in enumerate(CANDIDATES):
             out = Path(work) / f"candidate{index}.onnx"
@@ -52,14 +56,25 @@ def choose(
             except Exception as exc:  # a candidate that fails is reported, not fatal
                 rows.append({"config": settings.label(), "error": str(exc)})
                 continue
-            ms = median_latency_ms(out, threads)
-            rows.append({"config": settings.label(), "settings": settings, "p50_ms": ms, "speedup": fp32_ms / ms,
-                         "top1": accuracy(out), "size_mb": out.stat().st_size / 1e6})
+            stats = latency_stats(out, threads)
+            ms = stats["p50"]
+            rows.append({"config": settings.label(), "settings": settings, "p50_ms": ms, "p50_ci95": stats["p50_ci95"],
+                         "speedup": fp32_ms / ms, "top1": accuracy(out), "size_mb": out.stat().st_size / 1e6})
     eligible = [r for r in rows[1:] if "error" not in r and (
         budget is None or r["top1"] is None or fp32_acc is None or fp32_acc - r["top1"] <= budget)]
-    winner = min(eligible, key=lambda r: r["p50_ms"]) if eligible else None
-    return {"rows": rows, "winner": winner, "fp32_ms": fp32_ms, "fp32_top1": fp32_acc,
-            "int8_beats_fp32": any(r.get("speedup", 0) > 1.05 for r in rows[1:])}
+    fastest = min(eligible, key=lambda r: r["p50_ms"]) if eligible else None
+    # among candidates tied with the fastest (overlapping CIs), take the first in CANDIDATES order:
+    # QDQ U8S8 per-channel, the most portable and accurate, wins a tie
+    tied = [r for r in eligible if fastest and _overlap(r, fastest)]
+    winner = tied[0] if tied else None
+    ties = [r["config"] for r in tied[1:]]
+    beats = any("p50_ci95" in r and r["p50_ci95"][1] < fp32_stats["p50_ci95"][0] for r in rows[1:])
+    return {"rows": rows, "winner": winner, "ties": ties, "fp32_ms": fp32_ms, "fp32_top1": fp32_acc,
+            "int8_beats_fp32": beats}
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["p50_ci95"][0] <= b["p50_ci95"][1] and b["p50_ci95"][0] <= a["p50_ci95"][1]
 
 
 def render(result: dict[str, Any]) -> str:
@@ -72,8 +87,10 @@ def render(result: dict[str, Any]) -> str:
     winner = result["winner"]
     lines = [text, ""]
     if winner:
-        lines.append(f"auto: chose {winner['config']}: the fastest here within the accuracy budget "
-                     f"({winner['p50_ms']:.2f} ms, {winner['speedup']:.2f}x FP32)")
+        lines.append(f"auto: chose {winner['config']}: the fastest here within the accuracy budget, or tied with it "
+                     f"and first in portability order ({winner['p50_ms']:.2f} ms, {winner['speedup']:.2f}x FP32)")
+        if result["ties"]:
+            lines.append(f"auto: no measurable difference (overlapping 95% CIs of the p50) from: {', '.join(result['ties'])}")
     if not result["int8_beats_fp32"]:
         lines.append("auto: no INT8 candidate beats FP32 on this CPU: here INT8 buys size (about 4x smaller), "
                      "not speed. INT8 speed comes on CPUs with int8 dot products (ARM dotprod, x86 VNNI); see the "
