@@ -151,3 +151,28 @@ def test_ssh_config_alias(server, device_python: str, artifacts: list[Path], tmp
     assert main(["bench", str(artifacts[0]), "--host", "lab-board", "--ssh-config", str(config), "--known-hosts",
                  str(known), "--remote-python", device_python, "--runs", "3", "--warmup", "1"]) == 0
     assert "lab-board" in capsys.readouterr().out
+
+
+def test_pipeline_benchmarks_on_a_device_too(server, device_python: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgekit run` with a host: the report has a row per artifact and machine."""
+    import yaml
+
+    config = {
+        "name": "with-device",
+        "model": {"source": "edgekit.zoo:digits_cnn", "kwargs": {"width": 8}, "input_shape": [1, 3, 32, 32]},
+        "data": {"recipe": "digits", "train": "builtin:digits/val", "calib": "builtin:digits/val",
+                 "eval": "builtin:digits/test"},
+        "train": {"epochs": 1}, "prune": None, "distill": None,
+        "quantize": {"num_samples": 32, "tflite": None},
+        "bench": {"targets": ["x86-64-avx2"], "runs": 5, "warmup": 1,
+                  "hosts": [{"host": server.host, "target": "x86-64-avx2", "remote_python": device_python,
+                             "known_hosts": str(server.known_hosts), "identity": str(server.folder / "client_key")}]},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "p.yaml"), "--output", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    hosts = {r["host"] for r in report["rows"]}
+    assert hosts == {"x86-64-avx2 @ local", f"x86-64-avx2 @ {server.host}"}
+    assert len(report["rows"]) == 4  # fp32.onnx and int8.onnx on two machines
