@@ -153,3 +153,21 @@ def test_quantize_cli_reports_missing_calibration_folder(tmp_path: Path, digits_
     err = capsys.readouterr().err
     assert code == 2 and f"{tmp_path / 'missing'}: data folder not found" in err and err.count("\n") == 1
     assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_any_python_iterable_through_the_api() -> None:
+    from edgekit.data import tensors_from_iterable
+
+    def images():
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            yield Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+
+    prepared = tensors_from_iterable(images(), "digits")
+    assert prepared.shape == (5, 3, 32, 32) and prepared.dtype == np.float32
+    batches = (np.zeros((2, 3, 8, 8), np.float32) for _ in range(3))
+    assert tensors_from_iterable(batches, limit=5).shape == (5, 3, 8, 8)
+    with pytest.raises(EdgekitError, match="pass a recipe"):
+        tensors_from_iterable(images())
+    with pytest.raises(EdgekitError, match="yielded nothing"):
+        tensors_from_iterable(iter([]))

@@ -110,15 +110,19 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
 def render_table(document: dict[str, Any]) -> str:
     from tabulate import tabulate
 
+    from edgekit.bench.stats import compare
+
     rows = []
-    for r in document["results"]:
+    first = document["results"][0]["latency_ms"]
+    for index, r in enumerate(document["results"]):
         s = r["latency_ms"]
+        versus = "reference" if index == 0 else f"{first['p50'] / s['p50']:.2f}x, {compare(s, first)}"
         rows.append([r["artifact"], r["runtime"], f"{r['size_bytes'] / 1e6:.2f}", f"{s['p50']:.3f}",
                      f"[{s['p50_ci95'][0]:.3f}, {s['p50_ci95'][1]:.3f}]", f"{s['p90']:.3f}", f"{s['p99']:.3f}",
                      f"{s['cv']:.1%}", f"{r['throughput_ips']:.1f}", f"{(r['peak_rss_bytes'] or 0) / 1e6:.0f}",
-                     "NOISY: " + "; ".join(r["noise_reasons"]) if r["noisy"] else ""])
+                     versus, "NOISY: " + "; ".join(r["noise_reasons"]) if r["noisy"] else ""])
     system = document["system"]
     header = (f"{document['host']} ({system.get('cpu_model', '?')}, {system.get('cpu_count')} cores, "
               f"{document['settings']['threads'] or 'default'} threads, target {document['target'] or '-'})")
     return header + "\n" + tabulate(rows, headers=["artifact", "runtime", "MB", "p50 ms", "p50 95% CI", "p90 ms",
-                                                   "p99 ms", "CV", "img/s", "peak MB", "notes"])
+                                                   "p99 ms", "CV", "img/s", "peak MB", "vs first", "notes"])

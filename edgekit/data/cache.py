@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -47,3 +48,35 @@ def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: i
         with open(tmp, "wb") as handle:
             np.save(handle, tensors)
     return tensors
+
+
+def tensors_from_iterable(items: Iterable[Any], recipe: Recipe | str | None = None,
+                          limit: int | None = None) -> np.ndarray:
+    """Calibration tensors from any Python iterable (the API route): PIL images are prepared with
+    ``recipe``; arrays are taken as already-prepared CHW (or NCHW batches) float tensors."""
+    from PIL import Image
+
+    recipe_obj = load_recipe(recipe) if recipe is not None and not isinstance(recipe, Recipe) else recipe
+    prepared: list[np.ndarray] = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            if recipe_obj is None:
+                raise EdgekitError("calibration iterable yields images: pass a recipe to prepare them")
+            prepared.append(recipe_obj.apply(item))
+        else:
+            array = np.asarray(item, dtype=np.float32)
+            if array.ndim == 4:
+                prepared.extend(array)
+            elif array.ndim == 3:
+                prepared.append(array)
+            else:
+                raise EdgekitError(f"calibration iterable: item {len(prepared)} has shape {list(array.shape)}, "
+                                   "expected C,H,W or N,C,H,W")
+        if limit is not None and len(prepared) >= limit:
+            break
+    if not prepared:
+        raise EdgekitError("calibration iterable: it yielded nothing")
+    shapes = {p.shape for p in prepared}
+    if len(shapes) > 1:
+        raise EdgekitError(f"calibration iterable: items have different shapes {sorted(map(list, shapes))}")
+    return np.stack(prepared[:limit] if limit else prepared)
