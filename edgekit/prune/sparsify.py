@@ -32,7 +32,6 @@ def compressed_size(model: Any) -> tuple[int, int]:
 
 def sparsify(model: Any, sparsity: float, scope: str = "global") -> dict[str, Any]:
     """Zero the smallest-magnitude weights of every conv/linear layer, permanently (in place)."""
-    import torch
     import torch.nn.utils.prune as torch_prune
 
     if not 0.0 < sparsity < 1.0:

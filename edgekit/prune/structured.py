@@ -85,7 +85,6 @@ def prune(
     progress: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to ``ratio`` of its channels or to ``target_macs`` of its MACs."""
-    import torch
     import torch_pruning as tp
 
     if (ratio is None) == (target_macs is None):
