@@ -100,8 +100,9 @@ def _run_ort(args: argparse.Namespace, calib, info: dict, recipe: str) -> int:
         extra["auto"] = [{k: v for k, v in r.items() if k != "settings"} for r in result["rows"]]
     excluded = list(args.exclude)
     if args.accuracy_budget is not None and not args.auto:
+        # the search itself writes the final model (the last quantization that met the budget)
         quantize_ort(args.model, args.output, calib, settings, nodes_to_exclude=excluded, calibration_info=info,
-                     force=args.force)
+                     force=args.force, progress=False)
         ranking = layer_sensitivity(args.model, args.output, calib[:8]) if settings.format == "QDQ" else []
         fp32_top1 = accuracy(Path(args.model))
         outcome = meet_accuracy_budget(
@@ -111,8 +112,13 @@ def _run_ort(args: argparse.Namespace, calib, info: dict, recipe: str) -> int:
         )
         extra["accuracy_budget"] = {"budget": args.accuracy_budget, "fp32_top1": fp32_top1, **outcome}
         excluded += outcome["excluded"]
-    stage = quantize_ort(args.model, args.output, calib, settings, nodes_to_exclude=excluded, calibration_info=info,
-                         force=True if args.accuracy_budget is not None else args.force, extra_stage=extra)
+        manifest = read_manifest(args.output)
+        manifest["stages"][-1].update(extra)
+        write_manifest(args.output, manifest)
+        stage = manifest["stages"][-1]
+    else:
+        stage = quantize_ort(args.model, args.output, calib, settings, nodes_to_exclude=excluded,
+                             calibration_info=info, force=args.force, extra_stage=extra)
     if settings.format == "QDQ" and not args.no_sensitivity:
         ranking = layer_sensitivity(args.model, args.output, calib[:8])
         manifest = read_manifest(args.output)
