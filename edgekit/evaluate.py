@@ -7,6 +7,7 @@ unlabelled data too.
 from __future__ import annotations
 
 import datetime as _dt
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 from edgekit.data import load_recipe, open_dataset, sample_indices
 from edgekit.data.datasets import iter_batches
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.ort.settings import host_numerics_warning
+from edgekit.runtime.device_runner import isa_flags
 
 SCHEMA = "edgekit.eval/1"
 
@@ -67,6 +70,8 @@ def evaluate(
         "recipe": recipe_obj.name, "num_samples": int(len(x_all)), "top1": None, "top5": None,
         "reference": None, "agreement": None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_on": {"machine": platform.machine(), "isa_flags": isa_flags()},
+        "warning": host_numerics_warning(artifact),
     }
     if dataset.labels is not None:
         result["top1"] = round(100.0 * float(np.mean(np.argmax(logits, 1) == y_all)), 3)

@@ -129,7 +129,64 @@ def test_accuracy_budget_and_auto(digits_fp32_onnx: Path, tmp_path: Path, capsys
     text = capsys.readouterr().out
     assert "auto: chose" in text and "QOperator S8S8 per-channel" in text
     rows = read_manifest(auto_out)["stages"][-1]["auto"]
-    assert rows[0]["config"] == "FP32" and len(rows) == 6
+    assert rows[0]["config"] == "FP32" and len(rows) == 7
+    assert any(r["config"] == "QDQ U8S8 7-bit per-channel" for r in rows)
+
+
+def test_reduce_range_follows_the_cpu(tmp_path: Path) -> None:
+    """7-bit weights exactly where ORT's U8S8 kernels saturate: x86-64 without VNNI."""
+    from edgekit.quantize.ort.settings import u8s8_saturates
+    from edgekit.targets import load_target
+
+    assert u8s8_saturates("x86_64", ["avx2", "fma"])
+    assert not u8s8_saturates("x86_64", ["avx2", "avx512f", "avx512_vnni"])
+    assert not u8s8_saturates("aarch64", ["asimd", "asimddp"])
+    assert load_target("x86-64-avx2").ort_settings["reduce_range"] is True
+    assert load_target("x86-64-avx512-vnni").ort_settings["reduce_range"] is False
+    assert load_target("rpi4").ort_settings["reduce_range"] is False
+    mine = tmp_path / "old-xeon.yaml"  # a user's profile that does not say: derived from its ISA
+    mine.write_text("name: old-xeon\ndescription: a Haswell box\narch: x86_64\nisa_features: [avx2]\ncores: 4\nthreads: 4\nruntimes: [onnxruntime]\n")
+    assert load_target(str(mine)).ort_settings["reduce_range"] is True
+
+
+def test_budget_candidates_cover_every_weighted_layer(digits_fp32_onnx: Path, digits_calib: np.ndarray,
+                                                      tmp_path: Path) -> None:
+    """Conv+Relu fuse, so the ranking names Relus; the search must still reach every Conv, the first included."""
+    import onnx
+
+    from edgekit.quantize.ort.sensitivity import budget_candidates, layer_sensitivity
+
+    out = tmp_path / "q.onnx"
+    quantize_ort(digits_fp32_onnx, out, digits_calib, progress=False)
+    ranking = layer_sensitivity(digits_fp32_onnx, out, digits_calib[:8])
+    weighted = [n.name for n in onnx.load(str(digits_fp32_onnx)).graph.node if n.op_type in ("Conv", "Gemm")]
+    candidates = budget_candidates(digits_fp32_onnx, ranking)
+    assert sorted(candidates) == sorted(weighted)
+    ranked_weighted = [r["node"] for r in ranking if r["op"] in ("Conv", "Gemm")]
+    assert candidates[:len(ranked_weighted)] != [] and set(ranked_weighted) <= set(candidates)
+    quantize_ort(digits_fp32_onnx, out, digits_calib, nodes_to_exclude=candidates, force=True, progress=False)
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert not any(n.input[1] in dequantized for n in graph.node if n.op_type in ("Conv", "Gemm")), \
+        "every weighted layer excluded, yet a weight is still quantized"
+
+
+def test_host_specific_accuracy_is_flagged(digits_fp32_onnx: Path, digits_calib: np.ndarray, fp32_top1: float,
+                                           tmp_path: Path) -> None:
+    """8-bit U8S8 weights: on an x86 CPU without VNNI the accuracy measured here is the host's, and eval says so."""
+    import platform
+
+    from edgekit.quantize.ort.settings import u8s8_saturates
+    from edgekit.runtime.device_runner import isa_flags
+
+    out = tmp_path / "u8s8.onnx"
+    quantize_ort(digits_fp32_onnx, out, digits_calib, OrtQuantSettings(reduce_range=False), progress=False)
+    result = evaluate(out, TEST, "digits")
+    assert (result["warning"] is not None) == u8s8_saturates(platform.machine(), isa_flags())
+    safe = tmp_path / "u8s7.onnx"
+    quantize_ort(digits_fp32_onnx, safe, digits_calib, OrtQuantSettings(reduce_range=True), progress=False)
+    result = evaluate(safe, TEST, "digits")
+    assert result["warning"] is None and abs(fp32_top1 - result["top1"]) <= 1.0
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -49,7 +49,7 @@ def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert base["is_baseline"] and base["speedup"] == pytest.approx(1.0) and base["vs_baseline"] == "baseline"
     assert base["top1_delta"] == 0 and base["label"] == "FP32 ONNX" and base["macs"] > 0
     int8 = rows["int8.onnx"]
-    assert int8["label"] == "INT8 ONNX" and int8["quantization"] == "QDQ U8S8 per-channel"
+    assert int8["label"] == "INT8 ONNX" and int8["quantization"] in ("QDQ U8S8 per-channel", "QDQ U8S8 7-bit per-channel")
     assert int8["speedup"] == pytest.approx(base["latency_ms"]["p50"] / int8["latency_ms"]["p50"])
     assert int8["vs_baseline"] in ("faster", "slower", "no measurable difference")
     assert int8["top1_delta"] == pytest.approx(int8["top1"] - base["top1"])

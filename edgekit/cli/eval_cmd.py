@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if result["agreement"] is not None:
         parts.append(f"agreement with {result['reference']} {result['agreement']:.2f}%")
     print("  ".join(parts))
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=sys.stderr)
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n", force=args.force)
     return 0

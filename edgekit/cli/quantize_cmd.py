@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ort.add_argument("--activation-type", choices=("uint8", "int8"))
     ort.add_argument("--weight-type", choices=("int8", "uint8"))
     ort.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None)
-    ort.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None)
+    ort.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                     help="7-bit weights; default: on where U8S8 saturates (x86-64 without VNNI), else off")
     ort.add_argument("--calibrate-method", choices=("MinMax", "Entropy", "Percentile"))
     ort.add_argument("--exclude", action="append", default=[], help="node name to keep in float (repeatable)")
     ort.add_argument("--accuracy-budget", type=float, help="max top-1 points lost; needs --eval")
@@ -76,7 +77,7 @@ def _run_ort(args: argparse.Namespace, calib, info: dict, recipe: str) -> int:
     from edgekit.manifest import read_manifest, write_manifest
     from edgekit.quantize.ort import quantize_ort, resolve_settings
     from edgekit.quantize.ort import auto as auto_mod
-    from edgekit.quantize.ort.sensitivity import layer_sensitivity, meet_accuracy_budget
+    from edgekit.quantize.ort.sensitivity import budget_candidates, layer_sensitivity, meet_accuracy_budget
 
     overrides = {"format": args.format, "activation_type": args.activation_type, "weight_type": args.weight_type,
                  "per_channel": args.per_channel, "reduce_range": args.reduce_range,
@@ -104,11 +105,12 @@ def _run_ort(args: argparse.Namespace, calib, info: dict, recipe: str) -> int:
         quantize_ort(args.model, args.output, calib, settings, nodes_to_exclude=excluded, calibration_info=info,
                      force=args.force, progress=False)
         ranking = layer_sensitivity(args.model, args.output, calib[:8]) if settings.format == "QDQ" else []
+        candidates = [c for c in budget_candidates(args.model, ranking) if c not in excluded]
         fp32_top1 = accuracy(Path(args.model))
         outcome = meet_accuracy_budget(
             lambda nodes: quantize_ort(args.model, args.output, calib, settings, nodes_to_exclude=excluded + nodes,
                                        calibration_info=info, force=True, progress=False),
-            lambda: accuracy(Path(args.output)), fp32_top1, args.accuracy_budget, ranking,
+            lambda: accuracy(Path(args.output)), fp32_top1, args.accuracy_budget, candidates,
         )
         extra["accuracy_budget"] = {"budget": args.accuracy_budget, "fp32_top1": fp32_top1, **outcome}
         excluded += outcome["excluded"]

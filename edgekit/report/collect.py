@@ -106,6 +106,7 @@ def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None
         "macs": info["macs"], "params": info["params"], "precision": info["precision"], "pruned": info["pruned"],
         "distilled": info["distilled"], "quantization": info["quantization"],
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
+        "accuracy_warning": evaluation.get("warning"),
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],

@@ -39,6 +39,8 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             notes.append("Pareto")
         if r["noisy"]:
             notes.append("NOISY: " + "; ".join(r["noise_reasons"]))
+        if r.get("accuracy_warning"):
+            notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
         out.append([
             r["label"] + (" (baseline)" if r["is_baseline"] else ""), r["artifact"], r["runtime"] or "", r["host"] or "",
             _fmt((r["size_bytes"] or 0) / 1e6, ".2f"), _fmt(r["macs"] / 1e6 if r["macs"] else None, ".1f"),

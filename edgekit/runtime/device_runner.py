@@ -236,6 +236,22 @@ def peak_rss_bytes() -> int | None:
         return None
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "asimd", "asimddp", "i8mm", "neon", "sve")
+
+
+def isa_flags() -> list[str]:
+    """The CPU features that decide INT8 kernels (VNNI, dot product), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return sorted(set(value.split()) & set(ISA_FLAGS))
+    except OSError:
+        pass
+    return []
+
+
 def system_info() -> dict[str, Any]:
     """What a reader needs to trust a number: CPU, ISA flags, governor, temperature, load."""
     info: dict[str, Any] = {
@@ -251,8 +267,7 @@ def system_info() -> dict[str, Any]:
             if key in ("model name", "hardware", "cpu part") and "cpu_model" not in info:
                 info["cpu_model"] = value.strip()
             if key in ("flags", "features") and "isa_flags" not in info:
-                wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "asimd", "asimddp", "i8mm", "neon", "sve")
-                info["isa_flags"] = sorted(set(value.split()) & set(wanted))
+                info["isa_flags"] = sorted(set(value.split()) & set(ISA_FLAGS))
     except OSError:
         pass
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")

@@ -26,7 +26,7 @@ class OrtSection(_Strict):
     activation_type: Literal["uint8", "int8"] = "uint8"
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None  # None: 7-bit weights exactly where U8S8 saturates (see quantize.ort.settings)
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
 
 
@@ -63,7 +63,12 @@ class TargetProfile(_Strict):
 
     @property
     def ort_settings(self) -> dict[str, Any]:
-        return self.onnxruntime.model_dump()
+        from edgekit.quantize.ort.settings import u8s8_saturates
+
+        settings = self.onnxruntime.model_dump()
+        if settings["reduce_range"] is None:
+            settings["reduce_range"] = u8s8_saturates(self.arch, self.isa_features)
+        return settings
 
 
 def shipped_dir() -> Path:

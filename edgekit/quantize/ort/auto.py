@@ -16,6 +16,7 @@ from edgekit.runtime import open_runner, time_loop
 
 CANDIDATES = (
     OrtQuantSettings("QDQ", "uint8", "int8", True),
+    OrtQuantSettings("QDQ", "uint8", "int8", True, reduce_range=True),  # the cure for U8S8 saturation without VNNI
     OrtQuantSettings("QDQ", "int8", "int8", True),
     OrtQuantSettings("QOperator", "uint8", "int8", True),
     OrtQuantSettings("QOperator", "int8", "int8", True),

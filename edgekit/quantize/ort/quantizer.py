@@ -15,7 +15,7 @@ from edgekit.atomic import atomic_path, check_can_write
 from edgekit.errors import EdgekitError, first_line
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
-from edgekit.quantize.ort.settings import OrtQuantSettings
+from edgekit.quantize.ort.settings import OrtQuantSettings, host_defaults
 
 
 class _TensorReader:
@@ -71,11 +71,11 @@ def quantize_ort(
     progress: bool = True,
     extra_stage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Quantize ``onnx_in`` to ``onnx_out``; returns the manifest stage that records how."""
+    """Quantize ``onnx_in`` to ``onnx_out`` (default settings: this host's); returns the manifest stage."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    settings = (settings or OrtQuantSettings()).validate()
+    settings = (settings or host_defaults()).validate()
     check_can_write(onnx_out, force)
     input_name, dims = check_calibration_shape(onnx_in, calib)
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1

@@ -81,18 +81,45 @@ def _weight_sqnr(model: Any) -> dict[str, float]:
     return result
 
 
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_PASS_THROUGH = ("Relu", "Clip", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid")
+
+
+def budget_candidates(fp32_path: str | Path, ranking: list[dict[str, Any]]) -> list[str]:
+    """Every weighted layer, worst first: the order of ``--accuracy-budget``'s exclusions.
+
+    ORT fuses Conv+Relu, so a convolution's error is measured at the activation after it; walk
+    back from each ranked tensor to the layer that made it. Layers the ranking never reaches (the
+    debug model runs unfused kernels, so it cannot see, e.g., U8S8 saturation) come last, worst
+    weight SQNR first, so that "every layer in float" really means every layer.
+    """
+    model = load_onnx(fp32_path)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    by_name = {node.name: node for node in model.graph.node}
+    ordered: list[str] = []
+    for row in ranking:
+        node = by_name.get(row["node"])
+        while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type in WEIGHTED_OPS and node.name not in ordered:
+            ordered.append(node.name)
+    weight_sqnr = _weight_sqnr(model)
+    rest = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.name not in ordered]
+    rest.sort(key=lambda name: weight_sqnr.get(name) if weight_sqnr.get(name) is not None else float("inf"))
+    return ordered + rest
+
+
 def meet_accuracy_budget(
     quantize: Callable[[list[str]], None],
     accuracy: Callable[[], float],
     fp32_accuracy: float,
     budget: float,
-    ranking: list[dict[str, Any]],
+    candidates: list[str],
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32."""
     excluded: list[str] = []
     history = []
-    candidates = [r["node"] for r in ranking if r["op"] in ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip")]
     step = 1
     while True:
         quantize(excluded)
@@ -104,7 +131,7 @@ def meet_accuracy_budget(
         remaining = [c for c in candidates if c not in excluded]
         if not remaining:
             raise EdgekitError(
-                f"--accuracy-budget {budget}: not met even with every ranked layer in float "
+                f"--accuracy-budget {budget}: not met even with every weighted layer in float "
                 f"(INT8 top-1 {top1:.2f}% vs FP32 {fp32_accuracy:.2f}%)"
             )
         excluded = excluded + remaining[:step]
