@@ -127,3 +127,16 @@ def test_harness_adds_almost_nothing(digits_fp32_onnx: Path) -> None:
     harness = benchmark([digits_fp32_onnx], runs=200, warmup=20, threads=1)["results"][0]["latency_ms"]["p50"]
     ratio = harness / (1000 * float(np.median(bare)))
     assert 0.6 < ratio < 1.6, ratio  # a separate process vs in-process: loose here, exact in benchmarks/
+
+
+def test_peak_memory_is_the_artifacts_not_the_parents(digits_fp32_onnx: Path) -> None:
+    """A forked runner must not report edgekit's own peak (ru_maxrss survives fork+exec on Linux)."""
+    import numpy as np
+
+    from edgekit.bench.local import bench_local
+
+    ballast = np.ones(3 * 2**30 // 8)  # 3 GiB touched in this process, the runner's parent
+    document = bench_local([digits_fp32_onnx], runs=5, warmup=1)
+    peak = document["results"][0]["peak_rss_bytes"]
+    assert ballast[-1] == 1.0
+    assert 0 < peak < 2 * 2**30, f"runner peak {peak / 2**30:.2f} GiB includes the parent's 3 GiB"
