@@ -275,10 +275,9 @@ def system_info() -> dict[str, Any]:
             key = key.strip().lower()
             if key in ("model name", "hardware", "cpu part") and "cpu_model" not in info:
                 info["cpu_model"] = value.strip()
-            if key in ("flags", "features") and "isa_flags" not in info:
-                info["isa_flags"] = sorted(set(value.split()) & set(ISA_FLAGS))
     except OSError:
         pass
+    info["isa_flags"] = isa_flags()
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     freq = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     info["cpu_freq_mhz"] = int(freq) / 1000 if freq and freq.isdigit() else None

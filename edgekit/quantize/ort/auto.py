@@ -1,7 +1,8 @@
 """``--auto``: try the candidate configurations *on this machine* and keep the fastest within budget.
 
 The right INT8 format depends on the CPU: measured here on ResNet-18 (AMD EPYC, AVX2, no VNNI),
-U8S8 QDQ ran at 1.8x FP32 speed and S8S8 QOperator at 0.22x, so picking by folklore can cost 8x. Every candidate is measured with the same runner and threads as ``edgekit bench``.
+U8S8 QDQ ran at 1.8x FP32 speed and S8S8 QOperator at 0.22x, so picking by folklore can cost 8x.
+Every candidate is measured with the same runner and threads as ``edgekit bench``.
 """
 from __future__ import annotations
 
