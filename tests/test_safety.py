@@ -138,7 +138,6 @@ def _same_file_cases(tmp_path: Path) -> list[list[str]]:
     (tmp_path / "q.fp32.tflite").symlink_to(tmp_path / "m.onnx")  # quantize's FP32 reference would land on it
     t = str(tmp_path)
     return [
-        ["export", f"{t}/m.pt", "--input-shape", "1,3,32,32", "-o", f"{t}/link.onnx"],
         ["export", "edgekit.zoo:digits_cnn", "--weights", f"{t}/m.onnx", "--input-shape", "1,3,32,32", "-o", f"{t}/link.onnx"],
         ["prune", f"{t}/m.pt", "--ratio", "0.5", "--input-shape", "1,3,32,32", "-o", f"{t}/link.pt"],
         ["sparsify", f"{t}/link.pt", "--sparsity", "0.5", "-o", f"{t}/m.pt"],
