@@ -4,10 +4,16 @@ Accepted sources:
   ``torchvision:NAME``               a torchvision architecture (``kwargs`` e.g. num_classes)
   ``module.path:factory``            a factory function importable from ``sys.path``
   ``path/to/file.py:factory``        a factory in a Python file
-  ``model.pt`` / ``.pth``            a whole module saved with ``torch.save(model)``, or a state
-                                     dict (then ``arch`` names the architecture to load it into)
+  ``model.pt`` / ``.pth``            an edgekit model file (what ``save_module`` writes), a state
+                                     dict (then ``arch`` names the architecture to load it into),
+                                     or a whole module saved with ``torch.save(model)``
   ``model.pt2``                      a ``torch.export`` ExportedProgram
 ``weights`` optionally loads a state dict into the built module. No weights are ever downloaded.
+
+Nothing is unpickled except a whole-model pickle chosen as the model source itself (PyTorch:
+unpickling runs code, so load only pickles you trust). Weights, state dicts and edgekit's own
+files load with ``weights_only=True``; edgekit's own files record the architecture and the
+pruned channel structure instead of pickled classes (:func:`save_module`).
 """
 from __future__ import annotations
 
@@ -19,9 +25,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+MODEL_FORMAT = "edgekit.model/1"
+ARCH_ATTR = "_edgekit_arch"  # set on loaded modules: how to rebuild them ({"spec", "kwargs"})
+_TRUSTED_LOCATIONS = ("torchvision", "edgekit.zoo")
 
 
 @dataclasses.dataclass
@@ -32,6 +41,7 @@ class LoadedModel:
     spec: str
     kwargs: dict[str, Any]
     exported_program: Any = None  # torch.export.ExportedProgram when loaded from .pt2
+    arch: dict[str, Any] | None = None  # the architecture that rebuilds it: {"spec", "kwargs"}
 
     def describe(self) -> dict[str, Any]:
         return {"spec": self.spec, "kwargs": self.kwargs}
@@ -56,8 +66,12 @@ def load_model(
     *,
     arch: str | None = None,
     weights: str | None = None,
+    allow_pickle: bool = True,
 ) -> LoadedModel:
-    """Resolve ``spec`` to an eval-mode module; see the module docstring for the forms."""
+    """Resolve ``spec`` to an eval-mode module; see the module docstring for the forms.
+
+    ``allow_pickle=False`` refuses even a whole-model pickle as the source (edgekit's own
+    intermediates are never pickles, so a pickle there was put there by someone else)."""
     kwargs = dict(kwargs or {})
     path = Path(spec)
     suffix = path.suffix.lower()
@@ -67,9 +81,9 @@ def load_model(
         if suffix == ".pt2":
             loaded = _load_exported_program(path, spec)
         else:
-            loaded = _load_torch_file(path, spec, kwargs, arch)
+            loaded = _load_torch_file(path, spec, kwargs, arch, allow_pickle)
     elif ":" in spec:
-        loaded = LoadedModel(_build_from_factory(spec, kwargs), spec, kwargs)
+        loaded = LoadedModel(_build_from_factory(spec, kwargs), spec, kwargs, arch={"spec": spec, "kwargs": kwargs})
     else:
         raise EdgekitError(
             f"{spec}: unknown model source; use torchvision:NAME, module:factory, file.py:factory, "
@@ -79,6 +93,8 @@ def load_model(
         load_state_dict_file(loaded.module, weights)
     if loaded.exported_program is None:  # an ExportedProgram's module is already in inference form
         loaded.module.eval()
+    if loaded.arch is not None:
+        setattr(loaded.module, ARCH_ATTR, loaded.arch)  # save_module records it; survives pruning in place
     return loaded
 
 
@@ -146,31 +162,171 @@ def _resolve_factory(location: str, name: str, spec: str) -> Any:
     return factory
 
 
-def _load_torch_file(path: Path, spec: str, kwargs: dict[str, Any], arch: str | None) -> LoadedModel:
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise EdgekitError(f"{path}: not a torch.save file ({type(exc).__name__}: {exc})") from exc
-    if isinstance(obj, torch.nn.Module):
-        return LoadedModel(obj, spec, kwargs)
+def _load_torch_file(
+    path: Path, spec: str, kwargs: dict[str, Any], arch: str | None, allow_pickle: bool
+) -> LoadedModel:
+    obj = _load_weights_only(path)
+    if obj is _NEEDS_PICKLE:
+        if arch is not None or not allow_pickle:
+            what = "--arch expects a state dict or an edgekit model file" if arch else "expected an edgekit model file"
+            raise EdgekitError(f"{path}: holds pickled Python objects, not tensors; {what} (not unpickled: it could run code)")
+        module = _unpickle_module(path)
+        return LoadedModel(module, spec, kwargs, arch={"spec": str(path.resolve()), "kwargs": {}})
+    if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
+        module, rebuilt_from = _rebuild(obj, path, arch, kwargs)
+        return LoadedModel(module, spec, kwargs, arch=rebuilt_from)
     if isinstance(obj, dict):
         if arch is None:
             raise EdgekitError(f"{path}: holds a state dict, not a model; name its architecture with --arch")
-        module = _build_from_factory(arch, kwargs)
+        module = _build_architecture(arch, kwargs)
         _load_state_dict(module, _unwrap_state_dict(obj), path)
-        return LoadedModel(module, arch, kwargs)
+        return LoadedModel(module, arch, kwargs, arch={"spec": arch, "kwargs": kwargs})
     raise EdgekitError(f"{path}: holds a {type(obj).__name__}, expected a torch.nn.Module or a state dict")
+
+
+_NEEDS_PICKLE = object()  # the file holds arbitrary Python objects: only unpickling could read it
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code.
+
+    Returns ``_NEEDS_PICKLE`` when the file holds other objects (a whole pickled module, or a
+    crafted ``__reduce__``); PyTorch raises ``UnpicklingError`` exactly then."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return _NEEDS_PICKLE
+    except Exception as exc:
+        raise EdgekitError(f"{path}: not a torch.save file ({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def _unpickle_module(path: Path) -> Any:
+    """Unpickle a whole module the user chose as the model source (this runs code from the file,
+    which is why only a model *source* ever gets here: PyTorch's advice is to unpickle only files
+    you trust)."""
+    import torch
+
+    print(f"note: {path} is a whole-model pickle; unpickling it runs code from the file "
+          "(load only files you trust)", file=sys.stderr, flush=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise EdgekitError(f"{path}: not a torch.save file ({type(exc).__name__}: {first_line(exc)})") from exc
+    if not isinstance(obj, torch.nn.Module):
+        raise EdgekitError(f"{path}: holds a {type(obj).__name__}, expected a torch.nn.Module or a state dict")
+    return obj
+
+
+def _is_trusted_factory(spec: str) -> bool:
+    """Factories edgekit may call when only a file names them: torchvision's classification models
+    (built by name from its registry) and edgekit's own model zoo. Any other module path could
+    name ``os:system``; a file must never choose code to run."""
+    location, _, name = spec.rpartition(":")
+    return location in _TRUSTED_LOCATIONS and name.isidentifier() and not name.startswith("_")
+
+
+def _build_architecture(spec: str, kwargs: dict[str, Any]) -> Any:
+    """A fresh module for ``--arch``: a factory, or a whole-model pickle the user named."""
+    path = Path(spec)
+    if path.suffix.lower() in (".pt", ".pth") and ":" not in path.name:
+        if not path.is_file():
+            raise EdgekitError(f"{spec}: --arch file not found")
+        obj = _load_weights_only(path)
+        if obj is _NEEDS_PICKLE:
+            return _unpickle_module(path)
+        if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
+            return _rebuild(obj, path, None, kwargs)[0]
+        raise EdgekitError(f"{spec}: --arch must build a model (a factory or a whole-model pickle), not a state dict")
+    if ":" not in spec:
+        raise EdgekitError(f"{spec}: --arch must be torchvision:NAME, module:factory, file.py:factory or a model .pt")
+    return _build_from_factory(spec, kwargs)
+
+
+def _rebuild(document: dict[str, Any], path: Path, arch: str | None, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """An edgekit model file -> its module: build the recorded (or ``--arch``) architecture fresh,
+    then give it the saved channel structure and weights with Torch-Pruning's loader."""
+    source = document.get("source")
+    state, structure = document.get("state_dict"), document.get("structure")
+    if not isinstance(state, dict) or not isinstance(structure, dict):
+        raise EdgekitError(f"{path}: key 'state_dict'/'structure': missing from this edgekit model file")
+    if arch is None:
+        if not (isinstance(source, dict) and isinstance(source.get("spec"), str)
+                and isinstance(source.get("kwargs", {}), dict)):
+            raise EdgekitError(f"{path}: key 'source': no architecture recorded; name it with --arch SRC")
+        arch, kwargs = source["spec"], dict(source.get("kwargs") or {})
+        if not _is_trusted_factory(arch):
+            raise EdgekitError(
+                f"{path}: key 'source.spec': architecture {arch!r} is not torchvision's or edgekit.zoo's; "
+                f"building it runs its code, so name it yourself: --arch {arch}")
+    elif not kwargs and isinstance(source, dict) and isinstance(source.get("kwargs"), dict):
+        kwargs = dict(source["kwargs"])
+    module = _build_architecture(arch, kwargs)
+    restore_structure(module, structure, state, path)
+    return module, {"spec": arch, "kwargs": kwargs}
+
+
+def model_structure(module: Any) -> dict[str, dict[str, Any]]:
+    """Each submodule's plain attributes (``out_channels``, ``num_features``, ``groups`` ...): what
+    structured pruning changes besides tensor shapes, in the form ``tp.state_dict`` records them."""
+    return {name: {k: v for k, v in vars(m).items() if not k.startswith("_") and _plain(v)}
+            for name, m in module.named_modules()}
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def restore_structure(module: Any, structure: dict[str, Any], state: dict[str, Any], path: Path) -> None:
+    """Reshape a freshly built ``module`` to a saved (possibly pruned) one, with
+    ``tp.load_state_dict``, then load the weights strictly.
+
+    Only attributes the fresh module already has, with plain values, are set: a file may change
+    a width, never add behaviour."""
+    import torch
+    import torch_pruning as tp
+
+    full: dict[str, dict[str, Any]] = {}
+    attributes: dict[str, dict[str, Any]] = {}
+    for name, sub in module.named_modules():
+        prefix = f"{name}." if name else ""
+        params = {k: (torch.nn.Parameter(state[prefix + k], requires_grad=p.requires_grad)
+                      if p is not None and isinstance(state.get(prefix + k), torch.Tensor) else p)
+                  for k, p in sub._parameters.items()}
+        buffers = {k: (state[prefix + k] if b is not None and isinstance(state.get(prefix + k), torch.Tensor) else b)
+                   for k, b in sub._buffers.items()}
+        full[name] = {"_parameters": params, "_buffers": buffers}
+        saved = structure.get(name)
+        if isinstance(saved, dict):
+            own = vars(sub)
+            attributes[name] = {k: v for k, v in saved.items()
+                                if isinstance(k, str) and not k.startswith("_") and k in own and _plain(v)}
+    tp.load_state_dict(module, {"full_state_dict": full, "attributions": attributes})
+    _load_state_dict(module, state, path)
 
 
 def _load_exported_program(path: Path, spec: str) -> LoadedModel:
     import torch
 
+    import os
+
+    # torch.export.load falls back to unpickling weights it cannot read safely; forbid that
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise EdgekitError(f"{path}: not a torch.export .pt2 file ({type(exc).__name__}: {exc})") from exc
+        raise EdgekitError(f"{path}: not a torch.export .pt2 file ({type(exc).__name__}: {first_line(exc)})") from exc
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
     return LoadedModel(program.module(), spec, {}, exported_program=program)
 
 
@@ -182,18 +338,17 @@ def _unwrap_state_dict(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_state_dict_file(module: Any, weights: str) -> None:
-    """Load a state-dict file into ``module``, strictly: missing or extra keys are an error."""
-    import torch
+    """Load a state-dict file into ``module``, strictly: missing or extra keys are an error.
 
+    Never unpickles: a state dict (or a training checkpoint holding one) is tensors only."""
     path = Path(weights)
     if not path.exists():
         raise EdgekitError(f"{weights}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise EdgekitError(f"{weights}: not a torch.save file ({type(exc).__name__}: {exc})") from exc
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
+    obj = _load_weights_only(path)
+    if obj is _NEEDS_PICKLE:
+        raise EdgekitError(f"{weights}: holds pickled Python objects, not a state dict (not unpickled: it could run code)")
+    if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
+        obj = obj.get("state_dict")
     if not isinstance(obj, dict):
         raise EdgekitError(f"{weights}: holds a {type(obj).__name__}, expected a state dict")
     _load_state_dict(module, _unwrap_state_dict(obj), path)
@@ -219,8 +374,16 @@ def _clip(keys: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def save_module(module: Any, path: str | Path, example_input: Any, force: bool = False) -> Path:
-    """Write a loadable model file atomically: ``torch.save(module)``, or an ExportedProgram for ``.pt2``."""
+def save_module(
+    module: Any, path: str | Path, example_input: Any, force: bool = False, arch: dict[str, Any] | None = None
+) -> Path:
+    """Write a model file atomically: an edgekit model file for ``.pt``/``.pth``, an ExportedProgram
+    for ``.pt2``.
+
+    An edgekit model file is no pickle: ``{"format", "source": {"spec", "kwargs"}, "structure",
+    "state_dict"}`` loads with ``weights_only=True``; the architecture is rebuilt from ``source``
+    (``arch``, else what :func:`load_model` recorded on the module) and reshaped to ``structure``.
+    """
     import torch
 
     from edgekit.atomic import atomic_path
@@ -228,11 +391,27 @@ def save_module(module: Any, path: str | Path, example_input: Any, force: bool =
     path = Path(path)
     if path.suffix.lower() not in (".pt", ".pth", ".pt2"):
         raise EdgekitError(f"{path}: a model file ends in .pt, .pth or .pt2")
-    with atomic_path(path, force) as tmp:
-        if path.suffix.lower() == ".pt2":
+    if path.suffix.lower() == ".pt2":
+        with atomic_path(path, force) as tmp:
             program = torch.export.export(module.eval(), (example_input,))
             with open(tmp, "wb") as handle:
                 torch.export.save(program, handle)
-        else:
-            torch.save(module, tmp)
+        return path
+    document = model_document(module, arch, path)
+    with atomic_path(path, force) as tmp:
+        torch.save(document, tmp)
     return path
+
+
+def model_document(module: Any, arch: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    """The edgekit model file's content, checked to rebuild into ``module``'s exact shapes."""
+    arch = arch or getattr(module, ARCH_ATTR, None)
+    if not arch:
+        raise EdgekitError(f"{path}: no architecture known to rebuild this model from; load it with --arch SRC "
+                           "or write a .pt2 ExportedProgram")
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    document = {"format": MODEL_FORMAT, "source": {"spec": arch["spec"], "kwargs": dict(arch.get("kwargs") or {})},
+                "structure": model_structure(module), "state_dict": state}
+    fresh = _build_architecture(arch["spec"], dict(arch.get("kwargs") or {}))
+    restore_structure(fresh, document["structure"], state, path)  # raises if the structure cannot be rebuilt
+    return document

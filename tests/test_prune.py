@@ -12,6 +12,7 @@ from edgekit.cli import main
 from edgekit.export import export_onnx
 from edgekit.manifest import read_manifest
 from edgekit.prune import prune
+from edgekit.sources import load_model
 from edgekit.prune.verify import check_onnx_channels, onnx_weight_shapes, torch_weight_shapes
 
 MODELS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x1_0", "regnet_y_400mf"]
@@ -48,7 +49,7 @@ def test_resnet18_half_ratio_shrinks_macs_and_file(tmp_path: Path, capsys: pytes
     assert prune_stage["stage"] == "prune" and manifest["stages"][-1]["stage"] == "export"
     assert prune_stage["macs_after"] <= 0.30 * prune_stage["macs_before"]
     assert (tmp_path / "full.onnx").stat().st_size >= 3 * (tmp_path / "p.onnx").stat().st_size
-    model = torch.load(tmp_path / "p.pt", weights_only=False)
+    model = load_model(str(tmp_path / "p.pt")).module
     check_onnx_channels(model, tmp_path / "p.onnx")
     layer = prune_stage["layers"]["layer1.0.conv1"]
     assert layer["before"][0] == 64 and layer["after"][0] == 32
@@ -127,7 +128,7 @@ def test_prune_cli_with_distillation_and_target_profile(tmp_path: Path, capsys: 
                  "builtin:digits/val", "--recipe", "digits", "--epochs", "1", "-o", str(out)]) == 0
     stages = read_manifest(out)["stages"]
     assert [s["stage"] for s in stages] == ["prune", "distill"] and stages[0]["round_to"] == 16
-    assert torch.load(out, weights_only=False)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert load_model(str(out), arch=str(tmp_path / "m.pt")).module(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     capsys.readouterr()
 
 
@@ -162,7 +163,7 @@ def test_sparsify_is_honest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     stage = read_manifest(out)["stages"][0]
     assert stage["sparsity"] == pytest.approx(0.7, abs=0.01)
     assert stage["gzip_bytes_after"] < 0.7 * stage["gzip_bytes_before"]
-    model = torch.load(out, weights_only=False)
+    model = load_model(str(out)).module
     conv = model.features[0][0]
     assert not hasattr(conv, "weight_orig")  # permanent, no pruning re-parametrisation left
     assert conv.weight.shape == (32, 3, 3, 3)  # shapes unchanged: dense kernels do the same work

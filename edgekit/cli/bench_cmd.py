@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.bench import benchmark, render_table
 
     if args.json:
-        check_can_write(args.json, args.force)
+        check_can_write(args.json, args.force, inputs=args.artifacts)
     options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host, "identity": args.identity,
                "ssh_config": args.ssh_config}
     if args.target and not args.host:

@@ -23,8 +23,11 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
     """The model-source options understood by :func:`edgekit.sources.load_model`."""
     parser.add_argument(
         "model",
-        help="torchvision:NAME, module:factory, file.py:factory, model.pt (torch.save) or model.pt2",
+        help="torchvision:NAME, module:factory, file.py:factory, model.pt (edgekit's own, a state dict with "
+             "--arch, or a whole-model torch.save pickle: unpickling runs code, load only files you trust) "
+             "or model.pt2",
     )
     parser.add_argument("--kwargs", help="JSON object of keyword arguments for the factory")
-    parser.add_argument("--arch", help="architecture (a source as above) for a state-dict file")
-    parser.add_argument("--weights", help="state-dict file to load into the model")
+    parser.add_argument("--arch", help="architecture (a source as above) for a state-dict file, or for an edgekit "
+                                       ".pt whose recorded architecture is not torchvision's or edgekit.zoo's")
+    parser.add_argument("--weights", help="state-dict file to load into the model (never unpickled)")

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.evaluate import evaluate
 
     if args.json:
-        check_can_write(args.json, args.force)
+        check_can_write(args.json, args.force, inputs=[args.artifact, args.reference, args.data])
     result = evaluate(args.artifact, args.data, args.recipe, reference=args.reference,
                       num_samples=args.num_samples, threads=args.threads, skip_bad=args.skip_bad)
     parts = [f"{result['artifact']}: {result['num_samples']} samples"]

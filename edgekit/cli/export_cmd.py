@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgekitError(f"{args.output}: the output must end in .onnx")
     from edgekit.atomic import check_can_write
 
-    check_can_write(args.output, args.force)  # fail before loading a model
+    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights])  # before loading
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     samples = _load_samples(args.samples) if args.samples else None
     from pathlib import Path

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.prune import IMPORTANCES, prune
     from edgekit.sources import load_model, parse_kwargs, save_module
 
-    check_can_write(args.output, args.force)
+    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights, args.teacher])
     if args.importance not in IMPORTANCES:
         raise EdgekitError(f"--importance: {args.importance!r} is not one of {', '.join(IMPORTANCES)}")
     if (args.distill or args.steps > 1 and args.train) and not (args.train and args.recipe):

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".onnx" if args.backend == "ort" else ".tflite"
     if not args.output.lower().endswith(suffix):
         raise EdgekitError(f"{args.output}: --backend {args.backend} writes a {suffix} file")
-    check_can_write(args.output, args.force)
+    check_can_write(args.output, args.force, inputs=[args.model, args.calib, args.eval])
+    if args.backend == "tflite" and not args.no_fp32:
+        from edgekit.quantize.tflite.quantizer import fp32_path_for
+
+        check_can_write(fp32_path_for(args.output), args.force, inputs=[args.model, args.calib, args.eval])
     if not Path(args.model).is_file():
         raise EdgekitError(f"{args.model}: model file not found")
     load_onnx(args.model)

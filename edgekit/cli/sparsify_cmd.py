@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.prune.sparsify import sparsify
     from edgekit.sources import load_model, parse_kwargs, save_module
 
-    check_can_write(args.output, args.force)
+    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights])
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     report = sparsify(loaded.module, args.sparsity, args.scope)
     save_module(loaded.module, args.output, None, force=args.force)

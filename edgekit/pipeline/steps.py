@@ -17,10 +17,13 @@ def _example(config: PipelineConfig) -> Any:
     return torch.zeros(*config.model.input_shape)
 
 
-def _load(path: Path) -> Any:
-    import torch
+def _load(path: Path, config: PipelineConfig) -> Any:
+    """One of the pipeline's own model files, never unpickled; the config's model is the only
+    architecture trusted beyond torchvision and edgekit.zoo."""
+    from edgekit.sources import load_model
 
-    return torch.load(path, map_location="cpu", weights_only=False).eval()
+    m = config.model
+    return load_model(str(path), m.kwargs, arch=m.arch or m.source, allow_pickle=False).module
 
 
 def train_baseline(config: PipelineConfig, out: Path) -> Path:
@@ -63,7 +66,7 @@ def prune(config: PipelineConfig, baseline: Path, out: Path) -> Path:
 
     assert config.prune is not None
     p = config.prune
-    model = _load(baseline)
+    model = _load(baseline, config)
     report = prune_model(model, _example(config), ratio=p.ratio if p.target_macs is None else None,
                          target_macs=p.target_macs, importance=p.importance, global_pruning=p.global_pruning,
                          round_to=_round_to(config), protect=p.protect, steps=p.steps)
@@ -78,7 +81,7 @@ def distill(config: PipelineConfig, student_path: Path, teacher_path: Path, out:
 
     assert config.distill is not None and config.data.train
     d = config.distill
-    student, teacher = _load(student_path), _load(teacher_path)
+    student, teacher = _load(student_path, config), _load(teacher_path, config)
     history = train(student, config.data.train, config.data.recipe, teacher=teacher, val_source=config.data.val,
                     epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, alpha=d.alpha, temperature=d.temperature,
                     optimizer=d.optimizer, seed=d.seed, checkpoint_dir=out.parent / "checkpoints" / "distill")
@@ -94,7 +97,7 @@ def export(config: PipelineConfig, model_path: Path, out: Path) -> Path:
     from edgekit.export import export_onnx
     from edgekit.prune.verify import check_onnx_channels
 
-    model = _load(model_path)
+    model = _load(model_path, config)
     history = read_manifest(model_path) or {}
     export_onnx(model, _example(config), out, force=True, source=history.get("source"),
                 preprocessing=load_recipe(config.data.recipe).as_dict(), prior_stages=history.get("stages"))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.yamlfile import load_validated
@@ -30,36 +30,63 @@ class OrtSection(_Strict):
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
 
 
+# Bounds, and why. cores: 1..1024, the most CPUs Linux boards and phones report (a larger number
+# is a typo that would set absurd thread counts). threads: 1..cores, since more inference threads
+# than cores only measures contention. channel_multiple: 1..256, the widest SIMD/accelerator tile
+# (AVX-512 int8 = 64 lanes, NPUs up to 256); beyond it pruning would round every layer to zero or
+# to its full width. ssh.port: 1..65535, what TCP allows. Host, user, python and workdir reach an
+# ssh command line: no whitespace or control characters, and host/user may not start with "-"
+# (ssh would read ``-oProxyCommand=...`` as an option).
+_SSH_WORD = r"^[^\s\-][^\s]*$"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+
+
 class TfliteSection(_Strict):
     delegate: Literal["xnnpack", "none"] = "xnnpack"
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 class PruningSection(_Strict):
-    channel_multiple: int = Field(8, ge=1)
+    channel_multiple: int = Field(8, ge=1, le=256)
 
 
 class SshSection(_Strict):
-    host: str | None = None
-    user: str | None = None
-    port: int | None = None
-    python: str = "python3"
-    workdir: str | None = None
+    host: str | None = Field(None, pattern=_SSH_WORD, max_length=253)
+    user: str | None = Field(None, pattern=_SSH_WORD, max_length=64)
+    port: int | None = Field(None, ge=1, le=65535)
+    python: str = Field("python3", pattern=_NO_CONTROL, min_length=1)
+    workdir: str | None = Field(None, pattern=_NO_CONTROL)
 
 
 class TargetProfile(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)  # goes into file names
     description: str
     arch: Literal["x86_64", "aarch64", "armv7l"]
     isa_features: list[str] = Field(default_factory=list)
-    cores: int = Field(ge=1)
-    threads: int = Field(ge=1)
+    cores: int = Field(ge=1, le=1024)
+    threads: int = Field(ge=1, le=1024)
     runtimes: list[Literal["onnxruntime", "tflite"]]
     onnxruntime: OrtSection = Field(default_factory=OrtSection)
     tflite: TfliteSection = Field(default_factory=TfliteSection)
     pruning: PruningSection = Field(default_factory=PruningSection)
     ssh: SshSection | None = None
     source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit_cores(cls, value: int, info: ValidationInfo) -> int:
+        cores = info.data.get("cores")
+        if cores is not None and value > cores:
+            raise ValueError(f"{value} exceeds cores ({cores})")
+        return value
+
+    @field_validator("tflite")
+    @classmethod
+    def _tflite_threads_fit_cores(cls, value: TfliteSection, info: ValidationInfo) -> TfliteSection:
+        cores = info.data.get("cores")
+        if cores is not None and value.threads is not None and value.threads > cores:
+            raise ValueError(f"threads {value.threads} exceeds cores ({cores})")
+        return value
 
     @property
     def ort_settings(self) -> dict[str, Any]:
@@ -90,13 +117,20 @@ def load_profile_file(path: str | Path) -> TargetProfile:
     return profile
 
 
-def list_targets(targets_dir: str | Path | None = None) -> list[TargetProfile]:
+def resolve_profiles(targets_dir: str | Path | None = None) -> dict[str, TargetProfile]:
+    """Every profile by its ``name``: the one resolver behind ``targets list``, ``targets show``
+    and ``--target``. User folders come first, so a user profile shadows a shipped one of the same
+    name, whatever its file is called."""
     seen: dict[str, TargetProfile] = {}
     for folder in search_dirs(targets_dir):
         for path in sorted(folder.glob("*.yaml")):
             profile = load_profile_file(path)
             seen.setdefault(profile.name, profile)
-    return sorted(seen.values(), key=lambda p: p.name)
+    return seen
+
+
+def list_targets(targets_dir: str | Path | None = None) -> list[TargetProfile]:
+    return sorted(resolve_profiles(targets_dir).values(), key=lambda p: p.name)
 
 
 def load_target(name_or_path: str | Path, targets_dir: str | Path | None = None) -> TargetProfile:
@@ -104,9 +138,7 @@ def load_target(name_or_path: str | Path, targets_dir: str | Path | None = None)
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")):
         return load_profile_file(text)
-    for folder in search_dirs(targets_dir):
-        candidate = folder / f"{text}.yaml"
-        if candidate.is_file():
-            return load_profile_file(candidate)
-    names = ", ".join(p.name for p in list_targets(targets_dir))
-    raise EdgekitError(f"--target: no target profile named {text!r} (available: {names})")
+    profiles = resolve_profiles(targets_dir)
+    if text in profiles:
+        return profiles[text]
+    raise EdgekitError(f"--target: no target profile named {text!r} (available: {', '.join(sorted(profiles))})")

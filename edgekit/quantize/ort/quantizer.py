@@ -4,14 +4,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.atomic import atomic_path, check_can_write
+from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
@@ -76,12 +75,12 @@ def quantize_ort(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     settings = (settings or host_defaults()).validate()
-    check_can_write(onnx_out, force)
+    check_can_write(onnx_out, force, inputs=[onnx_in])
     input_name, dims = check_calibration_shape(onnx_in, calib)
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     usable = calib[: len(calib) - len(calib) % batch] if batch > 1 else calib
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as work, atomic_path(onnx_out, force) as tmp:
+    with work_dir(onnx_out) as work, atomic_path(onnx_out, force) as tmp:
         prepared = Path(work) / "prepared.onnx"
         with _quiet():
             try:

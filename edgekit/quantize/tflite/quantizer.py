@@ -1,14 +1,13 @@
 """ONNX -> TFLite full-integer INT8 (and the FP32 ``.tflite`` reference), calibrated on our tensors."""
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.atomic import atomic_path, check_can_write
+from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import check_calibration_shape
@@ -42,10 +41,10 @@ def quantize_tflite(
     output_path = Path(output_path)
     if output_path.suffix.lower() != ".tflite":
         raise EdgekitError(f"{output_path}: the output must end in .tflite")
-    check_can_write(output_path, force)
+    check_can_write(output_path, force, inputs=[onnx_path])
     fp32_path = fp32_path_for(output_path)
     if write_fp32:
-        check_can_write(fp32_path, force)
+        check_can_write(fp32_path, force, inputs=[onnx_path])
     check_calibration_shape(onnx_path, calib)
     if calib.ndim != 4:
         raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {calib.ndim}-D calibration tensors")
@@ -57,11 +56,11 @@ def quantize_tflite(
         if progress:
             print(f"[tflite] {name}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as work:
-        work_dir = Path(work)
+    # scratch beside the output (not /tmp): a killed conversion's 10+ MB are swept by the next writer
+    with work_dir(output_path) as scratch:
         started = time.perf_counter()
         phase("ONNX -> Keras (onnx2tf, integer graph)")
-        int_model = build_keras(onnx_path, work_dir / "int", calib_nhwc, integer=True)
+        int_model = build_keras(onnx_path, scratch / "int", calib_nhwc, integer=True)
         timings["onnx2tf_s"] = time.perf_counter() - started
         phase(f"Keras -> full-integer INT8 ({len(calib_nhwc)} calibration samples)")
         t0 = time.perf_counter()
@@ -70,7 +69,7 @@ def quantize_tflite(
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
-            fp32_model = build_keras(onnx_path, work_dir / "fp32", calib_nhwc, integer=False)
+            fp32_model = build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False)
             fp32_bytes = to_tflite(fp32_model, None, progress=progress)
             timings["fp32_s"] = time.perf_counter() - t0
 
