@@ -105,12 +105,13 @@ def test_rerun_redoes_exactly_the_stages_that_read_the_changed_input(workspace: 
     assert _ran(_run(ws, capsys)[1]) == {"bench", "report"}
     _set_lab(ws, "onnxruntime", "per_channel", False)  # ... its ORT defaults by quantize
     assert _ran(_run(ws, capsys)[1]) == downstream_of_quantize
-    config["quantize"]["num_samples"] = 12
+    config["quantize"]["num_samples"] = 20  # now every calibration image, so that editing any one counts
     assert _ran(_run(ws, capsys)[1]) == downstream_of_quantize
     calib_file = sorted((ws["root"] / "calib").rglob("*.png"))[0]
     from PIL import Image
 
-    Image.fromarray(np.full((8, 8), 200, np.uint8), mode="L").save(calib_file)  # same name, new content
+    checkerboard = (np.indices((8, 8)).sum(0) % 2 * 255).astype(np.uint8)  # extends the activation ranges
+    Image.fromarray(checkerboard, mode="L").save(calib_file)  # same name, new content
     assert _ran(_run(ws, capsys)[1]) == downstream_of_quantize
     _npz(ws["root"] / "eval.npz", 50)  # the evaluation data's content
     assert _ran(_run(ws, capsys)[1]) == {"eval", "report"}
