@@ -16,4 +16,4 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.pipeline import DEMO_CONFIG, load_config
 
     print(f"edgekit demo: {DEMO_CONFIG}")
-    return execute(load_config(DEMO_CONFIG), args)
+    return execute(load_config(DEMO_CONFIG), args, str(DEMO_CONFIG))

@@ -18,24 +18,30 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="benchmark on this target profile instead of the file's")
     parser.add_argument("--host", help="also benchmark on this device over SSH (user@addr[:port] or alias)")
     parser.add_argument("--remote-python", help="the device's Python for --host")
-    parser.add_argument("--force", action="store_true", help="forget cached stages and redo everything")
+    parser.add_argument("--targets-dir", help="a folder of your own target profiles (also EDGEKIT_TARGETS_DIR)")
+    parser.add_argument("--force", action="store_true",
+                        help="forget cached stages and training checkpoints, and redo everything")
 
 
-def execute(config, args: argparse.Namespace) -> int:
+def execute(config, args: argparse.Namespace, origin: str) -> int:
+    """Apply the command-line overrides (checked under their own names), then run the pipeline,
+    which checks the whole file before any work."""
     from pathlib import Path
 
+    from edgekit.bench.remote import SshTarget
     from edgekit.pipeline import Pipeline
     from edgekit.pipeline.config import HostConfig
+    from edgekit.targets import load_target
 
     if args.target:
+        load_target(args.target, args.targets_dir)
         config.bench.targets = [args.target]
     if args.host:
+        SshTarget.parse(args.host)
         config.bench.hosts.append(HostConfig(host=args.host, target=args.target, remote_python=args.remote_python))
     run_dir = Path(args.output or f"runs/{config.name}")
-    if args.force and (run_dir / "stages.json").exists():
-        (run_dir / "stages.json").unlink()
     only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
-    report = Pipeline(config, run_dir, only=only).run()
+    report = Pipeline(config, run_dir, only=only, origin=origin, targets_dir=args.targets_dir, force=args.force).run()
     print(f"report: {report.resolve()}")
     return 0
 
@@ -43,4 +49,4 @@ def execute(config, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from edgekit.pipeline import load_config
 
-    return execute(load_config(args.config), args)
+    return execute(load_config(args.config), args, args.config)

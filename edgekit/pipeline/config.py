@@ -5,10 +5,12 @@ because a typo that silently falls back to a default costs a user an hour of wro
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from edgekit.errors import EdgekitError
 from edgekit.yamlfile import read_yaml_mapping, validate
@@ -18,12 +20,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _must_be(test: Callable[[Any], bool], wanted: str) -> AfterValidator:
+    """A range check whose message says what was wanted and what was given (Field's omits the value)."""
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise PydanticCustomError("out_of_range", f"must be {wanted}, got {{value}}", {"value": value})
+        return value
+
+    return AfterValidator(check)
+
+
+AtLeastOne = Annotated[int, _must_be(lambda v: v >= 1, "at least 1")]
+NonNegative = Annotated[int, _must_be(lambda v: v >= 0, "at least 0")]
+Positive = Annotated[float, _must_be(lambda v: v > 0, "greater than 0")]
+OpenFraction = Annotated[float, _must_be(lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")]
+MacsFraction = Annotated[float, _must_be(lambda v: 0 < v <= 1, "greater than 0 and at most 1")]
+UnitInterval = Annotated[float, _must_be(lambda v: 0 <= v <= 1, "between 0 and 1")]
+InputShape = Annotated[list[int], _must_be(lambda v: len(v) == 4 and all(d > 0 for d in v),
+                                           "4 positive integers (N, C, H, W)")]
+
+
 class ModelConfig(_Strict):
     source: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     arch: str | None = None
     weights: str | None = None
-    input_shape: list[int]
+    input_shape: InputShape
 
 
 class DataConfig(_Strict):
@@ -37,29 +59,29 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """Train the baseline first: for sources without trained weights (the demo)."""
 
-    epochs: int = 5
-    lr: float = 3e-3
-    batch_size: int = 64
+    epochs: AtLeastOne = 5
+    lr: Positive = 3e-3
+    batch_size: AtLeastOne = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
 
 
 class PruneConfig(_Strict):
-    ratio: float | None = 0.5
-    target_macs: float | None = None
+    ratio: OpenFraction | None = 0.5
+    target_macs: MacsFraction | None = None
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
-    round_to: int | None = None
+    round_to: AtLeastOne | None = None
     global_pruning: bool = False
-    steps: int = 1
+    steps: AtLeastOne = 1
     protect: list[str] = Field(default_factory=list)
 
 
 class DistillConfig(_Strict):
-    epochs: int = 5
-    lr: float = 3e-3
-    batch_size: int = 64
-    alpha: float = 0.7
-    temperature: float = 4.0
+    epochs: AtLeastOne = 5
+    lr: Positive = 3e-3
+    batch_size: AtLeastOne = 64
+    alpha: UnitInterval = 0.7
+    temperature: Positive = 4.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
 
@@ -78,7 +100,7 @@ class TfliteQuantConfig(_Strict):
 
 
 class QuantizeConfig(_Strict):
-    num_samples: int = 200
+    num_samples: AtLeastOne = 200
     seed: int = 0
     ort: OrtQuantConfig | None = Field(default_factory=OrtQuantConfig)
     tflite: TfliteQuantConfig | None = Field(default_factory=TfliteQuantConfig)
@@ -95,9 +117,9 @@ class HostConfig(_Strict):
 class BenchConfig(_Strict):
     targets: list[str] = Field(default_factory=lambda: ["x86-64-avx2"])
     hosts: list[HostConfig] = Field(default_factory=list)
-    runs: int = 100
-    warmup: int = 10
-    threads: int | None = None
+    runs: AtLeastOne = 100
+    warmup: NonNegative = 10
+    threads: AtLeastOne | None = None
 
 
 class PipelineConfig(_Strict):
@@ -120,3 +142,50 @@ def parse_config(data: Any, origin: str) -> PipelineConfig:
 
 def load_config(path: str | Path) -> PipelineConfig:
     return validate(PipelineConfig, read_yaml_mapping(path, "pipeline file"), str(path))
+
+
+def check_inputs(config: PipelineConfig, origin: str, targets_dir: str | None = None) -> None:
+    """Everything the file points at exists and parses, before any work starts: a missing folder
+    or an unknown target found after the training stage costs the user the whole training."""
+    _check_model(config.model, origin)
+    _check_data(config, origin)
+    from edgekit.bench.remote import SshTarget
+    from edgekit.targets import load_target
+
+    for i, name in enumerate(config.bench.targets):
+        _in_key(origin, f"bench.targets.{i}", lambda: load_target(name, targets_dir))
+    for i, host in enumerate(config.bench.hosts):
+        _in_key(origin, f"bench.hosts.{i}.host", lambda: SshTarget.parse(host.host))
+        if host.target:
+            _in_key(origin, f"bench.hosts.{i}.target", lambda: load_target(host.target, targets_dir))
+
+
+def _check_model(model: ModelConfig, origin: str) -> None:
+    location = model.source.rpartition(":")[0] if ":" in model.source else model.source
+    if location.endswith((".py", ".pt", ".pth", ".pt2")) and not Path(location).is_file():
+        raise EdgekitError(f"{origin}: key 'model.source': {location}: file not found")
+    if model.weights and not Path(model.weights).is_file():
+        raise EdgekitError(f"{origin}: key 'model.weights': {model.weights}: file not found")
+
+
+def _check_data(config: PipelineConfig, origin: str) -> None:
+    from edgekit.data import load_recipe, open_dataset
+
+    data = config.data
+    recipe = _in_key(origin, "data.recipe", lambda: load_recipe(data.recipe))
+    for key in ("calib", "eval", "train", "val"):
+        source = getattr(data, key)
+        if source:
+            _in_key(origin, f"data.{key}", lambda: open_dataset(source, recipe))
+    distill_given = "distill" in config.model_fields_set and config.distill is not None
+    if (config.train is not None or distill_given) and not data.train:
+        raise EdgekitError(f"{origin}: key 'data.train': required when a 'train' or 'distill' section is given")
+
+
+def _in_key(origin: str, key: str, check: Callable[[], Any]) -> Any:
+    """Run ``check``; its one-line error is re-said as ``origin: key 'a.b': reason``."""
+    try:
+        return check()
+    except EdgekitError as exc:
+        reason = re.sub(r"^--[a-z-]+: ", "", str(exc))
+        raise EdgekitError(f"{origin}: key '{key}': {reason}") from exc

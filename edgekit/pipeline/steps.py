@@ -1,14 +1,24 @@
 """The work of each pipeline stage, built only from the public stage APIs (no logic of its own
-beyond naming files and wiring one stage's outputs into the next)."""
+beyond naming files and wiring one stage's outputs into the next).
+
+Each step's ``reads_*`` function, right above the code that reads those things, declares everything
+the step reads besides its input artifacts; the runner derives the stage's cache key from it (see
+``STEPS`` at the end). A setting read below but left out above would make a stale stage, so when
+a step starts reading something new, its ``reads_*`` says so in the same edit.
+"""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 from edgekit.atomic import write_text_atomic
-from edgekit.manifest import derive_manifest, new_manifest, read_manifest, write_manifest
-from edgekit.pipeline.config import PipelineConfig
+from edgekit.manifest import derive_manifest, new_manifest, read_manifest, sha256_file, write_manifest
+from edgekit.pipeline.config import ModelConfig, PipelineConfig
+from edgekit.pipeline.stages import Step, StepContext, versions
 
 
 def _example(config: PipelineConfig) -> Any:
@@ -26,70 +36,177 @@ def _load(path: Path, config: PipelineConfig) -> Any:
     return load_model(str(path), m.kwargs, arch=m.arch or m.source, allow_pickle=False).module
 
 
-def train_baseline(config: PipelineConfig, out: Path) -> Path:
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch, numpy and random and make torch deterministic, before any model is built: a model
+    initialised from an unseeded generator made two runs of one file differ by 20 points."""
+    import numpy as np
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op without a deterministic kernel
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _recipe(config: PipelineConfig) -> dict[str, Any]:
+    from edgekit.data import load_recipe
+
+    return load_recipe(config.data.recipe).as_dict()
+
+
+def _data(config: PipelineConfig, *keys: str) -> dict[str, Any]:
+    """The content of the named data sources (``calib``, ``train``...) and the recipe that prepares them."""
+    from edgekit.data import fingerprint
+
+    sources = {key: getattr(config.data, key) for key in keys}
+    return {"recipe": _recipe(config), **versions("numpy", "pillow"),
+            **{key: fingerprint(source) if source else None for key, source in sources.items()}}
+
+
+def _file_hash(path: str | None) -> str | None:
+    return sha256_file(path) if path and Path(path).is_file() else None
+
+
+def _model_code(model: ModelConfig) -> dict[str, Any]:
+    """The bytes that define the model: a model/weights file, or the source file of a factory."""
+    location = model.source.rpartition(":")[0] if ":" in model.source else model.source
+    code = _file_hash(location)
+    if code is None and location and location != "torchvision":
+        try:
+            spec = importlib.util.find_spec(location)
+        except (ImportError, ValueError):
+            spec = None
+        code = _file_hash(spec.origin) if spec is not None else None
+    return {"source_sha256": code, "weights_sha256": _file_hash(model.weights)}
+
+
+def _seed(config: PipelineConfig) -> int:
+    return config.train.seed if config.train is not None else 0
+
+
+def reads_train(ctx: StepContext) -> dict[str, Any]:
+    config = ctx.config
+    reads = {"model": config.model.model_dump(), **_model_code(config.model), "seed": _seed(config),
+             **versions("torch", "torchvision")}
+    if config.train is not None:
+        reads |= {"train": config.train.model_dump(), "data": _data(config, "train", "val")}
+    return reads
+
+
+def train_baseline(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.sources import load_model, save_module
 
-    loaded = load_model(config.model.source, config.model.kwargs, arch=config.model.arch, weights=config.model.weights)
+    config, out = ctx.config, ctx.artifacts / "baseline.pt"
     stages: list[dict[str, Any]] = []
-    if config.train is not None:
-        from edgekit.distill import train
+    with _seeded(_seed(config)):
+        loaded = load_model(config.model.source, config.model.kwargs, arch=config.model.arch,
+                            weights=config.model.weights)
+        if config.train is not None:
+            from edgekit.distill import train
 
-        if not config.data.train:
-            from edgekit.errors import EdgekitError
-
-            raise EdgekitError("pipeline: key 'data.train': required when a 'train' section is given")
-        t = config.train
-        history = train(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
-                        epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, optimizer=t.optimizer, seed=t.seed,
-                        checkpoint_dir=out.parent / "checkpoints" / "train")
-        stages.append({"stage": "train", **t.model_dump(), "history": history["epochs"],
-                       "best_val_top1": history["best_val_top1"]})
+            t = config.train
+            history = train(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
+                            epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, optimizer=t.optimizer, seed=t.seed,
+                            checkpoint_dir=ctx.checkpoints, log=ctx.log)
+            stages.append({"stage": "train", **t.model_dump(), "history": history["epochs"],
+                           "best_val_top1": history["best_val_top1"]})
     save_module(loaded.module, out, _example(config), force=True)
     write_manifest(out, new_manifest(out, source=loaded.describe(), stages=stages,
                                      input_spec={"shape": config.model.input_shape, "layout": "NCHW"}))
-    return out
+    return [out]
 
 
-def _round_to(config: PipelineConfig) -> int:
+def _target_file(ctx: StepContext, name: str) -> str:
+    """The profile file a target name resolves to (a user's targets folder first): settings resolved
+    through this path honour ``--targets-dir`` even in helpers that take only a name."""
+    from edgekit.targets import load_target
+
+    return str(load_target(name, ctx.targets_dir).source)
+
+
+def _profile(ctx: StepContext, name: str | None) -> dict[str, Any] | None:
+    from edgekit.targets import load_target
+
+    return load_target(name, ctx.targets_dir).model_dump() if name else None
+
+
+def _round_to(ctx: StepContext) -> int:
+    config = ctx.config
     if config.prune and config.prune.round_to:
         return config.prune.round_to
     if config.bench.targets:
         from edgekit.targets import load_target
 
-        return load_target(config.bench.targets[0]).pruning.channel_multiple
+        return load_target(config.bench.targets[0], ctx.targets_dir).pruning.channel_multiple
     return 8
 
 
-def prune(config: PipelineConfig, baseline: Path, out: Path) -> Path:
+def reads_prune(ctx: StepContext) -> dict[str, Any]:
+    config = ctx.config
+    return {"prune": config.prune.model_dump(), "round_to": _round_to(ctx), "shape": config.model.input_shape,
+            **versions("torch", "torch-pruning")}
+
+
+def prune(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.prune import prune as prune_model
     from edgekit.sources import save_module
 
+    config, baseline, out = ctx.config, inputs[0], ctx.artifacts / "pruned.pt"
     assert config.prune is not None
     p = config.prune
-    model = _load(baseline, config)
-    report = prune_model(model, _example(config), ratio=p.ratio if p.target_macs is None else None,
-                         target_macs=p.target_macs, importance=p.importance, global_pruning=p.global_pruning,
-                         round_to=_round_to(config), protect=p.protect, steps=p.steps)
+    with _seeded(0):
+        model = _load(baseline, config)
+        report = prune_model(model, _example(config), ratio=p.ratio if p.target_macs is None else None,
+                             target_macs=p.target_macs, importance=p.importance, global_pruning=p.global_pruning,
+                             round_to=_round_to(ctx), protect=p.protect, steps=p.steps)
     save_module(model, out, _example(config), force=True)
     write_manifest(out, derive_manifest(baseline, out, report))
-    return out
+    return [out]
 
 
-def distill(config: PipelineConfig, student_path: Path, teacher_path: Path, out: Path) -> Path:
+def reads_distill(ctx: StepContext) -> dict[str, Any]:
+    config = ctx.config
+    return {"distill": config.distill.model_dump(), "data": _data(config, "train", "val"), **versions("torch")}
+
+
+def distill(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.distill import train
     from edgekit.sources import save_module
 
+    config, out = ctx.config, ctx.artifacts / "pruned_distilled.pt"
+    student_path, teacher_path = inputs
     assert config.distill is not None and config.data.train
     d = config.distill
-    student, teacher = _load(student_path, config), _load(teacher_path, config)
-    history = train(student, config.data.train, config.data.recipe, teacher=teacher, val_source=config.data.val,
-                    epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, alpha=d.alpha, temperature=d.temperature,
-                    optimizer=d.optimizer, seed=d.seed, checkpoint_dir=out.parent / "checkpoints" / "distill")
+    with _seeded(d.seed):
+        student, teacher = _load(student_path, config), _load(teacher_path, config)
+        history = train(student, config.data.train, config.data.recipe, teacher=teacher, val_source=config.data.val,
+                        epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, alpha=d.alpha, temperature=d.temperature,
+                        optimizer=d.optimizer, seed=d.seed, checkpoint_dir=ctx.checkpoints, log=ctx.log)
     save_module(student, out, _example(config), force=True)
     write_manifest(out, derive_manifest(student_path, out, {
         "stage": "distill", **d.model_dump(), "teacher": teacher_path.name, "history": history["epochs"],
         "best_val_top1": history["best_val_top1"]}))
-    return out
+    return [out]
+
+
+def reads_export(ctx: StepContext) -> dict[str, Any]:
+    return {"shape": ctx.config.model.input_shape, "recipe": _recipe(ctx.config),
+            **versions("torch", "onnx", "onnxruntime")}
+
+
+def export_models(ctx: StepContext, inputs: list[Path]) -> list[Path]:
+    """The baseline to ``fp32.onnx`` and, when pruning ran, the student to ``pruned.fp32.onnx``."""
+    baseline, student = inputs
+    outputs = [export(ctx.config, baseline, ctx.artifacts / "fp32.onnx")]
+    if student != baseline:
+        outputs.append(export(ctx.config, student, ctx.artifacts / "pruned.fp32.onnx"))
+    return outputs
 
 
 def export(config: PipelineConfig, model_path: Path, out: Path) -> Path:
@@ -97,11 +214,12 @@ def export(config: PipelineConfig, model_path: Path, out: Path) -> Path:
     from edgekit.export import export_onnx
     from edgekit.prune.verify import check_onnx_channels
 
-    model = _load(model_path, config)
-    history = read_manifest(model_path) or {}
-    export_onnx(model, _example(config), out, force=True, source=history.get("source"),
-                preprocessing=load_recipe(config.data.recipe).as_dict(), prior_stages=history.get("stages"))
-    check_onnx_channels(model, out)  # pruning must survive export
+    with _seeded(0):
+        model = _load(model_path, config)
+        history = read_manifest(model_path) or {}
+        export_onnx(model, _example(config), out, force=True, source=history.get("source"),
+                    preprocessing=load_recipe(config.data.recipe).as_dict(), prior_stages=history.get("stages"))
+        check_onnx_channels(model, out)  # pruning must survive export
     return out
 
 
@@ -112,20 +230,39 @@ def _quantized_names(onnx_path: Path) -> tuple[Path, Path]:
     return onnx_path.with_name(f"{prefix}int8.onnx"), onnx_path.with_name(f"{prefix}int8.tflite")
 
 
-def quantize_all(config: PipelineConfig, onnx_files: list[Path], log: Callable[[str], None]) -> list[Path]:
+def _ort_settings(ctx: StepContext) -> Any:
+    """ORT settings after the first bench target's defaults and the host's (what quantization uses)."""
+    from edgekit.quantize.ort import resolve_settings
+
+    targets = ctx.config.bench.targets
+    return resolve_settings(_target_file(ctx, targets[0]) if targets else None, ctx.config.quantize.ort.model_dump())
+
+
+def reads_quantize(ctx: StepContext) -> dict[str, Any]:
+    q = ctx.config.quantize
+    reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"),
+             **versions("onnx", "onnxruntime")}
+    if q.ort is not None:
+        reads["ort"] = _ort_settings(ctx).as_dict()
+    if q.tflite is not None:
+        reads |= {"tflite": q.tflite.model_dump(), **versions("onnx2tf", "tensorflow", "tf-keras")}
+    return reads
+
+
+def quantize_all(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
     from edgekit.data import calibration_tensors
-    from edgekit.quantize.ort import quantize_ort, resolve_settings
+    from edgekit.quantize.ort import quantize_ort
     from edgekit.quantize.tflite import quantize_tflite
 
+    config, log = ctx.config, ctx.log
     q = config.quantize
     calib = calibration_tensors(config.data.calib, config.data.recipe, q.num_samples, q.seed)
     info = {"source": config.data.calib, "recipe": config.data.recipe, "num_samples": int(len(calib)), "seed": q.seed}
-    target = config.bench.targets[0] if config.bench.targets else None
     outputs: list[Path] = []
     for onnx_path in onnx_files:
         ort_out, tflite_out = _quantized_names(onnx_path)
         if q.ort is not None:
-            settings = resolve_settings(target, q.ort.model_dump())
+            settings = _ort_settings(ctx)
             log(f"[quantize] {onnx_path.name} -> {ort_out.name} ({settings.label()})")
             quantize_ort(onnx_path, ort_out, calib, settings, calibration_info=info, force=True)
             outputs.append(ort_out)
@@ -138,30 +275,51 @@ def quantize_all(config: PipelineConfig, onnx_files: list[Path], log: Callable[[
     return outputs
 
 
-def evaluate_all(config: PipelineConfig, artifacts: list[Path], eval_dir: Path, reference: Path) -> list[Path]:
+def _keep_only(folder: Path, written: list[Path]) -> list[Path]:
+    """Remove the JSON files of artifacts or targets no longer in the run: the report reads the whole folder."""
+    for stale in set(folder.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
+def reads_eval(ctx: StepContext) -> dict[str, Any]:
+    return {"data": _data(ctx.config, "eval"), **versions("onnxruntime", "tensorflow", "ai-edge-litert")}
+
+
+def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
+    """Every artifact on the evaluation data, with agreement against the first (the FP32 baseline)."""
     from tqdm import tqdm
 
     from edgekit.evaluate import evaluate
 
+    config, eval_dir = ctx.config, ctx.run_dir / "eval"
     written = []
     for artifact in tqdm(artifacts, desc="evaluating", unit="artifact", disable=None):
-        result = evaluate(artifact, config.data.eval, config.data.recipe, reference=reference)
+        result = evaluate(artifact, config.data.eval, config.data.recipe, reference=artifacts[0])
         path = eval_dir / f"{artifact.name}.json"
         write_text_atomic(path, json.dumps(result, indent=1) + "\n", force=True)
         written.append(path)
-    return written
+    return _keep_only(eval_dir, written)
 
 
-def bench_all(config: PipelineConfig, artifacts: list[Path], bench_dir: Path) -> list[Path]:
+def reads_bench(ctx: StepContext) -> dict[str, Any]:
+    b = ctx.config.bench
+    hosts = [{**h.model_dump(), "profile": _profile(ctx, h.target)} for h in b.hosts]
+    return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
+            "targets": {t: _profile(ctx, t) for t in b.targets},
+            **versions("onnxruntime", "tensorflow", "ai-edge-litert", "asyncssh")}
+
+
+def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
     from edgekit.bench import benchmark, render_table
 
-    b = config.bench
+    b, bench_dir = ctx.config.bench, ctx.run_dir / "bench"
     written = []
-    jobs: list[tuple[str, dict[str, Any]]] = [(f"{t}-local", {"target": t}) for t in b.targets]
+    jobs: list[tuple[str, dict[str, Any]]] = [(f"{t}-local", {"target": _target_file(ctx, t)}) for t in b.targets]
     for host in b.hosts:
         options = {"known_hosts": host.known_hosts, "identity": host.identity}
         name = f"{host.target or 'device'}-{host.host.replace('@', '_').replace(':', '_')}"
-        jobs.append((name, {"target": host.target, "host": host.host, "remote_python": host.remote_python,
+        jobs.append((name, {"target": host.target and _target_file(ctx, host.target), "host": host.host, "remote_python": host.remote_python,
                             "ssh_options": options}))
     for name, job in jobs:
         print(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs", flush=True)
@@ -170,11 +328,27 @@ def bench_all(config: PipelineConfig, artifacts: list[Path], bench_dir: Path) ->
         path = bench_dir / f"{name}.json"
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=True)
         written.append(path)
-    return written
+    return _keep_only(bench_dir, written)
 
 
-def report(run_dir: Path) -> list[Path]:
+def reads_report(ctx: StepContext) -> dict[str, Any]:
+    return versions("matplotlib")
+
+
+def report(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.report import write_report
 
-    paths = write_report(run_dir)
+    paths = write_report(ctx.run_dir)
     return [paths["html"], paths["md"], paths["json"]]
+
+
+STEPS: dict[str, Step] = {step.name: step for step in (
+    Step("train", reads_train, train_baseline),
+    Step("prune", reads_prune, prune),
+    Step("distill", reads_distill, distill),
+    Step("export", reads_export, export_models),
+    Step("quantize", reads_quantize, quantize_all),
+    Step("eval", reads_eval, evaluate_all),
+    Step("bench", reads_bench, bench_all),
+    Step("report", reads_report, report),
+)}
