@@ -145,7 +145,7 @@ class KnownHostsLine:
     path: Path
     number: int
     text: str
-    entries: Any  # asyncssh.SSHKnownHosts of this one line
+    entries: Any  # asyncssh.SSHKnownHosts of this one line, marker removed
 
     @property
     def marker(self) -> str | None:
@@ -186,8 +186,11 @@ class HostKeys:
             if not line or line.startswith("#"):
                 continue
             try:
-                entries = asyncssh.import_known_hosts(line)
-            except ValueError as exc:
+                asyncssh.import_known_hosts(line)
+                # matched without its marker: asyncssh retries a [host]:port miss without the port when
+                # a line has no plain key, which would hide a lone @revoked [host]:port line
+                entries = asyncssh.import_known_hosts(line.split(None, 1)[1] if line.startswith("@") else line)
+            except (ValueError, IndexError) as exc:
                 raise EdgekitError(f"{path}:{number}: not a known_hosts entry ({first_line(exc)}); fix or delete "
                                    "that line") from exc
             lines.append(KnownHostsLine(path, number, line, entries))
@@ -201,8 +204,7 @@ class HostKeys:
         result = asyncssh.import_known_hosts("\n".join(line.text for line in self.lines)).match(host, addr, port)
         chosen = {key.public_data for keys in result[:3] for key in keys}
         self.matched = [line for line in self.lines
-                        if any(key.public_data in chosen for keys in line.entries.match(host, addr, port)[:3]
-                               for key in keys)]
+                        if any(key.public_data in chosen for key in line.entries.match(host, addr, port)[0])]
         return result
 
     def on_record(self) -> list[KnownHostsLine]:
