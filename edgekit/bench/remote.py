@@ -81,9 +81,8 @@ async def _connect(target: SshTarget) -> Any:
         kwargs["client_factory"] = lambda: _host_key_client(keys)
     try:
         connection = await asyncssh.connect(target.host, **kwargs)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        assert keys is not None
-        raise EdgekitError(f"{where}: host key refused: {keys.refusal(str(exc))}") from exc
+    except asyncssh.HostKeyNotVerifiable as exc:  # only raised when keys is set
+        raise EdgekitError(f"{where}: host key refused: {keys.refusal(str(exc)) if keys else first_line(exc)}") from exc
     except asyncssh.PermissionDenied as exc:
         raise EdgekitError(f"{where}: authentication failed (no accepted key; try --identity FILE or ssh-agent)") from exc
     except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -92,8 +91,12 @@ async def _connect(target: SshTarget) -> Any:
         raise EdgekitError(f"{where}: SSH connection failed ({first_line(exc)})") from exc
     except OSError as exc:
         raise EdgekitError(f"{where}: unreachable ({exc.strerror or first_line(exc)})") from exc
-    if keys is not None:
-        keys.remember_new_host()
+    try:
+        if keys is not None:
+            keys.remember_new_host()
+    except EdgekitError:
+        connection.close()
+        raise
     return connection
 
 
@@ -122,12 +125,12 @@ def _host_key_settings(target: SshTarget, config: list[str]) -> dict[str, Any]:
         raise EdgekitError(f"ssh config {' '.join(config)}: {first_line(exc)}") from exc
     files = parsed.get("UserKnownHostsFile")
     strict = str(parsed.get("StrictHostKeyChecking") or "").lower()
-    off = None
+    off = []
     if files is not None and (not files or all(f == "/dev/null" for f in files)):
-        off = f"UserKnownHostsFile {' '.join(files) or 'none'}"
-    elif strict in ("no", "off"):
-        off = f"StrictHostKeyChecking {strict}"
-    return {"config": " ".join(config), "files": files, "checking_off": off}
+        off.append(f"UserKnownHostsFile {' '.join(files) or 'none'}")
+    if strict in ("no", "off"):
+        off.append(f"StrictHostKeyChecking {strict}")
+    return {"config": " ".join(config), "files": files, "checking_off": " and ".join(off)}
 
 
 def _known_hosts_files(target: SshTarget, settings: dict[str, Any]) -> list[Path]:
@@ -252,12 +255,15 @@ class HostKeys:
             return
         host, port, key = self.new_key
         path = self.files[0]
-        path.parent.mkdir(parents=True, exist_ok=True)
         pattern = f"[{host}]:{port}" if port and port != 22 else host
-        existing = path.read_text() if path.exists() else ""
-        with open(path, "a") as handle:
-            handle.write(("" if not existing or existing.endswith("\n") else "\n")
-                         + f"{pattern} {key.export_public_key('openssh').decode().strip()}\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existing = path.read_text() if path.exists() else ""
+            with open(path, "a") as handle:
+                handle.write(("" if not existing or existing.endswith("\n") else "\n")
+                             + f"{pattern} {key.export_public_key('openssh').decode().strip()}\n")
+        except OSError as exc:
+            raise EdgekitError(f"{path}: cannot record the new host key ({exc.strerror or first_line(exc)})") from exc
 
 
 def _host_key_client(keys: HostKeys) -> Any:
