@@ -7,6 +7,7 @@ pins threads and CPUs as the target profile says.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner.py"
 
 
 def runner_arguments(models: Sequence[str], runs: int, warmup: int, threads: int | None,
-                     runtime: str | None, time_budget: float | None, cpus: str | None) -> list[str]:
-    args = [*models, "--runs", str(runs), "--warmup", str(warmup)]
+                     runtime: str | None, time_budget: float | None, cpus: str | None,
+                     cleanup: str | None = None) -> list[str]:
+    """Options first, then ``--`` and the artifacts: a file named ``-h.onnx`` stays a file name.
+    ``--watch-stdin`` makes the runner exit as soon as its caller is gone."""
+    args = ["--runs", str(runs), "--warmup", str(warmup), "--watch-stdin"]
     if threads:
         args += ["--threads", str(threads)]
     if runtime:
@@ -28,7 +32,9 @@ def runner_arguments(models: Sequence[str], runs: int, warmup: int, threads: int
         args += ["--time-budget", str(time_budget)]
     if cpus:
         args += ["--cpus", cpus]
-    return args
+    if cleanup:
+        args += ["--cleanup", cleanup]
+    return [*args, "--", *models]
 
 
 def parse_runner_output(stdout: str, where: str) -> dict[str, Any]:
@@ -49,10 +55,14 @@ def bench_local(models: Sequence[Path], runs: int, warmup: int, threads: int | N
     for model in models:  # one process each: a clean peak-memory figure per artifact
         command = [python or sys.executable, str(RUNNER), *runner_arguments([str(model)], runs, warmup, threads, runtime,
                                                                   time_budget, cpus)]
+        read_end, write_end = os.pipe()  # we hold the write end: if we die, the runner sees EOF and exits
         try:
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(command, stdin=read_end, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise EdgekitError(f"{model}: local benchmark did not finish in {timeout:.0f} s") from exc
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         if proc.returncode < 0:
             raise EdgekitError(f"{model}: the runner crashed (signal {-proc.returncode}): {proc.stderr.strip()[-200:]}")
         documents.append(parse_runner_output(proc.stdout, "local benchmark"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import getpass
+import os
 import shlex
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +32,7 @@ class SshTarget:
     port: int | None = None
     known_hosts: str | None = None
     trust_new_host: bool = False
+    insecure_no_host_check: bool = False
     identity: str | None = None
     ssh_config: str | None = None
     connect_timeout: float = 15.0
@@ -55,6 +58,7 @@ class SshTarget:
 
 
 async def _connect(target: SshTarget) -> Any:
+    """Connect with the host key checked by :class:`HostKeys` (never by the ssh config's choice)."""
     import asyncssh
 
     kwargs: dict[str, Any] = {"connect_timeout": target.connect_timeout}
@@ -64,17 +68,21 @@ async def _connect(target: SshTarget) -> Any:
         kwargs["port"] = target.port
     if target.identity:
         kwargs["client_keys"] = [target.identity]
-    if target.ssh_config:
-        kwargs["config"] = [target.ssh_config]
-    kwargs["known_hosts"] = None if target.trust_new_host else (target.known_hosts or ())
+    config = _config_paths(target)
+    kwargs["config"] = config
     where = target.label()
+    keys = None
+    if target.insecure_no_host_check:
+        kwargs["known_hosts"] = None
+    else:
+        settings = _host_key_settings(target, config)
+        keys = HostKeys(_known_hosts_files(target, settings), target.trust_new_host, settings)
+        kwargs["known_hosts"] = keys  # a callable: asyncssh's own matching, our file:line diagnostics
+        kwargs["client_factory"] = lambda: _host_key_client(keys)
     try:
         connection = await asyncssh.connect(target.host, **kwargs)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        raise EdgekitError(
-            f"{where}: host key refused: not in known_hosts or changed ({first_line(exc)}); check it, add it "
-            "to known_hosts (ssh-keyscan), or pass --trust-new-host"
-        ) from exc
+    except asyncssh.HostKeyNotVerifiable as exc:  # only raised when keys is set
+        raise EdgekitError(f"{where}: host key refused: {keys.refusal(str(exc)) if keys else first_line(exc)}") from exc
     except asyncssh.PermissionDenied as exc:
         raise EdgekitError(f"{where}: authentication failed (no accepted key; try --identity FILE or ssh-agent)") from exc
     except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -83,24 +91,190 @@ async def _connect(target: SshTarget) -> Any:
         raise EdgekitError(f"{where}: SSH connection failed ({first_line(exc)})") from exc
     except OSError as exc:
         raise EdgekitError(f"{where}: unreachable ({exc.strerror or first_line(exc)})") from exc
-    if target.trust_new_host:
-        _remember_host_key(target, connection)
+    try:
+        if keys is not None:
+            keys.remember_new_host()
+    except EdgekitError:
+        connection.close()
+        raise
     return connection
 
 
-def _remember_host_key(target: SshTarget, connection: Any) -> None:
-    """--trust-new-host: record the key, so later connections are checked against it."""
-    key = connection.get_server_host_key()
-    if key is None:
-        return
-    path = Path(target.known_hosts or Path.home() / ".ssh" / "known_hosts")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pattern = f"[{target.host}]:{target.port}" if target.port and target.port != 22 else target.host
-    line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
-    existing = path.read_text() if path.exists() else ""
-    if line not in existing:
-        with open(path, "a") as handle:
-            handle.write(line)
+def _config_paths(target: SshTarget) -> list[str]:
+    """--ssh-config, else ~/.ssh/config when readable (what asyncssh would read by default)."""
+    if target.ssh_config:
+        return [target.ssh_config]
+    default = Path.home() / ".ssh" / "config"
+    return [str(default)] if os.access(default, os.R_OK) else []
+
+
+def _host_key_settings(target: SshTarget, config: list[str]) -> dict[str, Any]:
+    """UserKnownHostsFile and StrictHostKeyChecking as the ssh config sets them for this host.
+    asyncssh ignores StrictHostKeyChecking and turns checking off for UserKnownHostsFile none;
+    edgekit reads both only to say so when a check fails."""
+    from asyncssh.config import SSHClientConfig, SSHConfig
+
+    class _Config(SSHClientConfig):
+        _handlers = {**SSHClientConfig._handlers,
+                     "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string)}
+
+    try:
+        parsed = _Config.load(None, config, False, False, False, getpass.getuser(), target.user, target.host,
+                              target.port)
+    except (OSError, ValueError) as exc:  # asyncssh.ConfigParseError is a ValueError
+        raise EdgekitError(f"ssh config {' '.join(config)}: {first_line(exc)}") from exc
+    files = parsed.get("UserKnownHostsFile")
+    strict = str(parsed.get("StrictHostKeyChecking") or "").lower()
+    off = []
+    if files is not None and (not files or all(f == "/dev/null" for f in files)):
+        off.append(f"UserKnownHostsFile {' '.join(files) or 'none'}")
+    if strict in ("no", "off"):
+        off.append(f"StrictHostKeyChecking {strict}")
+    return {"config": " ".join(config), "files": files, "checking_off": " and ".join(off)}
+
+
+def _known_hosts_files(target: SshTarget, settings: dict[str, Any]) -> list[Path]:
+    """--known-hosts, else the config's UserKnownHostsFile (real files only), else ~/.ssh/known_hosts."""
+    if target.known_hosts:
+        return [Path(target.known_hosts).expanduser()]
+    files = [Path(f).expanduser() for f in settings["files"] or () if f != "/dev/null"]
+    return files or [Path.home() / ".ssh" / "known_hosts"]
+
+
+@dataclasses.dataclass
+class KnownHostsLine:
+    """One entry of a known_hosts file, kept with its place so a message can name it."""
+
+    path: Path
+    number: int
+    text: str
+    entries: Any  # asyncssh.SSHKnownHosts of this one line, marker removed
+
+    @property
+    def marker(self) -> str | None:
+        return self.text[1:].split(None, 1)[0] if self.text.startswith("@") else None
+
+    def where(self) -> str:
+        return f"{self.path}:{self.number}"
+
+
+class HostKeys:
+    """Host-key policy as OpenSSH has it: a key on record must match; only a host with no key on
+    record may be trusted new (--trust-new-host); a changed or @revoked key is always refused with
+    the known_hosts line to fix. Matching ([host]:port, hashed |1| entries, @cert-authority,
+    @revoked) is asyncssh's own; this class only adds the file:line for the messages."""
+
+    def __init__(self, files: list[Path], trust_new: bool, settings: dict[str, Any]) -> None:
+        self.files = files
+        self.trust_new = trust_new
+        self.settings = settings
+        self.lines = [line for path in files for line in self._read(path)]
+        self.matched: list[KnownHostsLine] = []
+        self.host = ""
+        self.port: int | None = None
+        self.offered: Any = None
+        self.new_key: Any = None
+
+    @staticmethod
+    def _read(path: Path) -> list[KnownHostsLine]:
+        import asyncssh
+
+        try:
+            text = path.read_text() if path.exists() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgekitError(f"{path}: cannot read the known_hosts file ({first_line(exc)})") from exc
+        lines = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                asyncssh.import_known_hosts(line)
+                # matched without its marker: asyncssh retries a [host]:port miss without the port when
+                # a line has no plain key, which would hide a lone @revoked [host]:port line
+                entries = asyncssh.import_known_hosts(line.split(None, 1)[1] if line.startswith("@") else line)
+            except (ValueError, IndexError) as exc:
+                raise EdgekitError(f"{path}:{number}: not a known_hosts entry ({first_line(exc)}); fix or delete "
+                                   "that line") from exc
+            lines.append(KnownHostsLine(path, number, line, entries))
+        return lines
+
+    def __call__(self, host: str, addr: str, port: int | None) -> Any:
+        """asyncssh's known_hosts callable: trusted keys, CA keys and revoked keys for this host."""
+        import asyncssh
+
+        self.host, self.port = host, port
+        result = asyncssh.import_known_hosts("\n".join(line.text for line in self.lines)).match(host, addr, port)
+        chosen = {key.public_data for keys in result[:3] for key in keys}
+        self.matched = [line for line in self.lines
+                        if any(key.public_data in chosen for key in line.entries.match(host, addr, port)[0])]
+        return result
+
+    def on_record(self) -> list[KnownHostsLine]:
+        """Lines that vouch for this host (keys and CAs): with any, the host is not new."""
+        return [line for line in self.matched if line.marker != "revoked"]
+
+    def accept_unlisted(self, host: str, port: int, key: Any) -> bool:
+        """asyncssh asks about a key that is neither trusted nor revoked: new host or changed key."""
+        self.offered = key
+        if self.trust_new and not self.on_record():
+            self.new_key = (host, port, key)
+            return True
+        return False
+
+    def pattern(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.port and self.port != 22 else self.host
+
+    def refusal(self, reason: str) -> str:
+        """One line: what is wrong with the key and which known_hosts line or command fixes it."""
+        pattern, first = self.pattern(), self.files[0]
+        offered = f" (the device offers {self.offered.get_fingerprint()})" if self.offered is not None else ""
+        revoked = [line for line in self.matched if line.marker == "revoked"]
+        if "revoked" in reason and revoked:
+            return (f"the device's key is marked @revoked in {revoked[0].where()}; the device must get a new "
+                    "host key")
+        on_record = self.on_record()
+        if on_record:
+            kind = "CA key" if on_record[0].marker == "cert-authority" else "key"
+            return (f"it does not match the {kind} on record for {pattern}: the key CHANGED{offered}, possibly a "
+                    f"man-in-the-middle attack. Offending {kind} in {on_record[0].where()}; if the device was "
+                    f"reinstalled, check its new key, then remove the old one: ssh-keygen -R '{pattern}' -f "
+                    f"{on_record[0].path} (--trust-new-host never replaces a key)")
+        note = ""
+        if self.settings.get("checking_off"):
+            note = (f"; your ssh config ({self.settings['config']}) sets {self.settings['checking_off']}, which "
+                    "edgekit does not follow: pass --insecure-no-host-check to skip the check (recorded in the "
+                    "result as host_key_checked: false)")
+        return (f"no key on record for {pattern} in {', '.join(map(str, self.files))}{offered}; check it and add "
+                f"it (ssh-keyscan{' -p ' + str(self.port) if self.port and self.port != 22 else ''} {self.host} >> "
+                f"{first}), or pass --trust-new-host to record it{note}")
+
+    def remember_new_host(self) -> None:
+        """--trust-new-host on a host with no key on record: append its key, OpenSSH-style."""
+        if self.new_key is None:
+            return
+        host, port, key = self.new_key
+        path = self.files[0]
+        pattern = f"[{host}]:{port}" if port and port != 22 else host
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existing = path.read_text() if path.exists() else ""
+            with open(path, "a") as handle:
+                handle.write(("" if not existing or existing.endswith("\n") else "\n")
+                             + f"{pattern} {key.export_public_key('openssh').decode().strip()}\n")
+        except OSError as exc:
+            raise EdgekitError(f"{path}: cannot record the new host key ({exc.strerror or first_line(exc)})") from exc
+
+
+def _host_key_client(keys: HostKeys) -> Any:
+    """An asyncssh client whose only job is to ask :class:`HostKeys` about an unlisted key."""
+    import asyncssh
+
+    class HostKeyClient(asyncssh.SSHClient):
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+            return keys.accept_unlisted(host, port, key)
+
+    return HostKeyClient()
 
 
 async def _run(connection: Any, command: str, timeout: float, where: str) -> Any:
@@ -112,6 +286,50 @@ async def _run(connection: Any, command: str, timeout: float, where: str) -> Any
         raise EdgekitError(f"{where}: timed out after {timeout:.0f} s") from exc
     except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as exc:
         raise EdgekitError(f"{where}: connection dropped ({first_line(exc)})") from exc
+
+
+MARKER = ".edgekit-owner"
+# A process that lives exactly as long as this SSH connection: its pid and start time, written into
+# the marker, tell a later connection whether the directory's owner is still there.
+KEEPER = "echo $$ $(cut -d' ' -f22 /proc/$$/stat 2>/dev/null); exec cat >/dev/null"
+# Remove edgekit.* directories whose keeper is gone (a client killed before it could clean up).
+# Directories without a marker (another tool, an older edgekit, one being created) are left alone.
+SWEEP = """for d in {base}/edgekit.*; do
+  [ -f "$d/{marker}" ] || continue
+  read pid start < "$d/{marker}" || continue
+  case "$pid" in ''|*[!0-9]*) continue;; esac
+  if [ -d /proc/self ]; then
+    [ -n "$start" ] && [ "$(cut -d' ' -f22 /proc/$pid/stat 2>/dev/null)" = "$start" ] && continue
+  else
+    kill -0 "$pid" 2>/dev/null && continue
+  fi
+  rm -rf "$d" && echo "$d"
+done
+d=$(mktemp -d {base}/edgekit.XXXXXX) && echo {owner} > "$d/{marker}" && echo "created $d"
+"""
+
+
+async def _start_keeper(connection: Any, where: str) -> tuple[Any, str]:
+    """Start the connection's keeper process; returns it and its "pid starttime" line."""
+    try:
+        keeper = await connection.create_process(KEEPER)
+        owner = str(await asyncio.wait_for(keeper.stdout.readline(), 60)).strip()
+    except Exception as exc:  # asyncssh's errors, a timeout, a dropped connection
+        raise EdgekitError(f"{where}: cannot start a shell on the device ({first_line(exc)})") from exc
+    if not owner.split() or not owner.split()[0].isdigit():
+        raise EdgekitError(f"{where}: the device's shell did not report a process id ({owner[:100]!r})")
+    return keeper, owner
+
+
+async def _make_remote_dir(connection: Any, workdir: str | None, owner: str, where: str) -> tuple[str, int]:
+    """Sweep stale edgekit.* directories of killed clients, then create ours with its owner marker."""
+    base = shlex.quote(workdir) if workdir else "/tmp"
+    script = SWEEP.format(base=base, marker=MARKER, owner=shlex.quote(owner))
+    made = await _run(connection, script, 60, where)
+    lines = str(made.stdout).strip().splitlines()
+    if made.exit_status != 0 or not lines or not lines[-1].startswith("created "):
+        raise EdgekitError(f"{where}: cannot create a temporary directory in {workdir or '/tmp'}")
+    return lines[-1][len("created "):], len(lines) - 1
 
 
 async def bench_remote_async(
@@ -128,20 +346,18 @@ async def bench_remote_async(
             raise EdgekitError(f"{model}: artifact not found")
     python = shlex.quote(remote_python)
     connection = await _connect(target)
-    remote_dir = None
+    remote_dir = keeper = None
     try:
         probe = await _run(connection, f"{python} -c 'import sys; print(sys.version_info[0])'", 60, where)
         if probe.exit_status != 0 or str(probe.stdout).strip() != "3":
             raise EdgekitError(f"{where}: no Python 3 at {remote_python!r} on the device (set --remote-python)")
-        base = shlex.quote(workdir) if workdir else "/tmp"
-        made = await _run(connection, f"mktemp -d {base}/edgekit.XXXXXX", 60, where)
-        if made.exit_status != 0:
-            raise EdgekitError(f"{where}: cannot create a temporary directory in {workdir or '/tmp'}")
-        remote_dir = str(made.stdout).strip()
+        keeper, owner = await _start_keeper(connection, where)
+        remote_dir, swept = await _make_remote_dir(connection, workdir, owner, where)
+        runner = shlex.quote(f"{remote_dir}/device_runner.py")
         try:
             async with connection.start_sftp_client() as sftp:
                 await sftp.put(str(RUNNER), f"{remote_dir}/device_runner.py")
-                check = await _run(connection, f"cd {shlex.quote(remote_dir)} && {python} device_runner.py --probe", 120, where)
+                check = await _run(connection, f"cd {shlex.quote(remote_dir)} && {python} {runner} --probe", 120, where)
                 if check.exit_status != 0:
                     last = (str(check.stderr).strip().splitlines() or ["?"])[-1]
                     raise EdgekitError(f"{where}: the runner cannot start with {remote_python} ({last[:200]}); it needs numpy")
@@ -154,10 +370,12 @@ async def bench_remote_async(
                 raise
             raise EdgekitError(f"{where}: upload failed ({first_line(exc)})") from exc
         documents = []
-        for model in models:  # one process each on the device too: a clean peak-memory figure
-            args = runner_arguments([Path(model).name], runs, warmup, threads, runtime, time_budget, None)
+        for index, model in enumerate(models):  # one process each on the device too: a clean peak-memory figure
+            # the runner exits (removing the directory) if this channel closes; the last one also at the end
+            cleanup = "always" if index == len(models) - 1 and not keep else "abort"
+            args = runner_arguments([Path(model).name], runs, warmup, threads, runtime, time_budget, None, cleanup)
             command = (f"cd {shlex.quote(remote_dir)} && timeout -k 5 {int(timeout)} "
-                       f"{python} device_runner.py {' '.join(shlex.quote(a) for a in args)}")
+                       f"{python} {runner} {' '.join(shlex.quote(a) for a in args)}")
             result = await _run(connection, command, timeout + 15, where)
             if result.exit_status in (124, 137):
                 raise EdgekitError(f"{where}: the benchmark timed out after {timeout:.0f} s on the device")
@@ -166,14 +384,24 @@ async def bench_remote_async(
                 raise EdgekitError(f"{where}: the runner failed with exit {result.exit_status} ({last[:200]})")
             documents.append(parse_runner_output(str(result.stdout), where))
         document = merge_documents(documents)
-        document["remote_dir"] = remote_dir
+        document.update(remote_dir=remote_dir, stale_dirs_removed=swept,
+                        host_key_checked=not target.insecure_no_host_check)
         return document
     finally:
-        if remote_dir and not keep:
-            try:
-                await connection.run(f"rm -rf {shlex.quote(remote_dir)}", check=False, timeout=30)
-            except Exception:  # the connection may be gone; nothing more can be done from here
-                pass
+        await _clean_up(connection, remote_dir if not keep else None, keeper)
+
+
+async def _clean_up(connection: Any, remote_dir: str | None, keeper: Any) -> None:
+    """Remove the directory and end the keeper; works during cancellation (Ctrl-C) too. Closing the
+    connection closes every runner's stdin, and the runner exits at once."""
+    try:
+        if remote_dir:
+            await asyncio.wait_for(connection.run(f"rm -rf {shlex.quote(remote_dir)}", check=False), 30)
+        if keeper is not None:
+            keeper.close()
+    except Exception:  # the connection may be gone; the runner's watchdog and the next sweep remain
+        pass
+    finally:
         connection.close()
 
 

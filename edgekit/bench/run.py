@@ -6,6 +6,7 @@ Schema::
     created   ISO-8601 UTC
     target    profile name or null
     host      "local" or "user@host:port"
+    host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
     system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
     settings  {"runs", "warmup", "threads", "time_budget"}
     results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_version", "threads",
@@ -87,6 +88,7 @@ def benchmark(
         "target": profile.name if profile else None, "host": where, "system": document["system"],
         "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget},
         "results": results,
+        **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
     }
 
 

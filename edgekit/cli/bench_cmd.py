@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ssh.add_argument("--remote-python", help="the device's Python (default python3, or the profile's)")
     ssh.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
     ssh.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown host key")
+    ssh.add_argument("--insecure-no-host-check", action="store_true",
+                     help="do not check the host key at all (recorded in the result as host_key_checked: false)")
     ssh.add_argument("--identity", help="private key file")
     ssh.add_argument("--ssh-config", help="ssh config file (default ~/.ssh/config)")
     ssh.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the whole run")
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         check_can_write(args.json, args.force, inputs=args.artifacts)
-    options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host, "identity": args.identity,
+    options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host,
+               "insecure_no_host_check": args.insecure_no_host_check, "identity": args.identity,
                "ssh_config": args.ssh_config}
     if args.target and not args.host:
         import platform

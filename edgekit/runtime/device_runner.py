@@ -13,7 +13,12 @@ scale and zero point.
 
 Run as a script it benchmarks models and prints one JSON document on stdout::
 
-    python3 device_runner.py model.tflite [model2.onnx ...] --runs 200 --warmup 10 --threads 4
+    python3 device_runner.py --runs 200 --warmup 10 --threads 4 -- model.tflite [model2.onnx ...]
+
+(``--`` keeps an artifact named like an option, ``-h.onnx``, a file name.) Under edgekit it runs
+with ``--watch-stdin``: it exits within a second once its stdin closes (the SSH channel or the
+local parent is gone) or its parent dies, and with ``--cleanup`` it removes its own
+``edgekit.XXXXXX`` directory on the way out, so a killed client leaves nothing behind on a board.
 """
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ import argparse
 import json
 import os
 import platform
+import select
+import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -382,6 +391,52 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
     }
 
 
+def own_dir() -> str | None:
+    """The runner's own temporary directory on a device; None when it runs from a checkout."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return folder if os.path.basename(folder).startswith("edgekit.") else None
+
+
+def remove_own_dir() -> None:
+    folder = own_dir()
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def abort(code: int, cleanup: bool) -> None:
+    """Leave now, from any thread: the client is gone, nobody will read a result."""
+    if cleanup:
+        remove_own_dir()
+    os._exit(code)
+
+
+def stdin_closed(fd: int, wait: float) -> bool:
+    """True once ``fd`` reads end-of-file (any data is discarded)."""
+    try:
+        ready, _, _ = select.select([fd], [], [], wait)
+        return bool(ready) and not os.read(fd, 65536)
+    except (OSError, ValueError):  # no usable stdin: rely on the parent check alone
+        time.sleep(wait)
+        return False
+
+
+def start_watchdog(cleanup: bool) -> None:
+    """Exit within a second of losing the client (stdin EOF, or our parent replaced by init) and on
+    SIGTERM/SIGHUP/SIGINT: without this a dropped SSH session leaves the runner busy until timeout."""
+    parent = os.getppid()
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+
+    def watch() -> None:
+        while not (fd >= 0 and stdin_closed(fd, 1.0)) and os.getppid() == parent:
+            if fd < 0:
+                time.sleep(1.0)
+        abort(3, cleanup)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: abort(128 + number, cleanup))
+    threading.Thread(target=watch, name="edgekit-watchdog", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark ONNX/TFLite models; prints JSON.")
     parser.add_argument("models", nargs="*")
@@ -392,7 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per model at most")
     parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
+    parser.add_argument("--watch-stdin", action="store_true",
+                        help="exit as soon as stdin closes or the parent dies (the client is gone)")
+    parser.add_argument("--cleanup", choices=("abort", "always"),
+                        help="remove this runner's own edgekit.* directory when aborted, or also at the end")
     args = parser.parse_args(argv)
+    if args.watch_stdin:
+        start_watchdog(cleanup=args.cleanup is not None)
     if args.cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     document: dict[str, Any] = {"runner_version": RUNNER_VERSION, "system": system_info(), "results": []}
@@ -406,6 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 document["results"].append({"artifact": os.path.basename(model), "error": f"{type(exc).__name__}: {exc}"})
     json.dump(document, sys.stdout)
     sys.stdout.write("\n")
+    sys.stdout.flush()
+    if args.cleanup == "always":
+        remove_own_dir()
     return 0 if all("error" not in r for r in document["results"]) else 1
 
 
