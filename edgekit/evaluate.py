@@ -17,6 +17,7 @@ from edgekit.data import load_recipe, open_dataset, sample_indices
 from edgekit.data.datasets import iter_batches
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.settings import host_numerics_warning
+from edgekit.runtime.verify import check_model_file, verify_tflite
 from edgekit.runtime.device_runner import isa_flags
 
 SCHEMA = "edgekit.eval/1"
@@ -27,8 +28,9 @@ def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None
     from edgekit.runtime import open_runner
 
     path = Path(artifact)
-    if not path.is_file():
-        raise EdgekitError(f"{path}: artifact not found")
+    check_model_file(path, "artifact")
+    if path.suffix.lower() == ".tflite":
+        verify_tflite(path, invoke=True)  # a corrupt flatbuffer must crash a child, not this process
     try:
         runner = open_runner(str(path), threads)
     except Exception as exc:
@@ -54,6 +56,11 @@ def evaluate(
     skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 (percent) on ``data`` and agreement with ``reference``; an edgekit.eval/1 document."""
+    check_model_file(artifact, "artifact")  # cheap checks before preparing any data
+    if reference is not None:
+        check_model_file(reference, "reference")
+    if threads is not None and threads < 1:
+        raise EdgekitError(f"--threads: must be at least 1, got {threads}")
     recipe_obj = load_recipe(recipe)
     dataset = open_dataset(data, recipe_obj)
     indices = sample_indices(dataset, num_samples, seed)
