@@ -21,6 +21,7 @@ from edgekit.runtime.verify import check_model_file, verify_tflite
 from edgekit.runtime.device_runner import isa_flags
 
 SCHEMA = "edgekit.eval/1"
+MAX_THREADS = 1024  # more is a typo, and would make the runtimes try to start that many threads
 
 
 def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -59,8 +60,8 @@ def evaluate(
     check_model_file(artifact, "artifact")  # cheap checks before preparing any data
     if reference is not None:
         check_model_file(reference, "reference")
-    if threads is not None and threads < 1:
-        raise EdgekitError(f"--threads: must be at least 1, got {threads}")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise EdgekitError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
     recipe_obj = load_recipe(recipe)
     dataset = open_dataset(data, recipe_obj)
     indices = sample_indices(dataset, num_samples, seed)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def input_shape(text: str) -> tuple[int, ...]:
@@ -28,3 +30,46 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kwargs", help="JSON object of keyword arguments for the factory")
     parser.add_argument("--arch", help="architecture (a source as above) for a state-dict file")
     parser.add_argument("--weights", help="state-dict file to load into the model")
+
+
+def check_output(path: str | os.PathLike[str], force: bool, suffixes: tuple[str, ...] = ()) -> Path:
+    """Everything about an output path that can be checked before hours of work: the suffix, the
+    ``--force`` rule, and a folder to put it in (not a file, writable)."""
+    from edgekit.atomic import check_can_write
+    from edgekit.errors import EdgekitError
+
+    target = Path(path)
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise EdgekitError(f"{target}: the output must end in {' or '.join(suffixes)}")
+    check_can_write(target, force)
+    check_folder_for(target.parent)
+    return target
+
+
+def check_folder_for(folder: Path) -> None:
+    """``folder`` exists as a writable directory, or can be created (no file in the way)."""
+    from edgekit.errors import EdgekitError
+
+    folder = Path(folder) if str(folder) else Path(".")
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                if ancestor == folder:
+                    raise EdgekitError(f"{folder}: is a file, not a folder to write the output into")
+                raise EdgekitError(f"{ancestor}: is a file, so the output folder {folder} cannot be created")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise EdgekitError(f"{ancestor}: folder is not writable")
+            return
+
+
+def positive(name: str, value: float | int | None, maximum: float | None = None) -> None:
+    """A count, a duration or a ratio that must be a finite number > 0 (and <= maximum)."""
+    import math
+
+    from edgekit.errors import EdgekitError
+
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0 or (maximum is not None and value > maximum):
+        limit = f" and at most {maximum:g}" if maximum is not None else ""
+        raise EdgekitError(f"{name}: must be a number above 0{limit}, got {value}")
