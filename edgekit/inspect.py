@@ -28,7 +28,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     if path.exists() and not path.is_dir() and path.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgekitError(f"{path}: cannot inspect {path.suffix.lower() or 'extensionless'} files "
                            "(expected .onnx or .tflite)")
-    check_model_file(path)
+    check_model_file(path, "file")
     if path.suffix.lower() == ".onnx":
         info = inspect_onnx(path)
     else:
@@ -141,7 +141,7 @@ def onnx_macs(path: str | Path, model: Any = None) -> int | None:
 def inspect_tflite(path: str | Path) -> dict[str, Any]:
     from edgekit.runtime.device_runner import load_tflite_interpreter_class
 
-    verify_tflite(path)  # a corrupt flatbuffer can crash the interpreter: try it in a child first
+    verify_tflite(path, any_name=True)  # a corrupt flatbuffer can crash the interpreter: a child tries first
     interpreter_class, package, _ = load_tflite_interpreter_class()
     try:  # without the default XNNPACK delegate, so the op list is the model's own
         resolver = getattr(importlib.import_module(interpreter_class.__module__), "OpResolverType", None)

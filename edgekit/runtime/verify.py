@@ -123,14 +123,20 @@ def verify_onnx(path: str | os.PathLike[str], session: bool = False) -> Any:
     return model
 
 
-def verify_tflite(path: str | os.PathLike[str], invoke: bool = False, timeout: float = PROBE_TIMEOUT_S) -> Path:
-    """Header checks here, then load (and with ``invoke`` run once) in a child process."""
-    path = check_model_file(path)
+def verify_tflite(path: str | os.PathLike[str], invoke: bool = False, timeout: float = PROBE_TIMEOUT_S,
+                  any_name: bool = False) -> Path:
+    """Header checks here, then load (and with ``invoke`` run once) in a child process. ``any_name``
+    accepts files not named .tflite (edgekit's own temporary ``.part`` files)."""
+    path = Path(path) if any_name else check_model_file(path)
+    if any_name and not path.is_file():
+        raise EdgekitError(f"{path}: artifact not found")
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
     if size < 16:
         raise EdgekitError(f"{path}: not a loadable TFLite model (only {size} bytes: truncated?)")
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise EdgekitError(f"{path}: not a loadable TFLite model (no '{TFLITE_IDENTIFIER.decode()}' file identifier)")
     (root,) = struct.unpack("<I", head[:4])
     if root < 8 or root >= size or root % 4:
         raise EdgekitError(f"{path}: not a loadable TFLite model (root table offset {root} is outside the "
