@@ -17,9 +17,11 @@ from edgekit.data import load_recipe, open_dataset, sample_indices
 from edgekit.data.datasets import iter_batches
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.settings import host_numerics_warning
+from edgekit.runtime.verify import check_model_file, verify_tflite
 from edgekit.runtime.device_runner import isa_flags
 
 SCHEMA = "edgekit.eval/1"
+MAX_THREADS = 1024  # more is a typo, and would make the runtimes try to start that many threads
 
 
 def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -29,6 +31,8 @@ def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None
     path = Path(artifact)
     if not path.is_file():
         raise EdgekitError(f"{path}: artifact not found")
+    if path.suffix.lower() != ".onnx":  # what open_runner gives to the TFLite interpreter
+        verify_tflite(path, invoke=True, any_name=True)  # a corrupt flatbuffer must crash a child, not us
     try:
         runner = open_runner(str(path), threads)
     except Exception as exc:
@@ -54,6 +58,11 @@ def evaluate(
     skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 (percent) on ``data`` and agreement with ``reference``; an edgekit.eval/1 document."""
+    check_model_file(artifact, "artifact")  # cheap checks before preparing any data
+    if reference is not None:
+        check_model_file(reference, "reference")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise EdgekitError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
     recipe_obj = load_recipe(recipe)
     dataset = open_dataset(data, recipe_obj)
     indices = sample_indices(dataset, num_samples, seed)

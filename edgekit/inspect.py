@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.runtime.verify import MODEL_SUFFIXES, check_model_file, verify_onnx, verify_tflite
 
 _ONNX_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _ONNX_QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "ConvInteger", "MatMulInteger",
@@ -24,15 +25,14 @@ _ONNX_QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul
 def inspect_file(path: str | Path) -> dict[str, Any]:
     """Dispatch on the extension; a missing or unreadable file is a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgekitError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if path.exists() and not path.is_dir() and path.suffix.lower() not in MODEL_SUFFIXES:
+        raise EdgekitError(f"{path}: cannot inspect {path.suffix.lower() or 'extensionless'} files "
+                           "(expected .onnx or .tflite)")
+    check_model_file(path, "file")
+    if path.suffix.lower() == ".onnx":
         info = inspect_onnx(path)
-    elif suffix == ".tflite":
-        info = inspect_tflite(path)
     else:
-        raise EdgekitError(f"{path}: cannot inspect {suffix or 'extensionless'} files (expected .onnx or .tflite)")
+        info = inspect_tflite(path)
     info["file"] = str(path)
     info["size_bytes"] = path.stat().st_size
     return info
@@ -42,14 +42,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
 
 def load_onnx(path: str | Path) -> Any:
     """Load and check an ONNX model; a corrupt file is an EdgekitError naming it."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise EdgekitError(f"{path}: not a valid ONNX model ({first_line(exc)})") from exc
-    return model
+    return verify_onnx(path)
 
 
 def inspect_onnx(path: str | Path) -> dict[str, Any]:
@@ -148,6 +141,7 @@ def onnx_macs(path: str | Path, model: Any = None) -> int | None:
 def inspect_tflite(path: str | Path) -> dict[str, Any]:
     from edgekit.runtime.device_runner import load_tflite_interpreter_class
 
+    verify_tflite(path, any_name=True)  # a corrupt flatbuffer can crash the interpreter: a child tries first
     interpreter_class, package, _ = load_tflite_interpreter_class()
     try:  # without the default XNNPACK delegate, so the op list is the model's own
         resolver = getattr(importlib.import_module(interpreter_class.__module__), "OpResolverType", None)

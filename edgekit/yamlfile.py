@@ -21,7 +21,9 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     if not path.is_file():
         raise EdgekitError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgekitError(f"{path}: {what} is not readable UTF-8 text") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -60,13 +60,23 @@ def bench_local(models: Sequence[Path], runs: int, warmup: int, threads: int | N
             proc = subprocess.run(command, stdin=read_end, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise EdgekitError(f"{model}: local benchmark did not finish in {timeout:.0f} s") from exc
+        except OSError as exc:  # --python names no runnable interpreter
+            raise EdgekitError(f"--python {command[0]}: cannot run it ({exc.strerror or exc})") from exc
         finally:
             os.close(read_end)
             os.close(write_end)
         if proc.returncode < 0:
-            raise EdgekitError(f"{model}: the runner crashed (signal {-proc.returncode}): {proc.stderr.strip()[-200:]}")
+            from edgekit.runtime.verify import signal_name
+
+            raise EdgekitError(f"{model}: the benchmark runner ({command[0]}) crashed with "
+                               f"{signal_name(-proc.returncode)}: {_last_line(proc.stderr)}")
         documents.append(parse_runner_output(proc.stdout, "local benchmark"))
     return merge_documents(documents)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][-200:] if lines else "no output"
 
 
 def merge_documents(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from edgekit.bench.remote import SshTarget, bench_remote
 from edgekit.bench.stats import noise_reasons, summarize
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
+from edgekit.runtime.verify import check_model_file, verify_model
 
 SCHEMA = "edgekit.bench/1"
 
@@ -50,18 +51,15 @@ def benchmark(
         raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     paths = [Path(a) for a in artifacts]
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise EdgekitError(f"{path}: artifact not found")
         if path.suffix.lower() not in (".onnx", ".tflite"):
             raise EdgekitError(f"{path}: can only benchmark .onnx and .tflite files")
-    profile = None
-    if target:
-        from edgekit.targets import load_target
-
-        profile = load_target(target, targets_dir)
+        check_model_file(path, "artifact")
+        verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
+    profile = load_profile(target, targets_dir)
     threads = threads or (profile.threads if profile else None)
-    if host is None and profile and profile.ssh and profile.ssh.host:
-        host = f"{profile.ssh.user + '@' if profile.ssh.user else ''}{profile.ssh.host}{':' + str(profile.ssh.port) if profile.ssh.port else ''}"
+    host = host_spec(profile, host)
     if host:
         python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
         workdir = profile.ssh.workdir if profile and profile.ssh else None
@@ -90,6 +88,31 @@ def benchmark(
         "results": results,
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
     }
+
+
+def load_profile(target: str | None, targets_dir: str | None) -> Any:
+    """The target profile named ``target`` (or None)."""
+    if not target:
+        return None
+    from edgekit.targets import load_target
+
+    return load_target(target, targets_dir)
+
+
+def host_spec(profile: Any, host: str | None) -> str | None:
+    """``host``, else the profile's ``ssh`` section as ``user@host:port``; None means this machine."""
+    if host is None and profile and profile.ssh and profile.ssh.host:
+        ssh = profile.ssh
+        return f"{ssh.user + '@' if ssh.user else ''}{ssh.host}{':' + str(ssh.port) if ssh.port else ''}"
+    return host
+
+
+def destination(target: str | None, targets_dir: str | None, host: str | None) -> tuple[str | None, str]:
+    """(profile name, host label) a benchmark document will carry: known before measuring, so the
+    output file name can be checked first."""
+    profile = load_profile(target, targets_dir)
+    spec = host_spec(profile, host)
+    return (profile.name if profile else None), (SshTarget.parse(spec).label() if spec else "local")
 
 
 def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:

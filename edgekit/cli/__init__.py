@@ -2,17 +2,22 @@
 
 Heavy libraries are imported by the command handlers, never here, so ``--help`` is instant.
 Every user-caused failure is an :class:`~edgekit.errors.EdgekitError`: one line on stderr and
-exit code 2.
+exit code 2. Anything else escaping a command is a bug in edgekit, not bad input: it is reported
+as one "internal error" line with exit code 1 (the traceback only with ``EDGEKIT_DEBUG=1``), and
+the tests assert that no malformed input ever gets there.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
+
+INTERNAL_ERROR_EXIT = 1
 
 # In pipeline order; a module that is missing is simply not offered.
 COMMANDS = (
@@ -40,8 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return dispatch(build_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; every failure becomes one line on stderr and an exit code."""
     try:
         result = args.handler(args)
     except EdgekitError as exc:
@@ -50,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # last resort: a bug, so say so instead of blaming the input
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        print(f"edgekit: internal error: {type(exc).__name__}: {first_line(exc, 200)} (this is a bug in edgekit, "
+              "not a problem with your input: please report it with the command line; EDGEKIT_DEBUG=1 shows the "
+              "traceback)",
+              file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
     return int(result or 0)
 
 

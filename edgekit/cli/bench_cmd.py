@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+from pathlib import Path
+
+
+MAX_RUNS = 1_000_000
+WEEK_S = 7 * 24 * 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
     parser.add_argument("--json", help="write the result (schema edgekit.bench/1) to this file")
     parser.add_argument("--out-dir", help="write the result into this folder as bench-<target>-<host>.json")
-    parser.add_argument("--force", action="store_true", help="overwrite the JSON output")
+    parser.add_argument("--force", action="store_true", help="overwrite the JSON output (--json or in --out-dir)")
     ssh = parser.add_argument_group("device over SSH")
     ssh.add_argument("--host", help="user@addr[:port] or an ~/.ssh/config alias")
     ssh.add_argument("--remote-python", help="the device's Python (default python3, or the profile's)")
@@ -32,21 +38,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def output_path(args: argparse.Namespace, document: dict) -> str | None:
+def output_path(args: argparse.Namespace, target: str | None, host: str) -> str | None:
+    """Where the document goes: --json, or --out-dir/bench-<target>-<host>.json."""
     if args.json:
         return args.json
     if args.out_dir:
-        host = document["host"].replace("@", "_").replace(":", "_").replace("/", "_")
-        return f"{args.out_dir}/bench-{document['target'] or 'default'}-{host}.json"
+        safe_host = host.replace("@", "_").replace(":", "_").replace("/", "_")
+        return str(Path(args.out_dir) / f"bench-{target or 'default'}-{safe_host}.json")
     return None
 
 
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """Every argument and the output file, checked before measuring (which can take an hour);
+    returns the output path."""
+    from edgekit.bench.run import destination
+    from edgekit.cli.common import check_output, positive
+    from edgekit.errors import EdgekitError
+    from edgekit.evaluate import MAX_THREADS
+
+    if not 1 <= args.runs <= MAX_RUNS or not 0 <= args.warmup <= MAX_RUNS:
+        raise EdgekitError(f"--runs must be 1..{MAX_RUNS:,} and --warmup 0..{MAX_RUNS:,} "
+                           f"(got {args.runs}, {args.warmup})")
+    positive("--threads", args.threads, MAX_THREADS)
+    positive("--time-budget", args.time_budget, WEEK_S)
+    positive("--timeout", args.timeout, WEEK_S)
+    if args.python and not args.host:
+        found = shutil.which(args.python)
+        if found is None:
+            problem = "is a folder" if Path(args.python).is_dir() else "no such executable"
+            raise EdgekitError(f"--python {args.python}: {problem}")
+    if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise EdgekitError(f"--out-dir {args.out_dir}: exists and is not a folder")
+    target, host = destination(args.target, args.targets_dir, args.host)
+    path = output_path(args, target, host)
+    if path:
+        check_output(path, args.force, inputs=args.artifacts)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
-    from edgekit.atomic import check_can_write, write_text_atomic
+    from edgekit.atomic import write_text_atomic
     from edgekit.bench import benchmark, render_table
 
-    if args.json:
-        check_can_write(args.json, args.force, inputs=args.artifacts)
+    path = check_arguments(args)
     options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host,
                "insecure_no_host_check": args.insecure_no_host_check, "identity": args.identity,
                "ssh_config": args.ssh_config}
@@ -65,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
                          time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
                          timeout=args.timeout, local_python=args.python)
     print(render_table(document))
-    path = output_path(args, document)
     if path:
-        write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force or bool(args.out_dir))
+        write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)
         print(f"wrote {path}")
     return 0

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+
+MAX_INPUT_ELEMENTS = 1 << 28  # a 1 GB float32 example tensor; more is a typo, not a model
 
 
 def input_shape(text: str) -> tuple[int, ...]:
@@ -12,6 +18,12 @@ def input_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"{text!r}: every dimension must be a positive integer")
+    elements = 1
+    for d in dims:
+        elements *= d
+    if elements > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"{text!r}: {elements:,} elements, more than the {MAX_INPUT_ELEMENTS:,} "
+                                         "an example input may have")
     return dims
 
 
@@ -31,3 +43,78 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", help="architecture (a source as above) for a state-dict file, or for an edgekit "
                                        ".pt whose recorded architecture is not torchvision's or edgekit.zoo's")
     parser.add_argument("--weights", help="state-dict file to load into the model (never unpickled)")
+
+
+def check_output(path: str | os.PathLike[str], force: bool, suffixes: tuple[str, ...] = (),
+                 inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """Everything about an output path that can be checked before hours of work: the suffix, the
+    ``--force`` rule, and a folder to put it in (not a file, writable)."""
+    from edgekit.atomic import check_can_write
+    from edgekit.errors import EdgekitError
+
+    target = Path(path)
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise EdgekitError(f"{target}: the output must end in {' or '.join(suffixes)}")
+    check_can_write(target, force, inputs)
+    check_folder_for(target.parent)
+    return target
+
+
+def check_folder_for(folder: Path) -> None:
+    """``folder`` exists as a writable directory, or can be created (no file in the way)."""
+    from edgekit.errors import EdgekitError
+
+    folder = Path(folder) if str(folder) else Path(".")
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                if ancestor == folder:
+                    raise EdgekitError(f"{folder}: is a file, not a folder to write the output into")
+                raise EdgekitError(f"{ancestor}: is a file, so the output folder {folder} cannot be created")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise EdgekitError(f"{ancestor}: folder is not writable")
+            return
+
+
+def positive(name: str, value: float | int | None, maximum: float | None = None) -> None:
+    """A count, a duration or a ratio that must be a finite number > 0 (and <= maximum)."""
+    import math
+
+    from edgekit.errors import EdgekitError
+
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0 or (maximum is not None and value > maximum):
+        limit = f" and at most {maximum:g}" if maximum is not None else ""
+        raise EdgekitError(f"{name}: must be a number above 0{limit}, got {value}")
+
+
+def fraction(name: str, value: float | None, *, low_open: bool = True, high_open: bool = True) -> None:
+    """A ratio inside (0, 1) (ends included where ``*_open`` is False)."""
+    import math
+
+    from edgekit.errors import EdgekitError
+
+    if value is None:
+        return
+    ok = math.isfinite(value) and (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1)
+    if not ok:
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise EdgekitError(f"{name}: must be in {interval}, got {value}")
+
+
+def check_runs_on(module: Any, shape: tuple[int, ...]) -> None:
+    """Run ``module`` once on zeros of ``shape``: a wrong --input-shape is named here, before any work."""
+    import torch
+
+    from edgekit.errors import EdgekitError, first_line
+
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(*shape))
+    except Exception as exc:
+        raise EdgekitError(f"--input-shape {','.join(map(str, shape))}: the model cannot run on it "
+                           f"({type(exc).__name__}: {first_line(exc)})") from exc
+    finally:
+        module.train(was_training)

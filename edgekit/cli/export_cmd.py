@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgekit.cli.common import add_force, add_model_source, input_shape
+from edgekit.cli.common import add_force, add_model_source, check_output, input_shape, positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.export import export_onnx
     from edgekit.sources import load_model, parse_kwargs
 
-    if not str(args.output).lower().endswith(".onnx"):
-        raise EdgekitError(f"{args.output}: the output must end in .onnx")
-    from edgekit.atomic import check_can_write
-
-    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights])  # before loading
+    check_output(args.output, args.force, (".onnx",), inputs=[args.model, args.arch, args.weights])  # fail before loading a model
+    if not 7 <= args.opset <= 25:
+        raise EdgekitError(f"--opset: {args.opset} is not an ONNX opset this exporter can target (7..25)")
+    if not 0 <= args.parity_inputs <= 10_000:
+        raise EdgekitError(f"--parity-inputs: must be between 0 and 10,000, got {args.parity_inputs}")
+    positive("--tolerance", args.tolerance, 1.0)
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     samples = _load_samples(args.samples) if args.samples else None
     from pathlib import Path
@@ -61,7 +62,9 @@ def _load_samples(path: str):
     from edgekit.errors import EdgekitError
 
     try:
-        array = np.load(path)
+        array = np.load(path, allow_pickle=False)
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+            raise ValueError(f"expected a numeric .npy array, got {type(array).__name__}")
     except Exception as exc:
         raise EdgekitError(f"{path}: not a readable .npy file ({exc})") from exc
     if getattr(array, "ndim", 0) != 4:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from edgekit.cli.common import add_force, add_model_source, input_shape
+from edgekit.cli.common import add_force, add_model_source, fraction, input_shape, positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,13 +44,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from edgekit.atomic import check_can_write
+    from edgekit.cli.common import check_output, check_runs_on
     from edgekit.errors import EdgekitError
     from edgekit.manifest import new_manifest, write_manifest
     from edgekit.prune import IMPORTANCES, prune
     from edgekit.sources import load_model, parse_kwargs, save_module
 
-    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights, args.teacher])
+    check_output(args.output, args.force, (".pt", ".pth", ".pt2"),
+                 inputs=[args.model, args.arch, args.weights, args.teacher])
+    _check_numbers(args)
     if args.importance not in IMPORTANCES:
         raise EdgekitError(f"--importance: {args.importance!r} is not one of {', '.join(IMPORTANCES)}")
     if (args.distill or args.steps > 1 and args.train) and not (args.train and args.recipe):
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             round_to = load_target(args.target).pruning.channel_multiple
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     model = loaded.module
+    check_runs_on(model, shape)
     example = torch.zeros(*shape)
     teacher = load_model(args.teacher).module if args.teacher else copy.deepcopy(model).eval()
     checkpoints = Path(args.checkpoint_dir or f"{args.output}.checkpoints")
@@ -106,3 +110,20 @@ def run(args: argparse.Namespace) -> int:
           f"({report['macs_after'] / report['macs_before']:.1%}), params {report['params_before'] / 1e6:.2f}M -> "
           f"{report['params_after'] / 1e6:.2f}M")
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Ratios, counts and rates that cannot work fail before a model is loaded."""
+    from edgekit.errors import EdgekitError
+
+    fraction("--ratio", args.ratio)
+    fraction("--target-macs", args.target_macs, high_open=False)
+    fraction("--alpha", args.alpha, low_open=False, high_open=False)
+    positive("--lr", args.lr, 10.0)
+    positive("--temperature", args.temperature, 1e4)
+    for name, value, low, high in (("--round-to", args.round_to, 1, 4096), ("--steps", args.steps, 1, 100),
+                                   ("--epochs", args.epochs, 0, 100_000), ("--batch-size", args.batch_size, 1, 65_536)):
+        if value is not None and not low <= value <= high:
+            raise EdgekitError(f"{name}: must be between {low} and {high:,}, got {value}")
+    if args.checkpoint_dir and os.path.exists(args.checkpoint_dir) and not os.path.isdir(args.checkpoint_dir):
+        raise EdgekitError(f"--checkpoint-dir {args.checkpoint_dir}: exists and is not a folder")

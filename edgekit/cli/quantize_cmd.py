@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.atomic import check_can_write
     from edgekit.data import calibration_tensors, load_recipe
     from edgekit.errors import EdgekitError
-    from edgekit.inspect import load_onnx
+    from edgekit.runtime.verify import verify_onnx
 
     suffix = ".onnx" if args.backend == "ort" else ".tflite"
     if not args.output.lower().endswith(suffix):
@@ -54,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.quantize.tflite.quantizer import fp32_path_for
 
         check_can_write(fp32_path_for(args.output), args.force, inputs=[args.model, args.calib, args.eval])
-    if not Path(args.model).is_file():
-        raise EdgekitError(f"{args.model}: model file not found")
-    load_onnx(args.model)
+    if Path(args.model).suffix.lower() != ".onnx" and Path(args.model).is_file():
+        raise EdgekitError(f"{args.model}: quantize takes an FP32 .onnx model (from edgekit export)")
+    verify_onnx(args.model, session=True)
+    _check_numbers(args)
     if args.accuracy_budget is not None and not args.eval:
         raise EdgekitError("--accuracy-budget: needs --eval DATA to measure accuracy on")
+    if args.eval:
+        from edgekit.data import open_dataset
+
+        open_dataset(args.eval, args.recipe)  # fail now, not after calibrating
     recipe = load_recipe(args.recipe)
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
@@ -74,6 +79,21 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(result['float_ops']) or 'none'}")
         return 0
     return _run_ort(args, calib, info, recipe.name)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts and budgets that make no sense fail before any calibration work."""
+    import math
+
+    from edgekit.errors import EdgekitError
+
+    if args.num_samples < 1:
+        raise EdgekitError(f"--num-samples: must be at least 1, got {args.num_samples}")
+    if args.seed < 0:
+        raise EdgekitError(f"--seed: must be non-negative, got {args.seed}")
+    budget = args.accuracy_budget
+    if budget is not None and (not math.isfinite(budget) or not 0 <= budget <= 100):
+        raise EdgekitError(f"--accuracy-budget: must be between 0 and 100 top-1 points, got {budget}")
 
 
 def _run_ort(args: argparse.Namespace, calib, info: dict, recipe: str) -> int:

@@ -12,8 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgekit.cli.common import check_folder_for
     from edgekit.report import write_report
 
+    if Path(args.run_dir).is_dir():
+        check_folder_for(Path(args.run_dir))  # the report files are written into it
     paths = write_report(args.run_dir, args.baseline)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_source(parser)
     parser.add_argument("--sparsity", type=float, required=True, help="fraction of weights to zero, e.g. 0.7")
     parser.add_argument("--scope", choices=("global", "layer"), default="global")
-    parser.add_argument("-o", "--output", required=True, help=".pt file")
+    parser.add_argument("-o", "--output", required=True, help=".pt file (torch.save of the whole model)")
     add_force(parser)
     parser.set_defaults(handler=run)
 
@@ -20,12 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from edgekit.atomic import check_can_write
+    from edgekit.cli.common import check_output, fraction
     from edgekit.manifest import new_manifest, write_manifest
     from edgekit.prune.sparsify import sparsify
     from edgekit.sources import load_model, parse_kwargs, save_module
 
-    check_can_write(args.output, args.force, inputs=[args.model, args.arch, args.weights])
+    # .pt2 (an ExportedProgram) would need an example input; sparsify takes none
+    check_output(args.output, args.force, (".pt", ".pth"), inputs=[args.model, args.arch, args.weights])
+    fraction("--sparsity", args.sparsity, low_open=False)
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     report = sparsify(loaded.module, args.sparsity, args.scope)
     save_module(loaded.module, args.output, None, force=args.force)

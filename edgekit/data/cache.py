@@ -17,7 +17,7 @@ import numpy as np
 from edgekit.atomic import atomic_path
 from edgekit.data.datasets import load_all, open_dataset, sample_indices
 from edgekit.data.recipes import Recipe, load_recipe
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -36,18 +36,50 @@ def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: i
     key = hashlib.sha256(json.dumps({"recipe": recipe.as_dict(), "skip_bad": skip_bad}, sort_keys=True).encode())
     key.update(dataset.identity(indices).encode())
     path = cache_dir(cache) / "calibration" / f"{key.hexdigest()[:32]}.npy"
-    if path.is_file():
-        return np.load(path)
+    cached = read_entry(path, recipe)
+    if cached is not None:
+        return cached
     tensors, _, skipped = load_all(dataset, indices, skip_bad, progress="calibration data" if progress else None)
     if skipped:
         print(f"skipped {len(skipped)} bad sample(s) in {dataset.source}; first: {skipped[0]}")
     if len(tensors) == 0:
         raise EdgekitError(f"{source}: no usable calibration samples")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, force=True) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, tensors)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, force=True) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, tensors)
+    except (OSError, EdgekitError) as exc:  # a cache is an optimisation: an unwritable one only costs time
+        print(f"note: calibration cache {path.parent} is not writable ({exc}); continuing without it")
     return tensors
+
+
+def read_entry(path: Path, recipe: Recipe) -> np.ndarray | None:
+    """A cached tensor set, or None when absent. A truncated or corrupt entry (a crash, a full disk,
+    another program) is discarded with a note, so it is rebuilt instead of feeding garbage on."""
+    if not path.exists():
+        return None
+    try:
+        tensors = np.load(path, allow_pickle=False)
+        valid = (isinstance(tensors, np.ndarray) and tensors.dtype == np.float32 and tensors.ndim == 4
+                 and len(tensors) > 0 and tuple(tensors.shape[1:]) == tuple(recipe.input_shape()[1:])
+                 and bool(np.isfinite(tensors).all()))
+        problem = "unexpected content"
+    except Exception as exc:  # numpy raises ValueError, EOFError, OSError... for a damaged file
+        valid, problem = False, first_line(exc)
+    if valid:
+        return tensors
+    print(f"note: calibration cache entry {path} is corrupt ({problem}); rebuilding it")
+    try:
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as exc:
+        raise EdgekitError(f"{path}: corrupt calibration cache entry that cannot be removed ({exc.strerror})") from exc
+    return None
 
 
 def tensors_from_iterable(items: Iterable[Any], recipe: Recipe | str | None = None,

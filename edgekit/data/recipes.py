@@ -8,6 +8,7 @@ really preprocessing bugs). Recipes are YAML files; ``imagenet`` and ``digits`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.yamlfile import load_validated
+
+
+MAX_SIDE = 8192  # pixels per side; larger is a typo and would exhaust memory per image
 
 
 class _RecipeFile(BaseModel):
@@ -37,8 +41,36 @@ class _RecipeFile(BaseModel):
     @field_validator("std")
     @classmethod
     def _positive(cls, value: list[float]) -> list[float]:
-        if any(v <= 0 for v in value):
-            raise ValueError("every std must be positive")
+        if any(not math.isfinite(v) or v <= 0 for v in value):
+            raise ValueError("every std must be a positive finite number")
+        return value
+
+    @field_validator("mean")
+    @classmethod
+    def _finite(cls, value: list[float]) -> list[float]:
+        if any(not math.isfinite(v) for v in value):
+            raise ValueError("every mean must be a finite number")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(not 1 <= v <= MAX_SIDE for v in value):
+            raise ValueError(f"height and width must be between 1 and {MAX_SIDE} pixels")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            raise ValueError(f"must be between 1 and {MAX_SIDE} pixels")
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if not math.isfinite(value) or value == 0:
+            raise ValueError("must be a finite, non-zero number")
         return value
 
 

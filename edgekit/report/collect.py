@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bench.stats import compare
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
+from edgekit.report.validate import check_bench, check_eval, check_manifest, check_run_info
 
 
 def _load(path: Path, schema: str | None) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgekitError(f"{path}: not readable JSON ({exc})") from exc
-    if schema and (not isinstance(data, dict) or data.get("schema") != schema):
-        raise EdgekitError(f"{path}: field 'schema' is {data.get('schema') if isinstance(data, dict) else None!r}, expected {schema!r}")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EdgekitError(f"{path}: not readable JSON ({first_line(exc)})") from exc
+    if not isinstance(data, dict):
+        raise EdgekitError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    if schema and data.get("schema") != schema:
+        raise EdgekitError(f"{path}: field 'schema' is {data.get('schema')!r:.60}, expected {schema!r}")
     return data
 
 
@@ -53,17 +56,26 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgekitError(f"{run_dir}: run directory not found")
-    run_info = _load(run_dir / "run.json", None) if (run_dir / "run.json").is_file() else {}
+    run_info = {}
+    if (run_dir / "run.json").exists():
+        run_info = _load(run_dir / "run.json", None)
+        check_run_info(run_info, run_dir / "run.json")
     manifests = {}
-    for path in sorted((run_dir / "artifacts").glob("*.json")):
+    for path in _json_files(run_dir / "artifacts"):
         data = _load(path, None)
         if data.get("schema") == "edgekit.manifest/1":
+            check_manifest(data, path)
             manifests[path.name[: -len(".json")]] = data  # by file name: a copied artifact keeps its manifest
     evals = {}
-    for path in sorted((run_dir / "eval").glob("*.json")):
+    for path in _json_files(run_dir / "eval"):
         data = _load(path, "edgekit.eval/1")
+        check_eval(data, path)
         evals[data["artifact"]] = data
-    benches = [(path, _load(path, "edgekit.bench/1")) for path in sorted((run_dir / "bench").glob("*.json"))]
+    benches = []
+    for path in _json_files(run_dir / "bench"):
+        data = _load(path, "edgekit.bench/1")
+        check_bench(data, path)
+        benches.append((path, data))
     if not benches and not evals:
         raise EdgekitError(f"{run_dir}: no bench/*.json and no eval/*.json to report on")
     baseline = baseline or run_info.get("baseline") or _default_baseline(manifests, evals, benches)
@@ -83,6 +95,11 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     _relate_to_baseline(rows, baseline)
     _mark_pareto(rows)
     return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows}
+
+
+def _json_files(folder: Path) -> list[Path]:
+    """The *.json files of ``folder`` (none when it is missing or not a folder)."""
+    return sorted(p for p in folder.glob("*.json") if not p.is_dir()) if folder.is_dir() else []
 
 
 def _default_baseline(manifests: dict, evals: dict, benches: list) -> str | None:

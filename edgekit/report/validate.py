@@ -1,0 +1,134 @@
+"""Check the JSON documents a report is built from, field by field.
+
+Run directories can be assembled by hand or copied between machines, so ``edgekit report`` must
+name the file and the field that is missing or of the wrong type instead of failing somewhere in
+the rendering with a KeyError.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+
+NUMBER = "number"
+POSITIVE = "positive number"
+TEXT = "string"
+FLAG = "true or false"
+OPTIONAL = "optional"
+
+LATENCY_FIELDS = {"min": NUMBER, "p50": POSITIVE, "p90": NUMBER, "p99": NUMBER, "mean": NUMBER, "std": NUMBER,
+                  "cv": NUMBER}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(value: Any, kind: str) -> bool:
+    if kind == NUMBER:
+        return _is_number(value)
+    if kind == POSITIVE:
+        return _is_number(value) and value > 0
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == FLAG:
+        return isinstance(value, bool)
+    raise ValueError(kind)  # pragma: no cover - a typo in this module
+
+
+def field(document: dict[str, Any], path: Path, name: str, kind: str, required: bool = True) -> Any:
+    """``document[name]`` if it is a ``kind`` (None allowed when not ``required``), else a one-line error."""
+    if name not in document:
+        if required:
+            raise EdgekitError(f"{path}: field '{name}' is missing")
+        return None
+    value = document[name]
+    if value is None and not required:
+        return None
+    if not _check(value, kind):
+        raise EdgekitError(f"{path}: field '{name}' must be a {kind}{'' if required else ' or null'}, got {value!r:.60}")
+    return value
+
+
+def _mapping(value: Any, path: Path, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EdgekitError(f"{path}: field '{name}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: Path, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise EdgekitError(f"{path}: field '{name}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def check_eval(document: dict[str, Any], path: Path) -> None:
+    """An ``edgekit.eval/1`` document as the report reads it."""
+    field(document, path, "artifact", TEXT)
+    for name in ("top1", "top5", "agreement"):
+        field(document, path, name, NUMBER, required=False)
+    field(document, path, "warning", TEXT, required=False)
+
+
+def check_bench(document: dict[str, Any], path: Path) -> None:
+    """An ``edgekit.bench/1`` document as the report reads it."""
+    field(document, path, "host", TEXT)
+    field(document, path, "target", TEXT, required=False)
+    system = _mapping(document.get("system", {}), path, "system")
+    if "isa_flags" in system and system["isa_flags"] is not None:
+        flags = _list(system["isa_flags"], path, "system.isa_flags")
+        if not all(isinstance(f, str) for f in flags):
+            raise EdgekitError(f"{path}: field 'system.isa_flags' must be a list of strings")
+    results = _list(document.get("results"), path, "results") if "results" in document else None
+    if results is None:
+        raise EdgekitError(f"{path}: field 'results' is missing")
+    for index, result in enumerate(results):
+        where = f"results[{index}]"
+        result = _mapping(result, path, where)
+        for name, kind in (("artifact", TEXT), ("runtime", TEXT), ("noisy", FLAG)):
+            _nested(result, path, where, name, kind)
+        if result.get("size_bytes") is not None and not (_is_number(result["size_bytes"]) and result["size_bytes"] >= 0):
+            raise EdgekitError(f"{path}: field '{where}.size_bytes' must be a non-negative number or null")
+        latency = _mapping(result.get("latency_ms"), path, f"{where}.latency_ms")
+        for name, kind in LATENCY_FIELDS.items():
+            _nested(latency, path, f"{where}.latency_ms", name, kind)
+        ci = latency.get("p50_ci95")
+        if not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)):
+            raise EdgekitError(f"{path}: field '{where}.latency_ms.p50_ci95' must be a list of two numbers")
+        samples = _list(result.get("latencies_ms"), path, f"{where}.latencies_ms")
+        if not samples or not all(_is_number(v) for v in samples):
+            raise EdgekitError(f"{path}: field '{where}.latencies_ms' must be a non-empty list of numbers")
+        reasons = _list(result.get("noise_reasons", []), path, f"{where}.noise_reasons")
+        if not all(isinstance(r, str) for r in reasons):
+            raise EdgekitError(f"{path}: field '{where}.noise_reasons' must be a list of strings")
+
+
+def check_run_info(document: dict[str, Any], path: Path) -> None:
+    """``run.json``: optional name, baseline and variant labels."""
+    field(document, path, "name", TEXT, required=False)
+    field(document, path, "baseline", TEXT, required=False)
+    variants = _mapping(document.get("variants") or {}, path, "variants")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in variants.items()):
+        raise EdgekitError(f"{path}: field 'variants' must map artifact names to label strings")
+
+
+def check_manifest(document: dict[str, Any], path: Path) -> None:
+    """A manifest's ``stages`` list (the report reads labels, MACs and parameters from it)."""
+    stages = _list(document.get("stages", []), path, "stages")
+    for index, stage in enumerate(stages):
+        _mapping(stage, path, f"stages[{index}]")
+        for name in ("macs", "params"):
+            if stage.get(name) is not None and not _is_number(stage[name]):
+                raise EdgekitError(f"{path}: field 'stages[{index}].{name}' must be a number")
+    if document.get("size_bytes") is not None and not _is_number(document["size_bytes"]):
+        raise EdgekitError(f"{path}: field 'size_bytes' must be a number")
+
+
+def _nested(document: dict[str, Any], path: Path, where: str, name: str, kind: str) -> Any:
+    if name not in document:
+        raise EdgekitError(f"{path}: field '{where}.{name}' is missing")
+    if not _check(document[name], kind):
+        raise EdgekitError(f"{path}: field '{where}.{name}' must be a {kind}, got {document[name]!r:.60}")
+    return document[name]
