@@ -42,6 +42,7 @@ class TrainConfig(_Strict):
     batch_size: int = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 class PruneConfig(_Strict):
@@ -62,6 +63,7 @@ class DistillConfig(_Strict):
     temperature: float = 4.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 class OrtQuantConfig(_Strict):
