@@ -204,3 +204,27 @@ def test_torchrun_two_processes_match_one_and_resume_after_a_kill(digits_cnn_mod
     assert two["processes"] == 2 and one["processes"] == 1
     assert [e["epoch"] for e in two["history"]] == [1, 2, 3] and two["history"][-1]["images_per_s"] > 0
     assert abs(one["best_val_top1"] - two["best_val_top1"]) <= 1.0, (one["best_val_top1"], two["best_val_top1"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_amp_channels_last_cache_and_resume(tmp_path: Path) -> None:
+    """On a GPU: bf16 (default) or fp16 + GradScaler, channels_last, workers, the cache, resume onto the GPU."""
+    from edgekit.distill import train
+
+    def stop_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    teacher = _small().eval()
+    for amp_dtype in (None, "fp16"):
+        student, messages = copy.deepcopy(teacher), []
+        options = {"teacher": teacher, "epochs": 2, "device": "cuda", "workers": 2, "cache_teacher": True,
+                   "amp_dtype": amp_dtype, "checkpoint_dir": tmp_path / str(amp_dtype), "progress": False}
+        with pytest.raises(KeyboardInterrupt):
+            train(student, "builtin:digits/val", "digits", log=stop_after_first_epoch, **options)
+        history = train(student, "builtin:digits/val", "digits", log=messages.append, **options)
+        assert any(m.startswith("resumed from") for m in messages) and len(history["epochs"]) == 2
+        expected = amp_dtype or ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        assert history["amp"] == expected and history["channels_last"] and history["device"].startswith("cuda")
+        assert np.isfinite(history["epochs"][-1]["loss"]) and history["epochs"][-1]["images_per_s"] > 0
+        assert next(student.parameters()).device.type == "cpu" and next(teacher.parameters()).device.type == "cpu"

@@ -111,6 +111,8 @@ def train(
         raise EdgekitError(f"{train_data.name}: {len(train_data)} training samples cannot be shared by "
                            f"{size} processes (WORLD_SIZE); use fewer processes or more data")
     world = dd.join(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the recipe fixes the input size: pick the fastest kernels once
     say = log if world.is_main else (lambda _: None)
     precision = _precision(dev, amp, amp_dtype)
     use_cl = dev.type == "cuda" if channels_last is None else channels_last
