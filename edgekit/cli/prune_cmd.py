@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--recipe", help="preprocessing recipe for the data")
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=64, help="global batch (torchrun: split over the processes)")
     train.add_argument("--alpha", type=float, default=0.7, help="weight of the distillation term")
     train.add_argument("--temperature", type=float, default=4.0)
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))

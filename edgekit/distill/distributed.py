@@ -171,3 +171,13 @@ def barrier(world: World) -> None:
         import torch.distributed as dist
 
         dist.barrier(group=world.group)
+
+
+def sync_buffers(model: Any, world: World) -> None:
+    """Rank 0's buffers (batch-norm statistics) on every rank, so sharded validation scores one model."""
+    if not world.distributed:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0, group=world.group)

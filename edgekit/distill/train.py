@@ -169,6 +169,7 @@ def train(
             record = _epoch(model, teacher, cache, train_loader, opt, scheduler, scaler, dev, precision, use_cl,
                             alpha, temperature, world, epoch, epochs, progress)
             started = time.perf_counter()
+            dd.sync_buffers(student, world)
             val_acc = accuracy(student, val_loader, dev, world, precision, use_cl) if val_loader else None
             record.update(val_top1=val_acc, val_time_s=time.perf_counter() - started)
             score = val_acc if val_acc is not None else -record["loss"]
