@@ -5,6 +5,7 @@ workers, the teacher cache); the torchrun test launches real processes and kills
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
@@ -161,6 +162,29 @@ def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _rank_pid(agent: int, rank: int) -> int:
+    """The worker process torchrun started for ``rank`` (from its environment)."""
+    for child in _children(agent):
+        if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            return child
+    raise AssertionError(f"no rank {rank} under torchrun {agent}")
+
+
+def _kill_job(job: subprocess.Popen) -> None:
+    """torchrun starts each worker in a session of its own: end them by id, then torchrun's group."""
+    for child in _children(job.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,15 +204,15 @@ def test_torchrun_two_processes_match_one_and_resume_after_a_kill(digits_cnn_mod
     job = _torchrun(["prune", *common, "-o", str(out)], env)
     lines = []
     try:
-        for line in job.stdout:  # kill the whole job once epoch 1's checkpoint is on disk
+        for line in job.stdout:  # once epoch 1's checkpoint is on disk, rank 1 dies (SIGKILL)
             lines.append(line)
             if line.startswith("epoch 1/3"):
-                os.killpg(job.pid, signal.SIGKILL)
+                os.kill(_rank_pid(job.pid, 1), signal.SIGKILL)
                 break
+        lines.append(job.communicate(timeout=120)[0])  # torchrun sees the dead rank and ends rank 0
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=60)
+        _kill_job(job)
+    assert job.returncode != 0
     assert any(line.startswith("epoch 1/3") for line in lines), "".join(lines)
     checkpoints = tmp_path / "two.pt.checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"] and not out.exists()
