@@ -50,7 +50,7 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     cpu = {"device": "cpu", "amp": False, "channels_last": False, "cache_teacher": False,
            "steps": args.cpu_steps or args.steps, "batch_size": args.cpu_batch_size or args.batch_size}
-    threads = max(1, (os.cpu_count() or 1))
+    threads = args.cpu_threads or max(1, (os.cpu_count() or 1))
     rows = [{**cpu, "name": "cpu, 1 process", "procs": 1, "threads": threads},
             {**cpu, "name": f"cpu, {args.cpu_procs} processes (gloo)", "procs": args.cpu_procs,
              "threads": max(1, threads // args.cpu_procs)}]
@@ -171,6 +171,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu-steps", type=int, help="steps per epoch on the CPU rows (default: --steps)")
     parser.add_argument("--cpu-batch-size", type=int, help="batch on the CPU rows (default: --batch-size)")
     parser.add_argument("--cpu-procs", type=int, default=2, help="processes of the gloo row")
+    parser.add_argument("--cpu-threads", type=int,
+                        help="threads in all for the CPU rows (default: every core; split over the gloo processes)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per configuration")
     parser.add_argument("--json", help="also write the rows to this file")
