@@ -107,7 +107,8 @@ def release(target: str | os.PathLike[str]) -> None:
 
 
 @atexit.register
-def _release_all() -> None:
+def release_all() -> None:
+    """Drop every lock this process holds: a command that ends (in any way) writes nothing more."""
     for key in list(_held):
         release(Path(key).parent / Path(key).name[1 : -len(_LOCK_SUFFIX)])
 

@@ -106,19 +106,6 @@ def test_pure_distillation_from_unlabelled_images(digits_cnn_model: torch.nn.Mod
     assert _top1(student) > max(before, 90.0)
 
 
-def test_training_resumes_after_interruption(tmp_path: Path) -> None:
-    from edgekit.distill import train
-    from edgekit.zoo import digits_cnn
-
-    torch.manual_seed(0)
-    model = digits_cnn(width=8)
-    train(model, "builtin:digits/val", "digits", epochs=1, progress=False, log=lambda _: None, checkpoint_dir=tmp_path)
-    messages: list[str] = []
-    history = train(model, "builtin:digits/val", "digits", epochs=2, progress=False, log=messages.append,
-                    checkpoint_dir=tmp_path)
-    assert any("resumed" in m for m in messages) and [e["epoch"] for e in history["epochs"]] == [1, 2]
-
-
 def test_prune_cli_with_distillation_and_target_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from edgekit.zoo import digits_cnn
 

@@ -66,6 +66,10 @@ def dispatch(args: argparse.Namespace) -> int:
               "traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR_EXIT
+    finally:
+        from edgekit.atomic import release_all
+
+        release_all()  # the command is over, however it ended: its output locks go with it
     return int(result or 0)
 
 

@@ -28,14 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--recipe", help="preprocessing recipe for the data")
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=64, help="global batch (torchrun: split over the processes)")
     train.add_argument("--alpha", type=float, default=0.7, help="weight of the distillation term")
     train.add_argument("--temperature", type=float, default=4.0)
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
     train.add_argument("--checkpoint-dir", help="resumable training checkpoints (default: beside the output)")
+    add_speed_flags(train)
     parser.add_argument("-o", "--output", required=True, help=".pt (torch.save) or .pt2 (ExportedProgram)")
     add_force(parser)
     parser.set_defaults(handler=run)
+
+
+def add_speed_flags(group: argparse._ArgumentGroup) -> None:
+    """Where and how fast training runs; under ``torchrun`` it is also data-parallel (see README)."""
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                       help="auto: cuda, else mps, else cpu (torchrun: one GPU per process, by LOCAL_RANK)")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed precision (default: on for cuda): bf16 where supported, else fp16 + GradScaler")
+    group.add_argument("--amp-dtype", choices=("bf16", "fp16"), help="force the mixed-precision type")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC memory format (default: on for cuda)")
+    group.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (per process)")
+    group.add_argument("--cache-teacher", action="store_true",
+                       help="compute the teacher's logits once per image (recipes do not augment); memory: images x classes x 4 B")
+
+
+def speed_options(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "amp": args.amp, "amp_dtype": args.amp_dtype, "channels_last": args.channels_last,
+            "workers": args.workers, "cache_teacher": args.cache_teacher}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.data import open_dataset
 
         open_dataset(args.train, args.recipe)  # fail now, not after pruning
+        from edgekit.distill.distributed import resolve_device
+
+        resolve_device(args.device)  # --device cuda without a GPU: fail now, not after pruning
     shape = args.input_shape
     if shape is None:
         if not args.recipe:
@@ -87,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"recovering between steps ({step}/{args.steps}): one epoch of distillation")
         train(student, args.train, args.recipe, teacher=teacher, epochs=1, lr=args.lr, batch_size=args.batch_size,
-              alpha=args.alpha, temperature=args.temperature, optimizer=args.optimizer)
+              alpha=args.alpha, temperature=args.temperature, optimizer=args.optimizer, **speed_options(args))
 
     report = prune(model, example, ratio=args.ratio, target_macs=args.target_macs, importance=args.importance,
                    global_pruning=args.global_pruning, round_to=round_to, protect=args.protect, steps=args.steps,
@@ -98,10 +121,15 @@ def run(args: argparse.Namespace) -> int:
 
         history = train(model, args.train, args.recipe, teacher=teacher, val_source=args.val, epochs=args.epochs,
                         lr=args.lr, batch_size=args.batch_size, alpha=args.alpha, temperature=args.temperature,
-                        optimizer=args.optimizer, checkpoint_dir=checkpoints)
+                        optimizer=args.optimizer, checkpoint_dir=checkpoints, **speed_options(args))
         stages.append({"stage": "distill", "epochs": args.epochs, "alpha": args.alpha, "temperature": args.temperature,
                        "teacher": args.teacher or "unpruned model", "history": history["epochs"],
-                       "best_val_top1": history["best_val_top1"]})
+                       "best_val_top1": history["best_val_top1"],
+                       **{k: history[k] for k in ("device", "processes", "amp", "channels_last", "workers")}})
+    from edgekit.distill.distributed import is_main_process
+
+    if not is_main_process():
+        return 0  # under torchrun only rank 0 writes the artifact and its manifest
     save_module(model, args.output, example, force=args.force)
     write_manifest(args.output, new_manifest(args.output, source=loaded.describe(),
                                              input_spec={"shape": list(shape), "layout": "NCHW", "dtype": "float32"},

@@ -64,6 +64,7 @@ class TrainConfig(_Strict):
     batch_size: AtLeastOne = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 class PruneConfig(_Strict):
@@ -84,6 +85,7 @@ class DistillConfig(_Strict):
     temperature: Positive = 4.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 class OrtQuantConfig(_Strict):

@@ -112,7 +112,7 @@ def train_baseline(ctx: StepContext, inputs: list[Path]) -> list[Path]:
 
             t = config.train
             history = train(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
-                            epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, optimizer=t.optimizer, seed=t.seed,
+                            epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, optimizer=t.optimizer, seed=t.seed, device=t.device,
                             checkpoint_dir=ctx.checkpoints, log=ctx.log)
             stages.append({"stage": "train", **t.model_dump(), "history": history["epochs"],
                            "best_val_top1": history["best_val_top1"]})
@@ -187,7 +187,8 @@ def distill(ctx: StepContext, inputs: list[Path]) -> list[Path]:
         student, teacher = _load(student_path, config), _load(teacher_path, config)
         history = train(student, config.data.train, config.data.recipe, teacher=teacher, val_source=config.data.val,
                         epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, alpha=d.alpha, temperature=d.temperature,
-                        optimizer=d.optimizer, seed=d.seed, checkpoint_dir=ctx.checkpoints, log=ctx.log)
+                        optimizer=d.optimizer, seed=d.seed, device=d.device,
+                        checkpoint_dir=ctx.checkpoints, log=ctx.log)
     save_module(student, out, _example(config), force=True)
     write_manifest(out, derive_manifest(student_path, out, {
         "stage": "distill", **d.model_dump(), "teacher": teacher_path.name, "history": history["epochs"],
