@@ -70,16 +70,28 @@ def activation_to_identity(model: onnx.ModelProto) -> bool:
 
 
 def drop_residual(model: onnx.ModelProto) -> bool:
-    """A middle residual Add passes its first input through: one block's branch is dropped."""
+    """A middle residual Add (two computed inputs of one inferred shape) passes its first input through:
+    one block's branch is dropped. Bias Adds (a vector broadcast onto a tensor) are not residuals."""
+    shapes = _shapes(model)
     inits = _initializers(model)
-    adds = [n for n in model.graph.node if n.op_type == "Add" and not any(i in inits for i in n.input)
-            and not any(i.startswith("onnx::") or "Constant" in i for i in n.input)]
+    adds = [n for n in model.graph.node if n.op_type == "Add" and len(n.input) == 2
+            and not any(i in inits for i in n.input) and shapes.get(n.input[0]) is not None
+            and len(shapes[n.input[0]]) >= 3 and shapes.get(n.input[0]) == shapes.get(n.input[1])]
     node = _middle(adds)
     if node is None:
         return False
     node.op_type = "Identity"
     del node.input[1:]
     return True
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
+    """Static shapes from shape inference (edgekit saves an inferred graph); None where a dim is unknown."""
+    shapes: dict[str, list[int] | None] = {}
+    for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value for d in dims] if dims and all(d.HasField("dim_value") for d in dims) else None
+    return shapes
 
 
 def scale_bias(model: onnx.ModelProto) -> bool:

@@ -1,6 +1,43 @@
 """The parity proof: an exported model must compute what the PyTorch model computes.
 
-MEASUREMENTS_PLACEHOLDER
+Rule (default, "float32-noise"). PyTorch float32 is itself only an approximation: its rounding,
+amplified through a deep network, reaches 1e-4 of max|output| and more in trained-like models. So the
+yardstick is a float64 run of the same PyTorch model on the same inputs. The ONNX output's error
+against float64 must be within k = 10 times PyTorch float32's own error. This holds for the max-abs
+error (catches a local fault, such as one class's bias) and for the RMS error over all inputs and
+outputs (catches a spread-out fault; more stable). A floor of 1e-6 x max|output| covers outputs
+that float32 computes almost exactly. The cosine of ONNX vs PyTorch float32 must stay >= 0.9999, or
+within k times float32's own cosine deficit where float32 is worse than that. A model that cannot
+run in float64 falls back to the fixed rule of 0.1.0 (max-abs <= 1e-4 x max|output|), as does an
+explicit ``tolerance``.
+
+Why, measured (``benchmarks/bench_parity.py``: torchvision models with random weights, BatchNorm
+statistics averaged over 32 images, either smooth random blobs or scikit-learn digits plus 1/f
+colour fields; 128 px unless noted, 8 seeded inputs plus 2 images; ORT 1.23, torch 2.14, x86-64
+with AVX-512). The figure is the ratio of the ONNX-vs-float64 error to the PyTorch-float32-vs-float64
+error.
+
+- Correct exports: resnet18, mobilenet_v2, mobilenet_v3_large@224, mobilenet_v3_small,
+  efficientnet_b0, shufflenet_v2_x1_0, squeezenet1_0, googlenet, regnet_x_400mf and mnasnet0_5,
+  each with both image sets, plus vit_b_16, convnext_tiny and densenet121 at 64 px. The ratio is
+  0.61-3.61 by max-abs and 0.80-2.74 by RMS. The issue's MobileNetV3-Large (BatchNorm set on 16
+  blobs at 224 px; the case in tests/test_parity.py) gives 4.27 and 3.51. Its old figure is 3.2e-4,
+  which failed 0.1.0. efficientnet_b0 is the same: with digits, old figure 8.9e-4 and ratio 3.61.
+  With blobs it is ill-conditioned (float32 alone is 8% of max|output| off float64): old figure
+  4.5e-2, cosine 0.9984, ratio 0.81. Both failed 0.1.0 and pass here. k = 10 leaves 2.3x (max-abs)
+  and 2.8x (RMS) above the worst correct export.
+- Broken exports: two output channels of a middle conv swapped, RGB read as BGR, a middle
+  activation made Identity, a middle residual Add dropped, a conv bias x1.01, a conv weight x1.001.
+  Where float32 noise is below 1e-4 of max|output|, the mildest ratio is 107 (max-abs) and 120
+  (RMS), at least 10x above k. Every one of them fails, whereas the old rule let through any fault
+  below 1e-4 of max|output|.
+- The two poorly conditioned nets have the smallest margins. In efficientnet_b0 (digits; noise
+  2e-4), one bias x1.01 gave 15.3 / 12.5 and fails. In efficientnet_b0 (blobs), the gross faults
+  have RMS ratios of 17.7-19 and cosines of 0.60-0.77 (0.955 is required), and they fail. Bias x1.01
+  and weight x1.001 have ratios of 2.1-3.1 there: smaller than what float32 rounding alone does to
+  that network. No float32 comparison can see them, and they pass.
+- convnext_tiny's middle conv feeds a LayerNorm, so its weight x1.001 does not change the function
+  (ratio 0.96) and it rightly passes.
 """
 from __future__ import annotations
 
@@ -10,7 +47,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 DEFAULT_TOLERANCE = 1e-4  # the fixed rule: max-abs error / max|output| (explicit, or no float64 reference)
-DEFAULT_NOISE_FACTOR = 8.0  # ONNX error vs float64 may be this many times PyTorch float32's own
+DEFAULT_NOISE_FACTOR = 10.0  # ONNX error vs float64 may be this many times PyTorch float32's own
 ABSOLUTE_FLOOR = 1e-6  # of max|output|: ~8 float32 ulps, for outputs float32 computes (almost) exactly
 MIN_COSINE = 0.9999  # second guard, independent of the noise estimate
 
