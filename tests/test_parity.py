@@ -94,3 +94,10 @@ def test_cli_tolerance_picks_the_fixed_rule(tmp_path: Path, capsys: pytest.Captu
     assert main([*args, "--tolerance", "1e-3", "-o", str(tmp_path / "b.onnx")]) == 0
     parity = read_manifest(tmp_path / "b.onnx")["stages"][0]["parity"]
     assert parity["rule"] == "fixed" and parity["tolerance"] == 1e-3
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--noise-factor", "0"), ("--tolerance", "0")])
+def test_parity_options_must_be_positive(flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.onnx"
+    code = main(["export", "edgekit.zoo:digits_cnn", "--input-shape", "1,3,32,32", flag, value, "-o", str(out)])
+    assert code == 2 and f"{flag}: must be positive" in capsys.readouterr().err and not out.exists()

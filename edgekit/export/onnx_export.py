@@ -66,6 +66,9 @@ def export_onnx(
 
     if exporter not in EXPORTERS:
         raise EdgekitError(f"--exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    for flag, value in (("--noise-factor", noise_factor), ("--tolerance", tolerance)):
+        if value is not None and not value > 0:
+            raise EdgekitError(f"{flag}: must be positive, got {value:g}")
     output = check_can_write(output, force)
     if exported_program is None:  # an ExportedProgram's module refuses .eval(); it is traced in eval form
         model = model.eval()
