@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edgekit.cli.common import add_force, add_model_source, check_output, input_shape, positive
+from edgekit.export.parity import DEFAULT_NOISE_FACTOR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="auto: TorchScript (fast), dynamo when TorchScript cannot trace")
     parser.add_argument("--parity-inputs", type=int, default=8, help="seeded random inputs for the parity proof")
     parser.add_argument("--samples", help="real inputs for the parity proof: a .npy of NCHW float tensors")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="max-abs error allowed, as a fraction of the output's largest magnitude")
+    parser.add_argument("--noise-factor", type=float, default=DEFAULT_NOISE_FACTOR,
+                        help="parity passes when the ONNX error vs a float64 PyTorch run is within this many times "
+                             f"PyTorch float32's own error (default {DEFAULT_NOISE_FACTOR:g})")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="use the fixed rule instead: max-abs error allowed, as a fraction of the output's "
+                             "largest magnitude (the rule also used when the model cannot run in float64, at 1e-4)")
     add_force(parser)
     parser.set_defaults(handler=run)
 
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_onnx(
         loaded.module, args.input_shape, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
         exporter=args.exporter, parity_count=args.parity_inputs, samples=samples, tolerance=args.tolerance,
+        noise_factor=args.noise_factor,
         force=args.force, source=loaded.describe(), exported_program=loaded.exported_program,
         prior_stages=(history or {}).get("stages"),
     )

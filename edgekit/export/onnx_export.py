@@ -7,9 +7,10 @@ model; an ExportedProgram (``.pt2``) always goes through dynamo, which is made f
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import io
-import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write
 from edgekit.errors import EdgekitError, ParityError, first_line
-from edgekit.export.parity import DEFAULT_TOLERANCE, ParityReport, compare, parity_inputs
+from edgekit.export.parity import DEFAULT_NOISE_FACTOR, ParityReport, compare, parity_inputs
 from edgekit.manifest import new_manifest, write_manifest
 
 DEFAULT_OPSET = 17
@@ -47,7 +48,8 @@ def export_onnx(
     exporter: str = "auto",
     parity_count: int = 8,
     samples: np.ndarray | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
     force: bool = False,
     source: dict[str, Any] | None = None,
     preprocessing: dict[str, Any] | None = None,
@@ -55,11 +57,18 @@ def export_onnx(
     extra_stage: dict[str, Any] | None = None,
     prior_stages: list[dict[str, Any]] | None = None,
 ) -> ExportResult:
-    """Export ``model`` to ``output`` and prove parity; nothing is left at ``output`` on failure."""
+    """Export ``model`` to ``output`` and prove parity; nothing is left at ``output`` on failure.
+
+    Parity (see :mod:`edgekit.export.parity`): by default the ONNX error against a float64 PyTorch run
+    must be within ``noise_factor`` times PyTorch float32's own; ``tolerance`` picks the fixed rule instead.
+    """
     import torch
 
     if exporter not in EXPORTERS:
         raise EdgekitError(f"--exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    for flag, value in (("--noise-factor", noise_factor), ("--tolerance", tolerance)):
+        if value is not None and not value > 0:
+            raise EdgekitError(f"{flag}: must be positive, got {value:g}")
     output = check_can_write(output, force)
     if exported_program is None:  # an ExportedProgram's module refuses .eval(); it is traced in eval form
         model = model.eval()
@@ -83,7 +92,7 @@ def export_onnx(
         used = _run_exporter(model, example, tmp, opset, input_name, output_name, dynamic_batch, exporter, exported_program)
         _check_and_infer(tmp, output)
         seconds = time.perf_counter() - started
-        report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance)
+        report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance, noise_factor)
         if not report.passed:
             raise ParityError(f"{output}: ONNX output differs from PyTorch: {report.summary()}")
 
@@ -115,9 +124,14 @@ def prove_parity(
     shape: Sequence[int],
     count: int = 8,
     samples: np.ndarray | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
 ) -> ParityReport:
-    """Compare PyTorch and ONNX Runtime on ``count`` seeded inputs plus the real ``samples``."""
+    """Compare PyTorch and ONNX Runtime on ``count`` seeded inputs plus the real ``samples``.
+
+    A float64 copy of the model measures float32's own rounding noise on the same inputs, the yardstick
+    of the default rule; a model that cannot run in float64 falls back to the fixed rule.
+    """
     import onnxruntime as ort
     import torch
 
@@ -133,7 +147,28 @@ def prove_parity(
 
     inputs = parity_inputs(shape, count, samples=samples)
     real = 0 if samples is None else len(samples)
-    return compare(torch_fn, onnx_fn, inputs, tolerance, real_samples=real)
+    exact = float64_outputs(model, inputs) if tolerance is None else None
+    return compare(torch_fn, onnx_fn, inputs, tolerance, real_samples=real, exact=exact, noise_factor=noise_factor)
+
+
+def float64_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+    """A float64 copy of ``model``'s outputs on ``inputs``, or None when the model does not run in float64.
+
+    A model that casts to float32 inside would give a reference as noisy as the float32 run, so the
+    output dtype is checked. The copy sees the inputs in the same order as the float32 run will, so
+    a stateful model (a call counter) stays in step with it.
+    """
+    import torch
+
+    try:
+        exact = copy.deepcopy(model).double()
+        with torch.no_grad():
+            outputs = [exact(torch.from_numpy(x.astype(np.float64))) for x in inputs]
+    except Exception:  # any failure means: no float64 yardstick, use the fixed rule
+        return None
+    if not all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in outputs):
+        return None
+    return [o.numpy() for o in outputs]
 
 
 def _run_exporter(model, example, path, opset, input_name, output_name, dynamic_batch, exporter, program) -> str:
