@@ -210,14 +210,15 @@ def _unpickle_module(path: Path) -> Any:
     you trust)."""
     import torch
 
-    print(f"note: {path} is a whole-model pickle; unpickling it runs code from the file "
-          "(load only files you trust)", file=sys.stderr, flush=True)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise EdgekitError(f"{path}: not a torch.save file ({type(exc).__name__}: {first_line(exc)})") from exc
     if not isinstance(obj, torch.nn.Module):
         raise EdgekitError(f"{path}: holds a {type(obj).__name__}, expected a torch.nn.Module or a state dict")
+    # said once it loaded, so that a failure stays one line
+    print(f"note: {path} is a whole-model pickle; unpickling it ran code from the file "
+          "(load only files you trust)", file=sys.stderr, flush=True)
     return obj
 
 

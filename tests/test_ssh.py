@@ -350,7 +350,7 @@ def start_bench(server, profiles: Path, artifact: Path, runs: int) -> subprocess
 def test_killed_client_leaves_no_runner_and_no_files(signum: int, server, device_python: str, digits_fp32_onnx: Path,
                                                      tmp_path: Path) -> None:
     profiles, workdir = device_profile(tmp_path, device_python)
-    client = start_bench(server, profiles, digits_fp32_onnx, runs=10_000_000)
+    client = start_bench(server, profiles, digits_fp32_onnx, runs=1_000_000)
     try:
         assert wait_for(lambda: runner_pids(workdir), 90), client.stderr.read() if client.poll() is not None else ""
         time.sleep(1.0)

@@ -70,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.prune import IMPORTANCES, prune
     from edgekit.sources import load_model, parse_kwargs, save_module
 
-    check_output(args.output, args.force, (".pt", ".pth", ".pt2"),
-                 inputs=[args.model, args.arch, args.weights, args.teacher])
+    from edgekit.distill.distributed import is_main_process
+
+    if is_main_process():  # under torchrun rank 0 alone writes the output, so it alone claims it
+        check_output(args.output, args.force, (".pt", ".pth", ".pt2"),
+                     inputs=[args.model, args.arch, args.weights, args.teacher])
     _check_numbers(args)
     if args.importance not in IMPORTANCES:
         raise EdgekitError(f"--importance: {args.importance!r} is not one of {', '.join(IMPORTANCES)}")
