@@ -283,8 +283,18 @@ def _keep_only(folder: Path, written: list[Path]) -> list[Path]:
     return written
 
 
+def _this_machine(*keys: str) -> dict[str, Any]:
+    """What this machine contributes to a figure: INT8 kernels (and so INT8 accuracy) differ with the
+    ISA, latency with the CPU, so a run folder copied to another machine redoes what depends on it."""
+    from edgekit.runtime.device_runner import system_info
+
+    info = system_info()
+    return {key: info.get(key) for key in keys}
+
+
 def reads_eval(ctx: StepContext) -> dict[str, Any]:
-    return {"data": _data(ctx.config, "eval"), **versions("onnxruntime", "tensorflow", "ai-edge-litert")}
+    return {"data": _data(ctx.config, "eval"), "machine": _this_machine("machine", "isa_flags"),
+            **versions("onnxruntime", "tensorflow", "ai-edge-litert")}
 
 
 def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
@@ -308,6 +318,7 @@ def reads_bench(ctx: StepContext) -> dict[str, Any]:
     hosts = [{**h.model_dump(), "profile": _profile(ctx, h.target)} for h in b.hosts]
     return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
             "targets": {t: _profile(ctx, t) for t in b.targets},
+            "machine": _this_machine("machine", "cpu_model", "cpu_count", "isa_flags") if b.targets else None,
             **versions("onnxruntime", "tensorflow", "ai-edge-litert", "asyncssh")}
 
 
