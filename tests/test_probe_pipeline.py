@@ -83,3 +83,64 @@ def test_alias_bomb_target_profile(tmp_path: Path, capsys: pytest.CaptureFixture
     bomb.write_text("name: x\nextra:\n" + "\n".join(_alias_bomb()) + "\n")
     code = main(["targets", "show", str(bomb)])
     assert_one_line_error(code, capsys.readouterr().err, "bomb.yaml", "aliases")
+
+
+def _valid_pipeline(tmp_path: Path) -> Path:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(BASE))
+    return config
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/run"])
+def test_run_output_that_is_or_is_under_a_file(where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    code = main(["run", str(_valid_pipeline(tmp_path)), "--output", str(tmp_path / where)])
+    assert_one_line_error(code, capsys.readouterr().err, "a-file", "file")
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_second_run_on_a_busy_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another process (here a stand-in holding the run folder's lock, as ``edgekit run`` does) is
+    working in the folder: a second run would redo its stages and race on stages.json."""
+    import subprocess
+    import sys
+
+    from model_files import ROOT
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from edgekit.atomic import claim; claim(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["run", str(_valid_pipeline(tmp_path)), "--output", str(run_dir)])
+        assert_one_line_error(code, capsys.readouterr().err, str(run_dir), "another edgekit process")
+        assert not run_dir.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_outputs_on_a_read_only_filesystem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A read-only mount passes the permission check (and root passes any): the lock, the temporary
+    file and the run folder must still fail as one line naming the output."""
+    import os
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True).returncode:
+        pytest.skip("needs root and bind mounts to make a read-only folder")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        for argv, needle in (
+            (["export", "edgekit.zoo:digits_cnn", "--input-shape", "1,3,32,32", "-o", str(ro / "m.onnx")], "m.onnx"),
+            (["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "0.5", "-o", str(ro / "s.pt")], "s.pt"),
+            (["run", str(_valid_pipeline(tmp_path)), "--output", str(ro / "run")], "ro"),
+        ):
+            code = main(argv)
+            assert_one_line_error(code, capsys.readouterr().err, needle)
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
