@@ -144,3 +144,30 @@ def test_outputs_on_a_read_only_filesystem(tmp_path: Path, capsys: pytest.Captur
             assert_one_line_error(code, capsys.readouterr().err, needle)
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_model_key_follows_the_local_code_a_factory_imports(tmp_path: Path) -> None:
+    """``nets.py:build`` importing ``blocks.py`` (or a package beside it): editing the helper changes
+    the model, so the train stage's key must change; an unrelated file must not."""
+    from edgekit.pipeline.config import parse_config
+    from edgekit.pipeline.stages import StepContext
+    from edgekit.pipeline.steps import reads_train
+
+    (tmp_path / "nets.py").write_text("from blocks import act\nfrom layers.deep import norm\n"
+                                      "def build():\n    return act()\n")
+    (tmp_path / "blocks.py").write_text("import torch.nn as nn\ndef act():\n    return nn.ReLU()\n")
+    (tmp_path / "layers" / "deep").mkdir(parents=True)
+    (tmp_path / "layers" / "__init__.py").write_text("")
+    (tmp_path / "layers" / "deep" / "__init__.py").write_text("def norm():\n    return None\n")
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["model"]["source"] = f"{tmp_path / 'nets.py'}:build"
+    ctx = StepContext(parse_config(data, "p.yaml"), tmp_path / "run")
+
+    first = reads_train(ctx)
+    (tmp_path / "notes.txt").write_text("not code")
+    assert reads_train(ctx) == first
+    (tmp_path / "blocks.py").write_text("import torch.nn as nn\ndef act():\n    return nn.Tanh()\n")
+    second = reads_train(ctx)
+    assert second != first
+    (tmp_path / "layers" / "deep" / "__init__.py").write_text("def norm():\n    return 1\n")
+    assert reads_train(ctx) != second
