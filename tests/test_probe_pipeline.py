@@ -171,3 +171,14 @@ def test_model_key_follows_the_local_code_a_factory_imports(tmp_path: Path) -> N
     assert second != first
     (tmp_path / "layers" / "deep" / "__init__.py").write_text("def norm():\n    return 1\n")
     assert reads_train(ctx) != second
+
+
+@pytest.mark.parametrize("model", [{"source": "torchvision:no_such_net"}, {"kwargs": {"width": "x"}}],
+                         ids=["unknown-torchvision-name", "kwargs-of-the-wrong-type"])
+def test_run_that_fails_before_writing_anything_leaves_no_run_folder(model: dict, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["model"].update(model)
+    code, err = _run(yaml.safe_dump(data), tmp_path, capsys)
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "run").exists()

@@ -48,8 +48,13 @@ class Pipeline:
         """Check the whole configuration, then run (or reuse) each stage; returns the HTML report."""
         check_inputs(self.config, self.origin, self.context.targets_dir)
         self._claim_run_dir()
+        created = not self.run_dir.exists()
         try:
             return self._run()
+        except BaseException:
+            if created:
+                _remove_empty_folders(self.run_dir)  # a run that failed before writing anything leaves nothing
+            raise
         finally:
             release(self.run_dir)
 
@@ -117,3 +122,16 @@ class Pipeline:
         if not path.is_file() or path.read_text() != text:
             write_text_atomic(path, text, force=True)
         return path
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it that hold no file (checkpoints and finished stages stay)."""
+    import os
+
+    if not root.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
