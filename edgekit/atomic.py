@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -60,6 +61,22 @@ def check_not_input(output: str | os.PathLike[str], inputs: Iterable[str | os.Pa
             raise EdgekitError(f"{output}: is the input {item}; write the output to another path")
 
 
+# What the filesystem, not edgekit, refuses: a read-only mount, no permission, a full disk or quota.
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _writable(target: Path) -> Iterator[None]:
+    """Turn the filesystem's refusal to write ``target`` into one line naming it (the permission
+    check before the work cannot see a read-only mount, and root passes it anyway)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
+        raise EdgekitError(f"{target}: cannot be written there ({exc.strerror or exc})") from exc
+
+
 def _lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}{_LOCK_SUFFIX}"
 
@@ -73,9 +90,11 @@ def claim(target: str | os.PathLike[str], wait: bool = False) -> None:
     key = str(lock)
     if key in _held:
         return
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    with _writable(Path(target)):
+        lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        with _writable(Path(target)):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -182,18 +201,25 @@ def _tagged_prefix(target: Path) -> str:
 def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
     target = _check_target(path, force)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target.parent)
     claim(target, wait=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent)
+    try:
+        with _writable(target):
+            fd, tmp_name = tempfile.mkstemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent)
+    except BaseException:
+        release(target)
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0:
-            raise EdgekitError(f"{target}: nothing was written")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
-        _commit(tmp, target, force)
+        with _writable(target):  # a disk that fills up while the artifact is written
+            yield tmp
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                raise EdgekitError(f"{target}: nothing was written")
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
+            _commit(tmp, target, force)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -233,9 +259,10 @@ def work_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     processes' temporary files (``tempfile``, ``TMPDIR``) go inside it meanwhile, so a kill
     leaves nothing elsewhere either."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep(target.parent)
-    work = Path(tempfile.mkdtemp(prefix=_tagged_prefix(target), suffix=".tmp", dir=target.parent))
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sweep(target.parent)
+        work = Path(tempfile.mkdtemp(prefix=_tagged_prefix(target), suffix=".tmp", dir=target.parent))
     saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = str(work)
     os.environ["TMPDIR"] = str(work)
@@ -256,10 +283,16 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     target = Path(path)
     if target.exists() and not force:
         raise EdgekitError(f"{target}: already exists (use --force to overwrite)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target.parent)
     claim(target, wait=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent))
+    try:
+        with _writable(target):
+            tmp = Path(tempfile.mkdtemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent))
+    except BaseException:
+        release(target)
+        raise
     try:
         yield tmp
         if target.exists():

@@ -37,6 +37,7 @@ def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None
         runner = open_runner(str(path), threads)
     except Exception as exc:
         raise EdgekitError(f"{path}: cannot be loaded ({first_line(exc)})") from exc
+    _check_classifier(path, runner)
     expected = runner.inputs[0].shape
     got = list(inputs.shape)
     if runner.layout == "NHWC" and len(got) == 4:
@@ -44,6 +45,19 @@ def predict_logits(artifact: str | Path, inputs: np.ndarray, threads: int | None
     if any(e is not None and e != g for e, g in zip(expected[1:], got[1:])):
         raise EdgekitError(f"{path}: model input has shape {expected}, the data makes {got} (check --recipe)")
     return runner.predict(inputs)
+
+
+def _check_classifier(path: Path, runner: Any) -> None:
+    """Top-k needs one float (or quantized) image input and one [N, classes] output: anything else would
+    be fed the wrong tensor or ranked along the wrong axis, so it is named instead."""
+    if len(runner.inputs) != 1:
+        raise EdgekitError(f"{path}: the model has {len(runner.inputs)} inputs; eval needs a model with one image input")
+    info = runner.inputs[0]
+    if info.dtype.kind != "f" and not info.quantized:
+        raise EdgekitError(f"{path}: input {info.name!r} is {info.dtype}; eval feeds float (or quantized int8) images")
+    if not runner.outputs or len(runner.outputs[0].shape) != 2:
+        shape = runner.outputs[0].shape if runner.outputs else "none"
+        raise EdgekitError(f"{path}: output shape {shape}; eval measures top-k and needs a [N, classes] output")
 
 
 def evaluate(
@@ -82,6 +96,9 @@ def evaluate(
         "measured_on": {"machine": platform.machine(), "isa_flags": isa_flags()},
         "warning": host_numerics_warning(artifact),
     }
+    if dataset.labels is not None and int(y_all.max()) >= logits.shape[1]:
+        raise EdgekitError(f"{data}: has class index {int(y_all.max())} but {artifact} outputs {logits.shape[1]} "
+                           "classes (wrong data set or model?)")
     if dataset.labels is not None:
         result["top1"] = round(100.0 * float(np.mean(np.argmax(logits, 1) == y_all)), 3)
         k = min(5, logits.shape[1])

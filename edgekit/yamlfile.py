@@ -30,7 +30,28 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise EdgekitError(f"{path}: not valid YAML{where}") from exc
     if not isinstance(data, dict):
         raise EdgekitError(f"{path}: expected a YAML mapping at the top level")
+    _check_expanded_size(data, path)
     return data
+
+
+MAX_YAML_VALUES = 100_000  # a recipe, profile or pipeline has tens; an alias bomb has billions
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Count values as validation and hashing will see them, aliases expanded: a few lines of nested
+    anchors (``b: &b [*a, *a, ...]``) stand for billions of values and would exhaust memory there."""
+    seen, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise EdgekitError(f"{path}: more than {MAX_YAML_VALUES:,} values once anchors and aliases are "
+                               "expanded (an alias bomb, or a recursive alias)")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def validate(model: type[ModelT], data: dict[str, Any], origin: str) -> ModelT:

@@ -47,10 +47,13 @@ class SshTarget:
             port = tail.lstrip(":") or None
         elif rest.count(":") == 1:
             host, port = rest.split(":")
-        if port is not None and not str(port).isdigit():
-            raise EdgekitError(f"--host: {spec!r}: the port must be a number")
+        if port is not None and not (str(port).isdigit() and 1 <= int(port) <= 65535):
+            raise EdgekitError(f"--host: {spec!r}: the port must be a number from 1 to 65535")
         if not host:
             raise EdgekitError(f"--host: {spec!r} names no host")
+        if host.startswith("-") or any(c.isspace() or not c.isprintable() for c in spec):
+            # no host name or alias looks like this: it is a typo, or an ssh option smuggled into a file
+            raise EdgekitError(f"--host: {spec!r}: not a host name (spaces, control characters or a leading '-')")
         return cls(host=host, user=user or None, port=int(port) if port else None, **options)
 
     def label(self) -> str:

@@ -117,7 +117,8 @@ def destination(target: str | None, targets_dir: str | None, host: str | None) -
 
 def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
     stats = summarize(raw["latencies_s"])
-    batch = (raw["model"]["inputs"][0]["shape"] or [1])[0] or 1
+    inputs = raw["model"]["inputs"]  # a model may have none (a constant graph): one "image" per run then
+    batch = ((inputs[0]["shape"] if inputs else None) or [1])[0] or 1
     reasons = noise_reasons(stats, raw.get("cpu_busy_before"), raw.get("temperature_before_c"), raw.get("temperature_after_c"))
     return {
         "artifact": path.name, "path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,

@@ -114,11 +114,17 @@ class ArrayFile(Dataset):
             if data_key is None:
                 raise EdgekitError(f"{path}: no array named x, images, data or arr_0 (found {', '.join(keys)})")
             label_key = next((k for k in ("y", "labels") if k in keys), None)
-            labels = loaded[label_key].astype(int).tolist() if label_key else None
-            loaded = loaded[data_key]
+            labels = _labels(path, label_key, _member(path, loaded, label_key)) if label_key else None
+            loaded = _member(path, loaded, data_key)
         self.array = np.asarray(loaded)
         if self.array.ndim != 4 or len(self.array) == 0:
             raise EdgekitError(f"{path}: expected a non-empty N,C,H,W or N,H,W,C array, got shape {list(self.array.shape)}")
+        if self.array.dtype.kind not in "fiu":
+            raise EdgekitError(f"{path}: the tensors are {self.array.dtype}, expected a float or integer array")
+        if self.array.dtype.kind == "f" and not np.isfinite(self.array).all():
+            raise EdgekitError(f"{path}: the tensors contain NaN or infinite values")
+        if labels is not None and len(labels) != len(self.array):
+            raise EdgekitError(f"{path}: '{label_key}' has {len(labels)} labels for {len(self.array)} samples")
         self.labels = labels
         self.is_images = self.array.dtype == np.uint8 and self.array.shape[-1] in (1, 3)
         if not self.is_images:
@@ -145,6 +151,26 @@ class ArrayFile(Dataset):
         digest = hashlib.sha256(Path(self.source).read_bytes())
         digest.update(np.asarray(indices, np.int64).tobytes())
         return digest.hexdigest()
+
+
+def _member(path: Path, archive: Any, key: str) -> np.ndarray:
+    """One array of an .npz: members are read lazily, so a bad one fails here, not mid-evaluation."""
+    try:
+        return np.asarray(archive[key])
+    except Exception as exc:
+        raise EdgekitError(f"{path}: array '{key}' is not readable ({first_line(exc)})") from exc
+
+
+def _labels(path: Path, key: str, values: np.ndarray) -> list[int]:
+    """Class indices: one non-negative integer per sample (a float 1.2 or a -1 is a broken file, not a class)."""
+    if values.ndim != 1 or values.dtype.kind not in "fiub":
+        raise EdgekitError(f"{path}: '{key}' must be a 1-D array of class indices, got {values.dtype} "
+                           f"shape {list(values.shape)}")
+    if values.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise EdgekitError(f"{path}: '{key}' holds non-integer class indices")
+    if values.size and values.min() < 0:
+        raise EdgekitError(f"{path}: '{key}' holds a negative class index ({values.min():g})")
+    return values.astype(np.int64).tolist()
 
 
 class Digits(Dataset):

@@ -12,7 +12,10 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from edgekit.cli.bench_cmd import MAX_RUNS
+from edgekit.cli.common import MAX_INPUT_ELEMENTS
 from edgekit.errors import EdgekitError
+from edgekit.evaluate import MAX_THREADS
 from edgekit.yamlfile import read_yaml_mapping, validate
 
 
@@ -30,6 +33,12 @@ def _must_be(test: Callable[[Any], bool], wanted: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _at_most(high: float) -> AfterValidator:
+    return _must_be(lambda v: v <= high, f"at most {high:,}")
+
+
+# Upper limits are the command line's own (edgekit prune/quantize/bench): a value past them is a typo
+# that would otherwise run for days, exhaust memory or overflow deep inside a library.
 AtLeastOne = Annotated[int, _must_be(lambda v: v >= 1, "at least 1")]
 NonNegative = Annotated[int, _must_be(lambda v: v >= 0, "at least 0")]
 Positive = Annotated[float, _must_be(lambda v: v > 0, "greater than 0")]
@@ -37,7 +46,19 @@ OpenFraction = Annotated[float, _must_be(lambda v: 0 < v < 1, "between 0 and 1 (
 MacsFraction = Annotated[float, _must_be(lambda v: 0 < v <= 1, "greater than 0 and at most 1")]
 UnitInterval = Annotated[float, _must_be(lambda v: 0 <= v <= 1, "between 0 and 1")]
 InputShape = Annotated[list[int], _must_be(lambda v: len(v) == 4 and all(d > 0 for d in v),
-                                           "4 positive integers (N, C, H, W)")]
+                                           "4 positive integers (N, C, H, W)"),
+                       _must_be(lambda v: v[0] * v[1] * v[2] * v[3] <= MAX_INPUT_ELEMENTS,
+                                f"at most {MAX_INPUT_ELEMENTS:,} elements")]
+Seed = Annotated[NonNegative, _at_most(2**32 - 1)]  # numpy's and torch's seeding range
+Epochs = Annotated[AtLeastOne, _at_most(100_000)]
+BatchSize = Annotated[AtLeastOne, _at_most(65_536)]
+LearningRate = Annotated[Positive, _at_most(10)]
+Temperature = Annotated[Positive, _at_most(1e4)]
+Runs = Annotated[AtLeastOne, _at_most(MAX_RUNS)]
+Warmup = Annotated[NonNegative, _at_most(MAX_RUNS)]
+Threads = Annotated[AtLeastOne, _at_most(MAX_THREADS)]
+RunName = Annotated[str, _must_be(lambda v: bool(v) and v not in (".", "..") and "/" not in v and "\\" not in v
+                                  and "\0" not in v, "a plain folder name (no path separators), as runs/<name>")]
 
 
 class ModelConfig(_Strict):
@@ -59,11 +80,11 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """Train the baseline first: for sources without trained weights (the demo)."""
 
-    epochs: AtLeastOne = 5
-    lr: Positive = 3e-3
-    batch_size: AtLeastOne = 64
+    epochs: Epochs = 5
+    lr: LearningRate = 3e-3
+    batch_size: BatchSize = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
@@ -71,20 +92,20 @@ class PruneConfig(_Strict):
     ratio: OpenFraction | None = 0.5
     target_macs: MacsFraction | None = None
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
-    round_to: AtLeastOne | None = None
+    round_to: Annotated[AtLeastOne, _at_most(4096)] | None = None
     global_pruning: bool = False
-    steps: AtLeastOne = 1
+    steps: Annotated[AtLeastOne, _at_most(100)] = 1
     protect: list[str] = Field(default_factory=list)
 
 
 class DistillConfig(_Strict):
-    epochs: AtLeastOne = 5
-    lr: Positive = 3e-3
-    batch_size: AtLeastOne = 64
+    epochs: Epochs = 5
+    lr: LearningRate = 3e-3
+    batch_size: BatchSize = 64
     alpha: UnitInterval = 0.7
-    temperature: Positive = 4.0
+    temperature: Temperature = 4.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
@@ -103,7 +124,7 @@ class TfliteQuantConfig(_Strict):
 
 class QuantizeConfig(_Strict):
     num_samples: AtLeastOne = 200
-    seed: int = 0
+    seed: Seed = 0
     ort: OrtQuantConfig | None = Field(default_factory=OrtQuantConfig)
     tflite: TfliteQuantConfig | None = Field(default_factory=TfliteQuantConfig)
 
@@ -119,13 +140,13 @@ class HostConfig(_Strict):
 class BenchConfig(_Strict):
     targets: list[str] = Field(default_factory=lambda: ["x86-64-avx2"])
     hosts: list[HostConfig] = Field(default_factory=list)
-    runs: AtLeastOne = 100
-    warmup: NonNegative = 10
-    threads: AtLeastOne | None = None
+    runs: Runs = 100
+    warmup: Warmup = 10
+    threads: Threads | None = None
 
 
 class PipelineConfig(_Strict):
-    name: str = "run"
+    name: RunName = "run"
     model: ModelConfig
     data: DataConfig
     train: TrainConfig | None = None

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edgekit.atomic import write_text_atomic
+from edgekit.atomic import claim, release, write_text_atomic
 from edgekit.errors import EdgekitError
 from edgekit.pipeline.config import PipelineConfig, check_inputs
 from edgekit.pipeline.stages import StageCache, StepContext, checkpoint_dir, remove_stale_checkpoints
@@ -47,6 +47,28 @@ class Pipeline:
     def run(self) -> Path:
         """Check the whole configuration, then run (or reuse) each stage; returns the HTML report."""
         check_inputs(self.config, self.origin, self.context.targets_dir)
+        self._claim_run_dir()
+        created = not self.run_dir.exists()
+        try:
+            return self._run()
+        except BaseException:
+            if created:
+                _remove_empty_folders(self.run_dir)  # a run that failed before writing anything leaves nothing
+            raise
+        finally:
+            release(self.run_dir)
+
+    def _claim_run_dir(self) -> None:
+        """The run folder is a folder edgekit can write, and this process its only writer: a second
+        ``edgekit run`` on it would redo the same stages and race on ``stages.json``, so it is refused."""
+        from edgekit.cli.common import check_folder_for
+
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise EdgekitError(f"{self.run_dir}: is a file, not a run folder")
+        check_folder_for(self.run_dir)
+        claim(self.run_dir, wait=False)
+
+    def _run(self) -> Path:
         self.cache = StageCache(self.run_dir)
         if self.force:
             self.cache.clear()
@@ -100,3 +122,16 @@ class Pipeline:
         if not path.is_file() or path.read_text() != text:
             write_text_atomic(path, text, force=True)
         return path
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it that hold no file (checkpoints and finished stages stay)."""
+    import os
+
+    if not root.is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass

@@ -74,16 +74,60 @@ def _file_hash(path: str | None) -> str | None:
 
 
 def _model_code(model: ModelConfig) -> dict[str, Any]:
-    """The bytes that define the model: a model/weights file, or the source file of a factory."""
+    """The bytes that define the model: a model/weights file, or the source of a factory together
+    with the local code it can import (``from blocks import act`` beside ``nets.py``, the rest of
+    ``mypkg`` for ``mypkg.models:build``): editing a helper module changes the model too."""
     location = model.source.rpartition(":")[0] if ":" in model.source else model.source
     code = _file_hash(location)
-    if code is None and location and location != "torchvision":
+    if code is not None and location.endswith(".py"):
+        code = _local_code_hash(Path(location).parent, Path(location))
+    elif code is None and location and location != "torchvision":
         try:
             spec = importlib.util.find_spec(location)
+            top = importlib.util.find_spec(location.split(".")[0])
         except (ImportError, ValueError):
-            spec = None
+            spec = top = None
         code = _file_hash(spec.origin) if spec is not None else None
+        if code is not None and top is not None and top.origin and not _is_library(Path(spec.origin)):
+            folder = Path(top.origin).parent
+            code = _local_code_hash(folder, Path(spec.origin))
     return {"source_sha256": code, "weights_sha256": _file_hash(model.weights)}
+
+
+MAX_CODE_FILES = 2000  # beyond this a folder is not a project's model code (a home folder, a checkout)
+
+
+def _is_library(path: Path) -> bool:
+    """Installed code (the standard library, site-packages): its version is in the key already."""
+    import sysconfig
+
+    resolved = path.resolve()
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots) or \
+        resolved.is_relative_to(Path(__file__).resolve().parent.parent)
+
+
+def _local_code_hash(folder: Path, factory_file: Path) -> str:
+    """sha256 over the .py files of ``folder`` and of its packages (sub-folders with ``__init__.py``,
+    descended only through packages, so a big folder beside them costs nothing), by relative name
+    and content; the factory's own file always counts."""
+    import hashlib
+
+    folder = folder.resolve()
+    files, pending = {factory_file.resolve()}, [folder]
+    while pending and len(files) < MAX_CODE_FILES:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            for entry in sorted(current.iterdir()):
+                if entry.suffix == ".py" and entry.is_file():
+                    files.add(entry.resolve())
+                elif entry.is_dir() and not entry.is_symlink() and (entry / "__init__.py").is_file():
+                    pending.append(entry)
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        name = str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+        digest.update(name.encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def _seed(config: PipelineConfig) -> int:

@@ -46,7 +46,16 @@ def check_calibration_shape(onnx_path: str | Path, tensors: np.ndarray) -> tuple
     """The model's input name and shape; calibration tensors must match it per item."""
     model = load_onnx(onnx_path)
     initializers = {i.name for i in model.graph.initializer}
-    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(graph_inputs) != 1:
+        raise EdgekitError(f"{onnx_path}: the model has {len(graph_inputs)} inputs; calibration feeds one image input")
+    graph_input = graph_inputs[0]
+    if graph_input.type.tensor_type.elem_type != 1:  # onnx.TensorProto.FLOAT
+        import onnx
+
+        dtype = onnx.TensorProto.DataType.Name(graph_input.type.tensor_type.elem_type).lower()
+        raise EdgekitError(f"{onnx_path}: input {graph_input.name!r} is {dtype}; INT8 quantization calibrates a "
+                           "float32 image input")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     if tensors.ndim != len(dims) or any(d is not None and d != t for d, t in zip(dims[1:], tensors.shape[1:])):
         raise EdgekitError(
