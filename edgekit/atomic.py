@@ -197,22 +197,28 @@ def _tagged_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}."
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
-    target = _check_target(path, force)
+def _claim_with_temp(target: Path) -> Path:
+    """Make the folder, sweep what dead writers left there, hold ``target``'s lock and create the
+    pid-tagged temporary file; the lock is released again if the temporary cannot be made."""
     with _writable(target):
         target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target.parent)
     claim(target, wait=True)
     try:
         with _writable(target):
-            fd, tmp_name = tempfile.mkstemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent)
+            fd, name = tempfile.mkstemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent)
     except BaseException:
         release(target)
         raise
     os.close(fd)
-    tmp = Path(tmp_name)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
+    target = _check_target(path, force)
+    tmp = _claim_with_temp(target)
     try:
         with _writable(target):  # a disk that fills up while the artifact is written
             yield tmp
@@ -275,33 +281,6 @@ def work_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.environ["TMPDIR"] = saved_env
         shutil.rmtree(work, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
-    """Like :func:`atomic_path` for a directory (a SavedModel, a run folder)."""
-    target = Path(path)
-    if target.exists() and not force:
-        raise EdgekitError(f"{target}: already exists (use --force to overwrite)")
-    with _writable(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-    sweep(target.parent)
-    claim(target, wait=True)
-    try:
-        with _writable(target):
-            tmp = Path(tempfile.mkdtemp(prefix=_tagged_prefix(target), suffix=".part", dir=target.parent))
-    except BaseException:
-        release(target)
-        raise
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        release(target)
 
 
 def _umask() -> int:
