@@ -182,3 +182,19 @@ def test_run_that_fails_before_writing_anything_leaves_no_run_folder(model: dict
     code, err = _run(yaml.safe_dump(data), tmp_path, capsys)
     assert_one_line_error(code, err)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model, key", [
+    ({"kwargs": {"width": "x"}}, "model.kwargs"),
+    ({"source": "torchvision:no_such_net"}, "model.source"),
+    ({"input_shape": [1, 1, 32, 32]}, "model.input_shape"),  # an RGB model given one channel
+])
+def test_a_model_that_cannot_be_built_or_run_is_named_by_its_key(model: dict, key: str, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked by building and running the model once, before any stage: the error names the pipeline
+    file and the key, not only the factory, and no run folder is made."""
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["model"].update(model)
+    code, err = _run(yaml.safe_dump(data), tmp_path, capsys)
+    assert_one_line_error(code, err, "pipeline.yaml", f"key '{key}'")
+    assert not (tmp_path / "run").exists()
