@@ -23,7 +23,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgekit.errors import EdgekitError, first_line
 
@@ -416,3 +416,19 @@ def model_document(module: Any, arch: dict[str, Any] | None, path: Path) -> dict
     fresh = _build_architecture(arch["spec"], dict(arch.get("kwargs") or {}))
     restore_structure(fresh, document["structure"], state, path)  # raises if the structure cannot be rebuilt
     return document
+
+
+def check_runs_on(module: Any, shape: Sequence[int], label: str = "--input-shape") -> None:
+    """Run ``module`` once on zeros of ``shape``: a wrong shape (or a model that cannot run at all) is
+    named by ``label`` here, before any work. The module's train/eval mode is left as it was."""
+    import torch
+
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(*shape))
+    except Exception as exc:  # a user's model can raise anything on a shape it cannot take
+        raise EdgekitError(f"{label} {','.join(map(str, shape))}: the model cannot run on it "
+                           f"({type(exc).__name__}: {first_line(exc)})") from exc
+    finally:
+        module.train(was_training)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 
 MAX_INPUT_ELEMENTS = 1 << 28  # a 1 GB float32 example tensor; more is a typo, not a model
@@ -101,20 +101,3 @@ def fraction(name: str, value: float | None, *, low_open: bool = True, high_open
     if not ok:
         interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
         raise EdgekitError(f"{name}: must be in {interval}, got {value}")
-
-
-def check_runs_on(module: Any, shape: tuple[int, ...]) -> None:
-    """Run ``module`` once on zeros of ``shape``: a wrong --input-shape is named here, before any work."""
-    import torch
-
-    from edgekit.errors import EdgekitError, first_line
-
-    was_training = module.training
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros(*shape))
-    except Exception as exc:
-        raise EdgekitError(f"--input-shape {','.join(map(str, shape))}: the model cannot run on it "
-                           f"({type(exc).__name__}: {first_line(exc)})") from exc
-    finally:
-        module.train(was_training)

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from edgekit.cli.common import check_output, check_runs_on
+    from edgekit.cli.common import check_output
+    from edgekit.sources import check_runs_on
     from edgekit.errors import EdgekitError
     from edgekit.manifest import new_manifest, write_manifest
     from edgekit.prune import IMPORTANCES, prune

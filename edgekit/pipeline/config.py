@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from edgekit.cli.bench_cmd import MAX_RUNS
 from edgekit.cli.common import MAX_INPUT_ELEMENTS
-from edgekit.errors import EdgekitError, first_line
+from edgekit.errors import EdgekitError
 from edgekit.evaluate import MAX_THREADS
 from edgekit.yamlfile import read_yaml_mapping, validate
 
@@ -196,9 +196,7 @@ def _check_model_runs(model: ModelConfig, origin: str) -> None:
     """Build the model and run it once on ``input_shape``: a wrong kwarg, a weights file of another
     architecture or a shape the model cannot take is named by its key now, not by a factory's name
     after the stages before it ran."""
-    import torch
-
-    from edgekit.sources import load_model
+    from edgekit.sources import check_runs_on, load_model
 
     try:
         loaded = load_model(model.source, model.kwargs, arch=model.arch, weights=model.weights)
@@ -208,12 +206,7 @@ def _check_model_runs(model: ModelConfig, origin: str) -> None:
                else "model.kwargs" if model.kwargs and ("factory raised" in text or "could not build" in text)
                else "model.source")
         raise EdgekitError(f"{origin}: key '{key}': {text}") from exc
-    try:
-        with torch.no_grad():
-            loaded.module(torch.zeros(*model.input_shape))
-    except Exception as exc:  # a user's model can raise anything on a shape it cannot take
-        raise EdgekitError(f"{origin}: key 'model.input_shape': {model.input_shape}: the model cannot run on it "
-                           f"({type(exc).__name__}: {first_line(exc)})") from exc
+    check_runs_on(loaded.module, model.input_shape, label=f"{origin}: key 'model.input_shape':")
 
 
 def _check_data(config: PipelineConfig, origin: str) -> None:
