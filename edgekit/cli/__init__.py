@@ -1,6 +1,9 @@
 """The ``edgekit`` command line: one sub-module per command, each with ``register(subparsers)``.
 
-Heavy libraries are imported by the command handlers, never here, so ``--help`` is instant.
+Heavy libraries are imported by the command handlers, never here, so ``--help`` is instant and the
+light install (no PyTorch, no TensorFlow) runs every command that does not need them; a command
+that does says which extra to install, in one line (:mod:`edgekit.extras`). ``-q``/``-v`` work
+before or after the command name (:mod:`edgekit.log`).
 Every user-caused failure is an :class:`~edgekit.errors.EdgekitError`: one line on stderr and
 exit code 2. Anything else escaping a command is a bug in edgekit, not bad input: it is reported
 as one "internal error" line with exit code 1 (the traceback only with ``EDGEKIT_DEBUG=1``), and
@@ -24,6 +27,17 @@ COMMANDS = (
     "export", "inspect", "prune", "sparsify", "quantize", "eval", "targets", "bench", "report",
     "run", "demo",
 )
+# The optional part of edgekit each command needs whatever its arguments (see edgekit.extras);
+# a need that depends on the arguments (quantize --backend tflite) is the command's to check.
+COMMAND_EXTRAS = {"export": "torch", "prune": "torch", "sparsify": "torch", "run": "torch", "demo": "torch"}
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="only warnings and errors")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also debug lines and other libraries' own output (TensorFlow, ONNX Runtime, ...)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prune, distill, export, quantize and benchmark vision models for edge devices.",
     )
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    add_verbosity(parser, 0)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -41,7 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    _add_verbosity_below(subparsers)
     return parser
+
+
+def _add_verbosity_below(subparsers: argparse._SubParsersAction) -> None:
+    """-q/-v after the command (and after ``targets list``) too; SUPPRESS keeps one given before it."""
+    for sub in subparsers.choices.values():
+        add_verbosity(sub, argparse.SUPPRESS)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbosity_below(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,8 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; every failure becomes one line on stderr and an exit code."""
+    from edgekit import extras, log
+
+    log.configure(getattr(args, "verbosity", 0))
     try:
+        if args.command in COMMAND_EXTRAS:
+            extras.require(COMMAND_EXTRAS[args.command], f"edgekit {args.command}")
         result = args.handler(args)
+    except ModuleNotFoundError as exc:  # an optional part imported deep inside a command
+        extra = extras.extra_providing(exc.name)
+        if extra is None:
+            return _internal_error(exc)
+        print(f"edgekit: error: {extras.missing_message(f'edgekit {args.command}', extra)}", file=sys.stderr)
+        return EdgekitError.exit_code
     except EdgekitError as exc:
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -59,18 +95,21 @@ def dispatch(args: argparse.Namespace) -> int:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # last resort: a bug, so say so instead of blaming the input
-        if os.environ.get("EDGEKIT_DEBUG"):
-            raise
-        print(f"edgekit: internal error: {type(exc).__name__}: {first_line(exc, 200)} (this is a bug in edgekit, "
-              "not a problem with your input: please report it with the command line; EDGEKIT_DEBUG=1 shows the "
-              "traceback)",
-              file=sys.stderr)
-        return INTERNAL_ERROR_EXIT
+        return _internal_error(exc)
     finally:
         from edgekit.atomic import release_all
 
         release_all()  # the command is over, however it ended: its output locks go with it
     return int(result or 0)
+
+
+def _internal_error(exc: BaseException) -> int:
+    if os.environ.get("EDGEKIT_DEBUG"):
+        raise exc
+    print(f"edgekit: internal error: {type(exc).__name__}: {first_line(exc, 200)} (this is a bug in edgekit, "
+          "not a problem with your input: please report it with the command line; EDGEKIT_DEBUG=1 shows the "
+          "traceback)", file=sys.stderr)
+    return INTERNAL_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -174,15 +174,14 @@ def _labels(path: Path, key: str, values: np.ndarray) -> list[int]:
 
 
 class Digits(Dataset):
-    """scikit-learn's 1,797 8x8 digits (values 0-16) as 8-bit grayscale images."""
+    """The UCI handwritten digits (1,797 8x8 scans, as scikit-learn ships them, values 0-16 scaled to
+    8-bit grayscale), shipped as ``calibration/digits.npz`` (46 kB) so the light install needs no
+    scikit-learn/SciPy (190 MB) for the demo's data."""
 
     def __init__(self, split: str | None, recipe: Recipe) -> None:
         super().__init__(f"builtin:digits{'/' + split if split else ''}", recipe)
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-        targets = bunch.target.astype(int)
+        with np.load(digits_file()) as arrays:
+            images, targets = arrays["images"], arrays["labels"].astype(int)
         order = _digits_split(targets, split)
         self.images = images[order]
         self.labels = targets[order].tolist()
@@ -200,6 +199,11 @@ class Digits(Dataset):
         digest = hashlib.sha256(self.source.encode())
         digest.update(np.asarray(indices, np.int64).tobytes())
         return digest.hexdigest()
+
+
+def digits_file() -> Path:
+    """The shipped digits (in the package as ``_shipped/calibration``, a link to ``calibration/``)."""
+    return Path(__file__).resolve().parent.parent / "_shipped" / "calibration" / "digits.npz"
 
 
 def _digits_split(targets: np.ndarray, split: str | None) -> np.ndarray:

@@ -7,12 +7,11 @@ keeps the size and the modification time (``cp -p``, ``rsync -a``, ``tar x``, re
 a same-second edit on a coarse-mtime filesystem) would otherwise keep stale results, and a stale
 number is the failure this exists to prevent; hashing is I/O-bound (about 1 GB/s), which for the
 calibration and evaluation sets of edge models is seconds at most. ``.npy``/``.npz`` files are
-hashed whole; ``builtin:digits`` is its name plus the scikit-learn version that ships the data.
+hashed whole; ``builtin:digits`` is its name plus the hash of the shipped ``digits.npz``.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ def fingerprint(source: str | Path) -> dict[str, Any]:
     """A JSON-able description of ``source`` that changes exactly when what it yields can change."""
     text = str(source)
     if text.startswith("builtin:"):
-        return {"builtin": text, "scikit-learn": _version("scikit-learn")}
+        from edgekit.data.datasets import digits_file
+
+        return {"builtin": text, "sha256": sha256_file(digits_file())}
     path = Path(text)
     if path.suffix.lower() in (".npy", ".npz"):
         if not path.is_file():
@@ -44,9 +45,3 @@ def _folder_fingerprint(root: Path) -> dict[str, Any]:
         digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0{sha256_file(file)}\n".encode())
     return {"folder_files": len(files), "sha256": digest.hexdigest()}
 
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
