@@ -54,7 +54,6 @@ def configure(verbosity: int = NORMAL) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
-    log.propagate = False
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= VERBOSE else logging.ERROR)
     if verbosity < VERBOSE:

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -217,8 +218,8 @@ def _unpickle_module(path: Path) -> Any:
     if not isinstance(obj, torch.nn.Module):
         raise EdgekitError(f"{path}: holds a {type(obj).__name__}, expected a torch.nn.Module or a state dict")
     # said once it loaded, so that a failure stays one line
-    print(f"note: {path} is a whole-model pickle; unpickling it ran code from the file "
-          "(load only files you trust)", file=sys.stderr, flush=True)
+    logging.getLogger(__name__).warning(f"{path} is a whole-model pickle; unpickling it ran code from the file "
+                                        "(load only files you trust)")
     return obj
 
 

@@ -187,7 +187,7 @@ def test_recipe_with_size_zero(models: dict[str, Path], tmp_path: Path) -> None:
     assert_one_line_error(code, err, f"{recipe}: key 'size'", "between 1 and 8192")
 
 
-def test_truncated_calibration_cache_entry_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_calibration_cache_entry_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from edgekit.data import calibration_tensors
 
     first = calibration_tensors("builtin:digits/train", "digits", 12, cache=tmp_path, progress=False)
@@ -196,7 +196,7 @@ def test_truncated_calibration_cache_entry_is_rebuilt(tmp_path: Path, capsys: py
     entry.write_bytes(data[: len(data) // 2])  # a crash or a full disk mid-write by another program
     again = calibration_tensors("builtin:digits/train", "digits", 12, cache=tmp_path, progress=False)
     np.testing.assert_array_equal(first, again)
-    assert "is corrupt" in capsys.readouterr().out
+    assert "is corrupt" in caplog.text
     assert entry.read_bytes() == data  # rebuilt in place
     entry.write_bytes(b"\x93NUMPY garbage")
     np.testing.assert_array_equal(calibration_tensors("builtin:digits/train", "digits", 12, cache=tmp_path,

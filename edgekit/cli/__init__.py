@@ -79,14 +79,16 @@ def dispatch(args: argparse.Namespace) -> int:
 
     log.configure(getattr(args, "verbosity", 0))
     try:
-        if args.command in COMMAND_EXTRAS:
-            extras.require(COMMAND_EXTRAS[args.command], f"edgekit {args.command}")
+        command = getattr(args, "command", None)
+        if command in COMMAND_EXTRAS:
+            extras.require(COMMAND_EXTRAS[command], f"edgekit {command}")
         result = args.handler(args)
     except ModuleNotFoundError as exc:  # an optional part imported deep inside a command
         extra = extras.extra_providing(exc.name)
         if extra is None:
             return _internal_error(exc)
-        print(f"edgekit: error: {extras.missing_message(f'edgekit {args.command}', extra)}", file=sys.stderr)
+        what = f"edgekit {getattr(args, 'command', '')}".strip()
+        print(f"edgekit: error: {extras.missing_message(what, extra)}", file=sys.stderr)
         return EdgekitError.exit_code
     except EdgekitError as exc:
         print(f"edgekit: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +19,8 @@ from edgekit.atomic import atomic_path
 from edgekit.data.datasets import load_all, open_dataset, sample_indices
 from edgekit.data.recipes import Recipe, load_recipe
 from edgekit.errors import EdgekitError, first_line
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -41,7 +44,7 @@ def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: i
         return cached
     tensors, _, skipped = load_all(dataset, indices, skip_bad, progress="calibration data" if progress else None)
     if skipped:
-        print(f"skipped {len(skipped)} bad sample(s) in {dataset.source}; first: {skipped[0]}")
+        log.warning(f"skipped {len(skipped)} bad sample(s) in {dataset.source}; first: {skipped[0]}")
     if len(tensors) == 0:
         raise EdgekitError(f"{source}: no usable calibration samples")
     try:
@@ -50,7 +53,7 @@ def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: i
             with open(tmp, "wb") as handle:
                 np.save(handle, tensors)
     except (OSError, EdgekitError) as exc:  # a cache is an optimisation: an unwritable one only costs time
-        print(f"note: calibration cache {path.parent} is not writable ({exc}); continuing without it")
+        log.warning(f"calibration cache {path.parent} is not writable ({exc}); continuing without it")
     return tensors
 
 
@@ -69,7 +72,7 @@ def read_entry(path: Path, recipe: Recipe) -> np.ndarray | None:
         valid, problem = False, first_line(exc)
     if valid:
         return tensors
-    print(f"note: calibration cache entry {path} is corrupt ({problem}); rebuilding it")
+    log.warning(f"calibration cache entry {path} is corrupt ({problem}); rebuilding it")
     try:
         if path.is_dir():
             import shutil

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ class Pipeline:
     """Runs the stages of one configuration into one run directory."""
 
     def __init__(self, config: PipelineConfig, run_dir: Path, *, only: set[str] | None = None,
-                 log: Callable[[str], None] = print, origin: str = "pipeline", targets_dir: str | None = None,
+                 log: Callable[[str], None] = logging.getLogger(__name__).info, origin: str = "pipeline", targets_dir: str | None = None,
                  force: bool = False) -> None:
         unknown = (only or set()) - set(STAGES)
         if unknown:

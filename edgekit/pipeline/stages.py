@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -32,7 +33,7 @@ class StepContext:
 
     config: Any  # PipelineConfig
     run_dir: Path
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = logging.getLogger("edgekit.pipeline").info
     targets_dir: str | None = None
     checkpoints: Path | None = None
 
