@@ -342,17 +342,15 @@ def reads_eval(ctx: StepContext) -> dict[str, Any]:
 
 
 def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
-    """Every artifact on the evaluation data, with agreement against the first (the FP32 baseline)."""
-    from tqdm import tqdm
-
-    from edgekit.evaluate import evaluate
+    """Every artifact on the evaluation data (decoded once), with agreement against the first (the
+    FP32 baseline, run once)."""
+    from edgekit.evaluate import evaluate_many
 
     config, eval_dir = ctx.config, ctx.run_dir / "eval"
     written = []
-    for artifact in tqdm(artifacts, desc="evaluating", unit="artifact", disable=None):
-        result = evaluate(artifact, config.data.eval, config.data.recipe, reference=artifacts[0])
-        path = eval_dir / f"{artifact.name}.json"
-        write_text_atomic(path, json.dumps(result, indent=1) + "\n", force=True)
+    for result in evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0], progress=True):
+        path = eval_dir / f"{result.path.name}.json"
+        write_text_atomic(path, json.dumps(result.as_dict(), indent=1) + "\n", force=True)
         written.append(path)
     return _keep_only(eval_dir, written)
 
