@@ -163,3 +163,50 @@ def test_sparsify_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "--sparsity: must be in [0, 1)" in err and err.count("\n") == 1 and not out.exists()
     assert main(["sparsify", "edgekit.zoo:digits_cnn", "--sparsity", "0.5", "-o", str(tmp_path / "s.onnx")]) == 2
     assert "s.onnx: the output must end in .pt or .pth" in capsys.readouterr().err  # .pt2 needs an example input
+
+
+def test_taylor_importance_ranks_on_real_batches_when_given_training_data() -> None:
+    """Random inputs and real digits give different gradients, so different channels survive: if
+    the training data were ignored both prunings would keep the very same weights."""
+    from edgekit.prune import PruneSettings
+    from edgekit.prune.workflow import prune_step
+    from edgekit.zoo import digits_cnn
+
+    torch.manual_seed(0)
+    original = digits_cnn(width=16).eval()
+    settings = PruneSettings(ratio=0.5, importance="taylor", round_to=4)
+    on_random, on_data = copy.deepcopy(original), copy.deepcopy(original)
+    random_report = prune_step(on_random, torch.zeros(1, 3, 32, 32), settings, progress=None)
+    data_report = prune_step(on_data, torch.zeros(1, 3, 32, 32), settings, train="builtin:digits/train",
+                             recipe="digits", progress=None)
+    assert random_report.macs_after == data_report.macs_after  # same widths...
+    kept = zip(on_random.state_dict().values(), on_data.state_dict().values())
+    assert not all(torch.equal(a, b) for a, b in kept)  # ...different channels
+
+
+def test_cli_and_pipeline_write_the_same_prune_and_distill_stages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekit.pipeline.config import PipelineConfig
+    from edgekit.pipeline.stages import StepContext
+    from edgekit.pipeline.steps import distill, prune as prune_stage, train_baseline
+    from edgekit.zoo import digits_cnn
+
+    torch.save(digits_cnn(width=8), tmp_path / "m.pt")
+    out = tmp_path / "small.pt"
+    assert main(["prune", str(tmp_path / "m.pt"), "--ratio", "0.5", "--round-to", "4", "--importance", "taylor",
+                 "--distill", "--train", "builtin:digits/val", "--recipe", "digits", "--epochs", "1", "-o", str(out)]) == 0
+    cli = read_manifest(out)["stages"]
+    config = PipelineConfig.model_validate({
+        "name": "t", "model": {"source": "edgekit.zoo:digits_cnn", "kwargs": {"width": 8}, "input_shape": [1, 3, 32, 32]},
+        "data": {"recipe": "digits", "calib": "builtin:digits/val", "eval": "builtin:digits/val",
+                 "train": "builtin:digits/val"},
+        "prune": {"ratio": 0.5, "round_to": 4, "importance": "taylor"}, "distill": {"epochs": 1}})
+    ctx = StepContext(config=config, run_dir=tmp_path / "run", log=lambda _: None)
+    baseline = train_baseline(ctx, [])[0]
+    pruned = prune_stage(ctx, [baseline])[0]
+    piped = read_manifest(distill(ctx, [pruned, baseline])[0])["stages"]
+    capsys.readouterr()
+    assert [s["stage"] for s in cli] == [s["stage"] for s in piped] == ["prune", "distill"]
+    for ours, theirs in zip(cli, piped):
+        assert set(ours) == set(theirs), set(ours) ^ set(theirs)
+    assert cli[0]["macs"] == piped[0]["macs"] == cli[0]["macs_after"] < cli[0]["macs_before"]
+    assert cli[1]["epochs"] == piped[1]["epochs"] == 1 and len(cli[1]["history"]) == len(piped[1]["history"]) == 1

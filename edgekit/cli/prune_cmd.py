@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from edgekit.cli.common import add_force, add_model_source, fraction, input_shape, positive
+
+if TYPE_CHECKING:
+    from edgekit.distill import RecoverSettings
+    from edgekit.prune import PruneSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,9 +58,19 @@ def add_speed_flags(group: argparse._ArgumentGroup) -> None:
                        help="compute the teacher's logits once per image (recipes do not augment); memory: images x classes x 4 B")
 
 
-def speed_options(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "amp": args.amp, "amp_dtype": args.amp_dtype, "channels_last": args.channels_last,
-            "workers": args.workers, "cache_teacher": args.cache_teacher}
+def settings(args: argparse.Namespace) -> tuple[PruneSettings, RecoverSettings]:
+    """The flags as the workflow's PruneSettings and RecoverSettings."""
+    from edgekit.distill import RecoverSettings
+    from edgekit.prune import PruneSettings
+
+    prune = PruneSettings(ratio=args.ratio, target_macs=args.target_macs, importance=args.importance,
+                          global_pruning=args.global_pruning, round_to=_round_to(args), protect=tuple(args.protect),
+                          steps=args.steps)
+    recover = RecoverSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, alpha=args.alpha,
+                              temperature=args.temperature, optimizer=args.optimizer, device=args.device, amp=args.amp,
+                              amp_dtype=args.amp_dtype, channels_last=args.channels_last, workers=args.workers,
+                              cache_teacher=args.cache_teacher)
+    return prune, recover
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from edgekit.cli.common import check_output
-    from edgekit.sources import check_runs_on
+    from edgekit.distill import between_steps, distill_stage, recover
+    from edgekit.distill.distributed import is_main_process
     from edgekit.errors import EdgekitError
     from edgekit.manifest import new_manifest, write_manifest
-    from edgekit.prune import IMPORTANCES, prune
-    from edgekit.sources import load_model, parse_kwargs, save_module
-
-    from edgekit.distill.distributed import is_main_process
+    from edgekit.prune import IMPORTANCES
+    from edgekit.prune.workflow import prune_step
+    from edgekit.sources import check_runs_on, load_model, parse_kwargs, save_module
 
     if is_main_process():  # under torchrun rank 0 alone writes the output, so it alone claims it
         check_output(args.output, args.force, (".pt", ".pth", ".pt2"),
@@ -83,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise EdgekitError("--distill: needs --train DATA and --recipe NAME")
     if args.train:
         from edgekit.data import open_dataset
-
-        open_dataset(args.train, args.recipe)  # fail now, not after pruning
         from edgekit.distill.distributed import resolve_device
 
+        open_dataset(args.train, args.recipe)  # fail now, not after pruning
         resolve_device(args.device)  # --device cuda without a GPU: fail now, not after pruning
     shape = args.input_shape
     if shape is None:
@@ -95,53 +109,38 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.data import load_recipe
 
         shape = load_recipe(args.recipe).input_shape()
-    round_to = args.round_to
-    if round_to is None:
-        round_to = 8
-        if args.target:
-            from edgekit.targets import load_target
-
-            round_to = load_target(args.target).pruning.channel_multiple
+    prune_settings, recover_settings = settings(args)
     loaded = load_model(args.model, parse_kwargs(args.kwargs), arch=args.arch, weights=args.weights)
     model = loaded.module
     check_runs_on(model, shape)
     example = torch.zeros(*shape)
     teacher = load_model(args.teacher).module if args.teacher else copy.deepcopy(model).eval()
-    checkpoints = Path(args.checkpoint_dir or f"{args.output}.checkpoints")
-
-    def fine_tune(student, step: int) -> None:
-        from edgekit.distill import train
-
-        print(f"recovering between steps ({step}/{args.steps}): one epoch of distillation")
-        train(student, args.train, args.recipe, teacher=teacher, epochs=1, lr=args.lr, batch_size=args.batch_size,
-              alpha=args.alpha, temperature=args.temperature, optimizer=args.optimizer, **speed_options(args))
-
-    report = prune(model, example, ratio=args.ratio, target_macs=args.target_macs, importance=args.importance,
-                   global_pruning=args.global_pruning, round_to=round_to, protect=args.protect, steps=args.steps,
-                   between_steps=fine_tune if args.train and args.steps > 1 else None)
-    stages = [report]
+    recovery = between_steps(teacher, args.train, args.recipe, recover_settings) if args.train else None
+    report = prune_step(model, example, prune_settings, train=args.train, recipe=args.recipe, recovery=recovery)
+    stages = [report.manifest_stage()]
     if args.distill:
-        from edgekit.distill import train
-
-        history = train(model, args.train, args.recipe, teacher=teacher, val_source=args.val, epochs=args.epochs,
-                        lr=args.lr, batch_size=args.batch_size, alpha=args.alpha, temperature=args.temperature,
-                        optimizer=args.optimizer, checkpoint_dir=checkpoints, **speed_options(args))
-        stages.append({"stage": "distill", "epochs": args.epochs, "alpha": args.alpha, "temperature": args.temperature,
-                       "teacher": args.teacher or "unpruned model", "history": history["epochs"],
-                       "best_val_top1": history["best_val_top1"],
-                       **{k: history[k] for k in ("device", "processes", "amp", "channels_last", "workers")}})
-    from edgekit.distill.distributed import is_main_process
-
+        history = recover(model, teacher, args.train, args.recipe, recover_settings, val=args.val,
+                          checkpoint_dir=Path(args.checkpoint_dir or f"{args.output}.checkpoints"))
+        stages.append(distill_stage(history, recover_settings, args.teacher or "unpruned model"))
     if not is_main_process():
         return 0  # under torchrun only rank 0 writes the artifact and its manifest
     save_module(model, args.output, example, force=args.force)
     write_manifest(args.output, new_manifest(args.output, source=loaded.describe(),
                                              input_spec={"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
                                              stages=stages))
-    print(f"wrote {args.output}: MACs {report['macs_before'] / 1e6:.1f}M -> {report['macs_after'] / 1e6:.1f}M "
-          f"({report['macs_after'] / report['macs_before']:.1%}), params {report['params_before'] / 1e6:.2f}M -> "
-          f"{report['params_after'] / 1e6:.2f}M")
+    print(f"wrote {args.output}: {report.summary()}")
     return 0
+
+
+def _round_to(args: argparse.Namespace) -> int:
+    """--round-to, else the --target profile's channel multiple, else 8."""
+    if args.round_to is not None:
+        return args.round_to
+    if args.target:
+        from edgekit.targets import load_target
+
+        return load_target(args.target).pruning.channel_multiple
+    return 8
 
 
 def _check_numbers(args: argparse.Namespace) -> None:

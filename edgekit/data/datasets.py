@@ -301,7 +301,3 @@ def load_all(dataset: Dataset, indices: Sequence[int] | None = None, skip_bad: b
         raise EdgekitError(f"{dataset.source}: no usable samples ({len(skipped)} skipped as bad)")
     return np.concatenate(xs), np.concatenate(ys), skipped
 
-
-def describe(dataset: Dataset) -> dict[str, Any]:
-    return {"source": dataset.source, "size": len(dataset), "labelled": dataset.labels is not None,
-            "classes": len(dataset.classes) if dataset.classes else None, "recipe": dataset.recipe.name}

@@ -27,9 +27,10 @@ from edgekit.data import load_recipe
 from edgekit.distill import checkpoint as ckpts
 from edgekit.distill import distributed as dd
 from edgekit.distill.data import TeacherCache, TorchData, as_dataset
+from edgekit.distill.history import TrainHistory
 from edgekit.errors import EdgekitError
 
-__all__ = ["TorchData", "accuracy", "distillation_loss", "train"]
+__all__ = ["TorchData", "TrainHistory", "accuracy", "distillation_loss", "fit", "train"]
 
 
 def distillation_loss(student_logits: Any, teacher_logits: Any | None, labels: Any, alpha: float, temperature: float) -> Any:
@@ -68,7 +69,12 @@ def accuracy(model: Any, loader: Any, device: Any = None, world: dd.World | None
     return 100.0 * correct / total if total else None
 
 
-def train(
+def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`fit` with the history as a plain dict (``epochs``, ``best_val_top1``, the setup), for scripts."""
+    return fit(*args, **kwargs).as_dict()
+
+
+def fit(
     student: Any,
     train_source: Any,
     recipe: str | Any,
@@ -93,7 +99,7 @@ def train(
     channels_last: bool | None = None,
     workers: int = 0,
     cache_teacher: bool = False,
-) -> dict[str, Any]:
+) -> TrainHistory:
     """Train ``student`` in place (best validation weights kept, returned on the CPU); returns the history.
 
     ``train_source`` is a data source name (with ``recipe``) or a map-style Dataset of ``(x, y)``.
@@ -195,7 +201,7 @@ def train(
         if teacher is not None:
             teacher.to(teacher_home).to(memory_format=torch.contiguous_format)
     student.eval()
-    return {"epochs": history, "best_val_top1": best_acc if val_loader else None, **setup}
+    return TrainHistory(history, best_acc if val_loader else None, **setup)
 
 
 def _epoch(model: Any, teacher: Any, cache: TeacherCache | None, loader: Any, opt: Any, scheduler: Any, scaler: Any,

@@ -152,14 +152,12 @@ def train_baseline(ctx: StepContext, inputs: list[Path]) -> list[Path]:
         loaded = load_model(config.model.source, config.model.kwargs, arch=config.model.arch,
                             weights=config.model.weights)
         if config.train is not None:
-            from edgekit.distill import train
+            from edgekit.distill import fit
 
             t = config.train
-            history = train(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
-                            epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, optimizer=t.optimizer, seed=t.seed, device=t.device,
-                            checkpoint_dir=ctx.checkpoints, log=ctx.log)
-            stages.append({"stage": "train", **t.model_dump(), "history": history["epochs"],
-                           "best_val_top1": history["best_val_top1"]})
+            history = fit(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
+                          checkpoint_dir=ctx.checkpoints, log=ctx.log, **t.model_dump())
+            stages.append(history.manifest_stage("train", t.model_dump()))
     save_module(loaded.module, out, _example(config), force=True)
     write_manifest(out, new_manifest(out, source=loaded.describe(), stages=stages,
                                      input_spec={"shape": config.model.input_shape, "layout": "NCHW"}))
@@ -191,26 +189,56 @@ def _round_to(ctx: StepContext) -> int:
     return 8
 
 
-def reads_prune(ctx: StepContext) -> dict[str, Any]:
+def _prune_settings(ctx: StepContext) -> Any:
+    from edgekit.prune import PruneSettings
+
+    p = ctx.config.prune
+    assert p is not None
+    return PruneSettings(ratio=p.ratio if p.target_macs is None else None, target_macs=p.target_macs,
+                         importance=p.importance, global_pruning=p.global_pruning, round_to=_round_to(ctx),
+                         protect=tuple(p.protect), steps=p.steps)
+
+
+def _recover_settings(ctx: StepContext) -> Any:
+    """The ``distill:`` section as the workflow's settings; None when nothing is distilled."""
+    from edgekit.distill import RecoverSettings
+
     config = ctx.config
-    return {"prune": config.prune.model_dump(), "round_to": _round_to(ctx), "shape": config.model.input_shape,
-            **versions("torch", "torch-pruning")}
+    return RecoverSettings(**config.distill.model_dump()) if config.distill is not None and config.data.train else None
+
+
+def reads_prune(ctx: StepContext) -> dict[str, Any]:
+    from edgekit.prune.workflow import reads_train_data
+
+    config = ctx.config
+    reads = {"prune": config.prune.model_dump(), "round_to": _round_to(ctx), "shape": config.model.input_shape,
+             **versions("torch", "torch-pruning")}
+    settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
+    if config.data.train and reads_train_data(settings, recovery is not None):
+        between = recovery is not None and settings.steps > 1
+        reads |= {"data": _data(config, "train"), "recovery": recovery.as_dict() if between else None}
+    return reads
 
 
 def prune(ctx: StepContext, inputs: list[Path]) -> list[Path]:
-    from edgekit.prune import prune as prune_model
+    """Prune the baseline; with ``data.train``, Taylor importance ranks on real batches and, with
+    ``distill`` and several ``prune.steps``, one epoch of distillation runs between steps."""
+    from edgekit.distill import between_steps
+    from edgekit.prune.workflow import prune_step
     from edgekit.sources import save_module
 
     config, baseline, out = ctx.config, inputs[0], ctx.artifacts / "pruned.pt"
-    assert config.prune is not None
-    p = config.prune
+    settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
     with _seeded(0):
         model = _load(baseline, config)
-        report = prune_model(model, _example(config), ratio=p.ratio if p.target_macs is None else None,
-                             target_macs=p.target_macs, importance=p.importance, global_pruning=p.global_pruning,
-                             round_to=_round_to(ctx), protect=p.protect, steps=p.steps)
+        fine_tune = None
+        if recovery is not None and settings.steps > 1:
+            teacher = _load(baseline, config).eval()
+            fine_tune = between_steps(teacher, config.data.train, config.data.recipe, recovery, ctx.log)
+        report = prune_step(model, _example(config), settings, train=config.data.train,
+                            recipe=config.data.recipe, recovery=fine_tune, progress=ctx.log)
     save_module(model, out, _example(config), force=True)
-    write_manifest(out, derive_manifest(baseline, out, report))
+    write_manifest(out, derive_manifest(baseline, out, report.manifest_stage()))
     return [out]
 
 
@@ -220,23 +248,19 @@ def reads_distill(ctx: StepContext) -> dict[str, Any]:
 
 
 def distill(ctx: StepContext, inputs: list[Path]) -> list[Path]:
-    from edgekit.distill import train
+    from edgekit.distill import distill_stage, recover
     from edgekit.sources import save_module
 
     config, out = ctx.config, ctx.artifacts / "pruned_distilled.pt"
     student_path, teacher_path = inputs
-    assert config.distill is not None and config.data.train
-    d = config.distill
-    with _seeded(d.seed):
+    settings = _recover_settings(ctx)
+    assert settings is not None
+    with _seeded(settings.seed):
         student, teacher = _load(student_path, config), _load(teacher_path, config)
-        history = train(student, config.data.train, config.data.recipe, teacher=teacher, val_source=config.data.val,
-                        epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, alpha=d.alpha, temperature=d.temperature,
-                        optimizer=d.optimizer, seed=d.seed, device=d.device,
-                        checkpoint_dir=ctx.checkpoints, log=ctx.log)
+        history = recover(student, teacher, config.data.train, config.data.recipe, settings, val=config.data.val,
+                          checkpoint_dir=ctx.checkpoints, log=ctx.log)
     save_module(student, out, _example(config), force=True)
-    write_manifest(out, derive_manifest(student_path, out, {
-        "stage": "distill", **d.model_dump(), "teacher": teacher_path.name, "history": history["epochs"],
-        "best_val_top1": history["best_val_top1"]}))
+    write_manifest(out, derive_manifest(student_path, out, distill_stage(history, settings, teacher_path.name)))
     return [out]
 
 
@@ -342,17 +366,15 @@ def reads_eval(ctx: StepContext) -> dict[str, Any]:
 
 
 def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
-    """Every artifact on the evaluation data, with agreement against the first (the FP32 baseline)."""
-    from tqdm import tqdm
-
-    from edgekit.evaluate import evaluate
+    """Every artifact on the evaluation data (decoded once), with agreement against the first (the
+    FP32 baseline, run once)."""
+    from edgekit.evaluate import evaluate_many
 
     config, eval_dir = ctx.config, ctx.run_dir / "eval"
     written = []
-    for artifact in tqdm(artifacts, desc="evaluating", unit="artifact", disable=None):
-        result = evaluate(artifact, config.data.eval, config.data.recipe, reference=artifacts[0])
-        path = eval_dir / f"{artifact.name}.json"
-        write_text_atomic(path, json.dumps(result, indent=1) + "\n", force=True)
+    for result in evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0], progress=True):
+        path = eval_dir / f"{result.path.name}.json"
+        write_text_atomic(path, json.dumps(result.as_dict(), indent=1) + "\n", force=True)
         written.append(path)
     return _keep_only(eval_dir, written)
 

@@ -12,6 +12,7 @@ import contextlib
 from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
+from edgekit.prune.report import PruneReport, PruneSettings
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
 
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
@@ -84,46 +85,60 @@ def prune(
     between_steps: Callable[[Any, int], None] | None = None,
     progress: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """Prune ``model`` in place to ``ratio`` of its channels or to ``target_macs`` of its MACs."""
+    """Prune ``model`` in place to ``ratio`` of its channels or to ``target_macs`` of its MACs; the
+    manifest stage as a dict (:func:`prune_model` returns the typed report)."""
+    settings = PruneSettings(ratio=ratio, target_macs=target_macs, importance=importance, global_pruning=global_pruning,
+                             round_to=round_to, protect=tuple(protect), steps=steps)
+    return prune_model(model, example_input, settings, batches=batches, between_steps=between_steps,
+                       progress=progress).manifest_stage()
+
+
+def prune_model(
+    model: Any,
+    example_input: Any,
+    settings: PruneSettings,
+    *,
+    batches: Callable[[], Iterable[tuple[Any, Any]]] | None = None,
+    between_steps: Callable[[Any, int], None] | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> PruneReport:
+    """Prune ``model`` in place as ``settings`` say. ``batches`` gives Taylor importance real
+    ``(x, y)`` batches (label -1: the model's own prediction); without it, seeded random inputs."""
     import torch_pruning as tp
 
-    if (ratio is None) == (target_macs is None):
+    s = settings
+    if (s.ratio is None) == (s.target_macs is None):
         raise EdgekitError("give exactly one of --ratio and --target-macs")
-    if ratio is not None and not 0.0 < ratio < 1.0:
-        raise EdgekitError(f"--ratio: must be between 0 and 1 (exclusive), got {ratio}")
-    if target_macs is not None and not 0.0 < target_macs < 1.0:
-        raise EdgekitError(f"--target-macs: must be a fraction between 0 and 1, got {target_macs}")
-    if steps < 1:
-        raise EdgekitError(f"--steps: must be at least 1, got {steps}")
-    crit = _importance(importance)
+    if s.ratio is not None and not 0.0 < s.ratio < 1.0:
+        raise EdgekitError(f"--ratio: must be between 0 and 1 (exclusive), got {s.ratio}")
+    if s.target_macs is not None and not 0.0 < s.target_macs < 1.0:
+        raise EdgekitError(f"--target-macs: must be a fraction between 0 and 1, got {s.target_macs}")
+    if s.steps < 1:
+        raise EdgekitError(f"--steps: must be at least 1, got {s.steps}")
+    crit = _importance(s.importance)
     model.eval()
     macs_before, params_before = count_macs_params(model, example_input)
     widths_before = layer_widths(model)
     # a MACs target is approached in small steps and stops as soon as it is reached
-    step_count = steps if target_macs is None else max(steps, 20)
-    ignored = _output_layers(model, example_input, protect)
+    step_count = s.steps if s.target_macs is None else max(s.steps, 20)
+    ignored = _output_layers(model, example_input, s.protect)
     shuffle = is_shufflenet(model)
     guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
     with guard:
         if shuffle:
             ignored += boundary_layers(model)
         pruner = tp.pruner.MetaPruner(
-            model, example_input, importance=crit, global_pruning=global_pruning,
-            pruning_ratio=ratio if ratio is not None else 0.95, iterative_steps=step_count,
-            ignored_layers=ignored, round_to=round_to,
+            model, example_input, importance=crit, global_pruning=s.global_pruning,
+            pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
+            ignored_layers=ignored, round_to=s.round_to,
         )
-        history = _run_steps(model, example_input, pruner, importance, step_count, target_macs, macs_before,
+        history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
                              params_before, batches, between_steps, progress)
     model.eval()
     macs_after, params_after = count_macs_params(model, example_input)
     after = layer_widths(model)
-    return {
-        "stage": "prune", "importance": importance, "ratio": ratio, "target_macs": target_macs,
-        "global_pruning": global_pruning, "round_to": round_to, "protected": list(protect), "steps": history,
-        "macs_before": macs_before, "macs_after": macs_after, "params_before": params_before,
-        "params_after": params_after, "macs": macs_after, "params": params_after,
-        "layers": {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
-    }
+    return PruneReport(settings, history, macs_before, macs_after, params_before, params_after,
+                       {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before})
 
 
 def _run_steps(model: Any, example_input: Any, pruner: Any, importance: str, step_count: int,

@@ -67,9 +67,10 @@ def _list(value: Any, path: Path, name: str) -> list[Any]:
 def check_eval(document: dict[str, Any], path: Path) -> None:
     """An ``edgekit.eval/1`` document as the report reads it."""
     field(document, path, "artifact", TEXT)
-    for name in ("top1", "top5", "agreement"):
+    for name in ("top1", "top5", "agreement", "cosine"):
         field(document, path, name, NUMBER, required=False)
-    field(document, path, "warning", TEXT, required=False)
+    for name in ("warning", "task"):
+        field(document, path, name, TEXT, required=False)
 
 
 def check_bench(document: dict[str, Any], path: Path) -> None:
