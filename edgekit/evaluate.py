@@ -72,7 +72,7 @@ def evaluate_many(
     """Every artifact on ``data``, decoded once; the reference runs once (an artifact that is the
     reference reuses its outputs). ``runtime`` picks the runtime for the artifacts (the reference
     opens with the one its extension implies)."""
-    from tqdm import tqdm
+    from edgekit.log import progress as progress_bar
 
     scorer = get_task(task)
     for artifact in artifacts:  # cheap checks before preparing any data
@@ -85,7 +85,8 @@ def evaluate_many(
     ref_path = Path(reference) if reference is not None else None
     ref_outputs = _predict(ref_path, eval_data, scorer, threads, None) if ref_path is not None else None
     results = []
-    for artifact in tqdm([Path(a) for a in artifacts], desc="evaluating", unit="artifact", disable=None if progress else True):
+    for artifact in progress_bar([Path(a) for a in artifacts], desc="evaluating", unit="artifact",
+                                 disable=None if progress else True):
         reuse = ref_path is not None and runtime is None and artifact.resolve() == ref_path.resolve()
         outputs = ref_outputs if reuse else _predict(artifact, eval_data, scorer, threads, runtime)
         results.append(EvalResult(artifact, eval_data, scorer, scorer.score(outputs, eval_data, ref_outputs),

@@ -287,12 +287,12 @@ def iter_batches(dataset: Dataset, indices: Sequence[int], batch_size: int, skip
 def load_all(dataset: Dataset, indices: Sequence[int] | None = None, skip_bad: bool = False,
              progress: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Prepare the selected samples into arrays (for sets that fit in memory: calibration, evaluation)."""
-    from tqdm import tqdm
+    from edgekit.log import progress as progress_bar
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
     skipped: list[str] = []
     xs, ys = [], []
-    with tqdm(total=len(indices), desc=progress, unit="img", disable=None if progress is not None else True, leave=False) as bar:
+    with progress_bar(total=len(indices), desc=progress, unit="img", disable=None if progress is not None else True) as bar:
         for x, y in iter_batches(dataset, indices, 64, skip_bad, skipped):
             xs.append(x)
             ys.append(y)

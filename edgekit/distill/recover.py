@@ -3,12 +3,15 @@ the two ways it runs (after pruning; one epoch between pruning steps), shared by
 and the pipeline's prune and distill stages."""
 from __future__ import annotations
 
+import logging
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.distill.history import TrainHistory
 from edgekit.distill.train import fit
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +38,14 @@ class RecoverSettings:
 
 def recover(student: Any, teacher: Any, train: str, recipe: str, settings: RecoverSettings, *,
             val: str | None = None, checkpoint_dir: str | Path | None = None,
-            log: Callable[[str], None] = print) -> TrainHistory:
+            log: Callable[[str], None] = _log.info) -> TrainHistory:
     """Distil ``teacher`` into ``student`` in place for ``settings.epochs`` (best validation weights kept)."""
     return fit(student, train, recipe, teacher=teacher, val_source=val, checkpoint_dir=checkpoint_dir, log=log,
                **settings.as_dict())
 
 
 def between_steps(teacher: Any, train: str, recipe: str, settings: RecoverSettings,
-                  log: Callable[[str], None] = print) -> Callable[[Any, int], None]:
+                  log: Callable[[str], None] = _log.info) -> Callable[[Any, int], None]:
     """One epoch of distillation after each pruning step but the last, so later steps rank channels
     of a model that has recovered (no checkpoints: each epoch trains a different shape)."""
     one_epoch = dataclasses.replace(settings, epochs=1)

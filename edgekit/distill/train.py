@@ -15,6 +15,7 @@ the result do not depend on how many processes share the work.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from edgekit.distill import distributed as dd
 from edgekit.distill.data import TeacherCache, TorchData, as_dataset
 from edgekit.distill.history import TrainHistory
 from edgekit.errors import EdgekitError
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["TorchData", "TrainHistory", "accuracy", "distillation_loss", "fit", "train"]
 
@@ -92,7 +95,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
     device: str = "auto",
     amp: bool | None = None,
     amp_dtype: str | None = None,
@@ -209,14 +212,15 @@ def _epoch(model: Any, teacher: Any, cache: TeacherCache | None, loader: Any, op
            epoch: int, epochs: int, progress: bool) -> dict[str, Any]:
     """One pass over this rank's share of the data; the returned figures are summed over the ranks."""
     import torch
-    from tqdm import tqdm
+
+    from edgekit.log import progress as progress_bar
 
     model.train()
     loss_sum = torch.zeros((), device=dev)
     batches = images = 0
     per_epoch = max(1, len(loader))
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-               disable=None if progress and world.is_main else True)
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       disable=None if progress and world.is_main else True)
     start = last_shown = time.perf_counter()
     for x, y, index in bar:
         x, y = _to(x, dev, use_cl), y.to(dev, non_blocking=True)

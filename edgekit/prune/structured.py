@@ -8,12 +8,15 @@ default, the target profile's ``pruning.channel_multiple``) because NEON/AVX2 ke
 """
 from __future__ import annotations
 
+import logging
 import contextlib
 from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
 from edgekit.prune.report import PruneReport, PruneSettings
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
+
+_log = logging.getLogger(__name__)
 
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
 
@@ -83,7 +86,7 @@ def prune(
     steps: int = 1,
     batches: Callable[[], Iterable[tuple[Any, Any]]] | None = None,
     between_steps: Callable[[Any, int], None] | None = None,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = _log.info,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to ``ratio`` of its channels or to ``target_macs`` of its MACs; the
     manifest stage as a dict (:func:`prune_model` returns the typed report)."""
@@ -100,7 +103,7 @@ def prune_model(
     *,
     batches: Callable[[], Iterable[tuple[Any, Any]]] | None = None,
     between_steps: Callable[[Any, int], None] | None = None,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = _log.info,
 ) -> PruneReport:
     """Prune ``model`` in place as ``settings`` say. ``batches`` gives Taylor importance real
     ``(x, y)`` batches (label -1: the model's own prediction); without it, seeded random inputs."""

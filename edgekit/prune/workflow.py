@@ -2,10 +2,13 @@
 pruning steps, a recovery epoch. One function for ``edgekit prune`` and the pipeline's prune stage."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterable
 
 from edgekit.prune.report import PruneReport, PruneSettings
 from edgekit.prune.structured import prune_model
+
+_log = logging.getLogger(__name__)
 
 TAYLOR_BATCHES = 4  # a few real batches: Taylor importance averages gradients, it does not train
 TAYLOR_BATCH_SIZE = 32
@@ -32,7 +35,7 @@ def taylor_batches(source: str, recipe: str, seed: int = 0) -> Callable[[], Iter
 
 def prune_step(model: Any, example: Any, settings: PruneSettings, *, train: str | None = None,
                recipe: str | None = None, recovery: Callable[[Any, int], None] | None = None,
-               progress: Callable[[str], None] | None = print) -> PruneReport:
+               progress: Callable[[str], None] | None = _log.info) -> PruneReport:
     """Prune ``model`` in place. With ``train`` (and its ``recipe``) Taylor importance ranks channels on
     real batches instead of random inputs; ``recovery`` runs between steps (see distill.between_steps)."""
     batches = taylor_batches(train, recipe) if train and recipe and settings.importance == "taylor" else None
