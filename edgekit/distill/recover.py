@@ -3,8 +3,8 @@ the two ways it runs (after pruning; one epoch between pruning steps), shared by
 and the pipeline's prune and distill stages."""
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Callable
 

@@ -8,8 +8,8 @@ default, the target profile's ``pruning.channel_multiple``) because NEON/AVX2 ke
 """
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
