@@ -12,6 +12,7 @@ from edgekit.evaluate import evaluate
 from edgekit.inspect import inspect_file
 from edgekit.manifest import read_manifest
 from edgekit.quantize.ort import OrtQuantSettings, quantize_ort
+from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite import quantize_tflite
 
 TEST = "builtin:digits/test"
@@ -25,7 +26,7 @@ def fp32_top1(digits_fp32_onnx: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def tflite_pair(digits_fp32_onnx: Path, digits_calib: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def tflite_pair(digits_fp32_onnx: Path, digits_calib: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> QuantizeResult:
     out = tmp_path_factory.mktemp("tfl") / "digits.int8.tflite"
     return quantize_tflite(digits_fp32_onnx, out, digits_calib, progress=False)
 
@@ -33,8 +34,9 @@ def tflite_pair(digits_fp32_onnx: Path, digits_calib: np.ndarray, tmp_path_facto
 def test_ort_qdq_keeps_accuracy_and_shrinks(digits_fp32_onnx: Path, digits_calib: np.ndarray, fp32_top1: float,
                                             tmp_path: Path) -> None:
     out = tmp_path / "q.onnx"
-    stage = quantize_ort(digits_fp32_onnx, out, digits_calib, progress=False)
-    assert stage["format"] == "QDQ" and stage["per_channel"] and stage["activation_type"] == "uint8"
+    result = quantize_ort(digits_fp32_onnx, out, digits_calib, progress=False)
+    assert result.settings["format"] == "QDQ" and result.settings["per_channel"] and result.settings["activation_type"] == "uint8"
+    assert result.paths == {"int8": out} and result.sensitivity is None  # the plain call ranks nothing
     result = evaluate(out, TEST, "digits", reference=digits_fp32_onnx)
     assert abs(fp32_top1 - result["top1"]) <= 1.0
     assert result["agreement"] >= 97.0
@@ -48,16 +50,15 @@ def test_ort_qdq_keeps_accuracy_and_shrinks(digits_fp32_onnx: Path, digits_calib
 def test_ort_qoperator_s8s8_per_tensor(digits_fp32_onnx: Path, digits_calib: np.ndarray, fp32_top1: float,
                                        tmp_path: Path) -> None:
     out = tmp_path / "qop.onnx"
-    quantize_ort(digits_fp32_onnx, out, digits_calib, OrtQuantSettings("QOperator", "int8", "int8", False),
-                 progress=False)
+    settings = OrtQuantSettings(format="QOperator", activation_type="int8", weight_type="int8", per_channel=False)
+    quantize_ort(digits_fp32_onnx, out, digits_calib, settings, progress=False)
     info = inspect_file(out)
     assert info["quantization"] == "int8 QOperator" and "QLinearConv" in info["ops"]
     assert abs(fp32_top1 - evaluate(out, TEST, "digits")["top1"]) <= 2.0
 
 
-def test_tflite_full_integer_keeps_accuracy(tflite_pair: dict, digits_fp32_onnx: Path, fp32_top1: float) -> None:
-    int8 = Path(tflite_pair["paths"]["int8"])
-    fp32 = Path(tflite_pair["paths"]["fp32"])
+def test_tflite_full_integer_keeps_accuracy(tflite_pair: QuantizeResult, digits_fp32_onnx: Path, fp32_top1: float) -> None:
+    int8, fp32 = tflite_pair.paths["int8"], tflite_pair.paths["fp32"]
     assert fp32.name == "digits.fp32.tflite"
     info = inspect_file(int8)
     assert info["quantization"] == "full-integer int8 (integer input and output)" and info["float_ops"] == []
@@ -84,11 +85,11 @@ def test_tflite_float_io_option(digits_fp32_onnx: Path, digits_calib: np.ndarray
     assert not (tmp_path / "fio.fp32.tflite").exists()
 
 
-def test_broken_tflite_is_a_clear_error_not_a_crash(tflite_pair: dict, tmp_path: Path) -> None:
+def test_broken_tflite_is_a_clear_error_not_a_crash(tflite_pair: QuantizeResult, tmp_path: Path) -> None:
     from edgekit.errors import EdgekitError
     from edgekit.quantize.tflite.checks import check_runs
 
-    data = Path(tflite_pair["paths"]["int8"]).read_bytes()
+    data = tflite_pair.output.read_bytes()
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(data[: len(data) // 3])
     with pytest.raises(EdgekitError, match="broken.tflite: the converted model (does not run|crashed)"):
@@ -135,7 +136,7 @@ def test_accuracy_budget_and_auto(digits_fp32_onnx: Path, tmp_path: Path, capsys
 
 def test_reduce_range_follows_the_cpu(tmp_path: Path) -> None:
     """7-bit weights exactly where ORT's U8S8 kernels saturate: x86-64 without VNNI."""
-    from edgekit.quantize.ort.settings import u8s8_saturates
+    from edgekit.isa import u8s8_saturates
     from edgekit.targets import load_target
 
     assert u8s8_saturates("x86_64", ["avx2", "fma"])
@@ -158,9 +159,10 @@ def test_budget_candidates_cover_every_weighted_layer(digits_fp32_onnx: Path, di
 
     out = tmp_path / "q.onnx"
     quantize_ort(digits_fp32_onnx, out, digits_calib, progress=False)
-    ranking = layer_sensitivity(digits_fp32_onnx, out, digits_calib[:8])
-    weighted = [n.name for n in onnx.load(str(digits_fp32_onnx)).graph.node if n.op_type in ("Conv", "Gemm")]
-    candidates = budget_candidates(digits_fp32_onnx, ranking)
+    model = onnx.load(str(digits_fp32_onnx))
+    ranking = layer_sensitivity(model, digits_fp32_onnx, out, digits_calib[:8])
+    weighted = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    candidates = budget_candidates(model, ranking)
     assert sorted(candidates) == sorted(weighted)
     ranked_weighted = [r["node"] for r in ranking if r["op"] in ("Conv", "Gemm")]
     assert candidates[:len(ranked_weighted)] != [] and set(ranked_weighted) <= set(candidates)
@@ -176,13 +178,12 @@ def test_host_specific_accuracy_is_flagged(digits_fp32_onnx: Path, digits_calib:
     """8-bit U8S8 weights: on an x86 CPU without VNNI the accuracy measured here is the host's, and eval says so."""
     import platform
 
-    from edgekit.quantize.ort.settings import u8s8_saturates
-    from edgekit.runtime.device_runner import isa_flags
+    from edgekit.isa import host_isa_flags, u8s8_saturates
 
     out = tmp_path / "u8s8.onnx"
     quantize_ort(digits_fp32_onnx, out, digits_calib, OrtQuantSettings(reduce_range=False), progress=False)
     result = evaluate(out, TEST, "digits")
-    assert (result["warning"] is not None) == u8s8_saturates(platform.machine(), isa_flags())
+    assert (result["warning"] is not None) == u8s8_saturates(platform.machine(), host_isa_flags())
     safe = tmp_path / "u8s7.onnx"
     quantize_ort(digits_fp32_onnx, safe, digits_calib, OrtQuantSettings(reduce_range=True), progress=False)
     result = evaluate(safe, TEST, "digits")
