@@ -269,3 +269,156 @@ def test_eval_bad_input(digits_fp32_onnx: Path, tmp_path: Path, capsys: pytest.C
     assert "none.tflite: artifact not found" in capsys.readouterr().err
     assert main(["eval", str(digits_fp32_onnx), "--data", str(tmp_path / "val"), "--recipe", "digits"]) == 2
     assert "val: data folder not found" in capsys.readouterr().err
+
+
+def test_quantize_result_from_both_backends(tflite_pair: QuantizeResult, digits_fp32_onnx: Path,
+                                            digits_calib: np.ndarray, tmp_path: Path) -> None:
+    """One typed result; ``stage()`` is what the manifest holds, with the keys the report reads."""
+    ort = quantize_ort(digits_fp32_onnx, tmp_path / "r.onnx", digits_calib[:64], progress=False)
+    for result, backend in ((ort, "ort"), (tflite_pair, "tflite")):
+        assert result.backend == backend and result.output.is_file()
+        assert all(p.is_file() for p in result.artifacts())
+        assert read_manifest(result.output)["stages"][-1] == json.loads(json.dumps(result.stage()))
+        assert {"stage", "backend", "label", "calibration", "seconds"} <= result.stage().keys()
+    assert ort.settings["activation_type"] == "uint8" and ort.stage()["reduce_range"] in (True, False)
+    assert not ort.full_integer and ort.timings["total_s"] > 0
+    assert tflite_pair.full_integer and tflite_pair.float_ops == [] and tflite_pair.artifacts()[1].name == "digits.fp32.tflite"
+
+
+def test_one_settings_model_for_profile_pipeline_and_flags(digits_fp32_onnx: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A value set in a profile, in the pipeline YAML or by a flag goes through the one model, in the
+    order host default <- profile <- explicit; the CLI's flags are generated from the model."""
+    import argparse
+    import typing
+
+    import yaml
+
+    from edgekit.pipeline.config import parse_config
+    from edgekit.quantize.ort import resolve_settings
+    from edgekit.quantize.ort.settings import add_arguments, from_arguments
+    from edgekit.targets import load_target
+
+    profile_path = tmp_path / "lab.yaml"
+    profile_path.write_text(yaml.safe_dump({
+        "name": "lab", "description": "an ARM board", "arch": "aarch64", "isa_features": ["asimd"], "cores": 4,
+        "threads": 4, "runtimes": ["onnxruntime"],
+        "onnxruntime": {"activation_type": "int8", "calibrate_method": "Entropy", "per_channel": True}}))
+    profile = load_target(str(profile_path))
+    pipeline = parse_config({"model": {"source": "edgekit.zoo:digits_cnn", "input_shape": [1, 3, 32, 32]},
+                             "data": {"recipe": "digits", "calib": "c", "eval": "e"},
+                             "quantize": {"ort": {"per_channel": False}}}, "pipeline.yaml")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = parser.parse_args(["--format", "QOperator", "--reduce-range"])
+    assert type(profile.onnxruntime) is type(pipeline.quantize.ort) is OrtQuantSettings
+    choices = {a.dest: a.choices for a in parser._actions if a.choices}
+    assert choices["activation_type"] == typing.get_args(OrtQuantSettings.model_fields["activation_type"].annotation)
+
+    from_pipeline = resolve_settings(profile, pipeline.quantize.ort)
+    assert (from_pipeline.activation_type, from_pipeline.calibrate_method) == ("int8", "Entropy")  # the profile's
+    assert from_pipeline.per_channel is False and from_pipeline.format == "QDQ"  # the pipeline's, the default
+    assert from_pipeline.reduce_range is False  # decided by the profile's ISA: ARM sums in 32 bits
+    assert resolve_settings(None, pipeline.quantize.ort).activation_type == "uint8"  # no target: host default
+    from_flags = resolve_settings(profile, from_arguments(flags))
+    assert (from_flags.format, from_flags.reduce_range, from_flags.per_channel) == ("QOperator", True, True)
+
+    out = tmp_path / "lab.int8.onnx"  # and the command line itself, through a real quantization
+    assert main(["quantize", str(digits_fp32_onnx), "--backend", "ort", "--calib", "builtin:digits/train",
+                 "--recipe", "digits", "--num-samples", "32", "--target", str(profile_path), "--format", "QOperator",
+                 "--reduce-range", "-o", str(out)]) == 0
+    stage = read_manifest(out)["stages"][-1]
+    assert {k: stage[k] for k in from_flags.as_dict()} == from_flags.as_dict()
+    assert inspect_file(out)["quantization"] == "int8 QOperator"
+    assert stage["sensitivity"] is None and "QOperator" in stage["sensitivity_note"]
+    capsys.readouterr()
+
+
+def _hardswish_se_onnx(path: Path) -> Path:
+    """MobileNetV3's ingredients in miniature: hardswish and squeeze-excitation."""
+    import torch
+    from torch import nn
+    from torchvision.ops import SqueezeExcitation
+
+    from edgekit.export import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardswish(),
+                          SqueezeExcitation(8, 4, scale_activation=nn.Hardsigmoid), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    export_onnx(model, torch.zeros(1, 3, 32, 32), path)
+    return path
+
+
+def test_sensitivity_survives_graphs_that_trip_ort_helper(digits_calib: np.ndarray, tmp_path: Path) -> None:
+    """ORT's pre-processing inlines HardSwish (tensors ``_inlfunc_HardSwish_*`` the float model lacks), and
+    ORT's ``compute_activation_error`` then raised ``KeyError: 'float'`` after the INT8 file was written."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations, compute_activation_error, create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from edgekit.quantize.ort import quantize_ort_workflow
+    from edgekit.quantize.ort.sensitivity import _Reader
+
+    fp32 = _hardswish_se_onnx(tmp_path / "hs.onnx")
+    out = tmp_path / "hs.int8.onnx"
+    lines: list[str] = []
+    result = quantize_ort_workflow(fp32, out, digits_calib[:32], progress=False, log=lines.append)
+    assert result.sensitivity and result.warnings == [] and lines == []
+    assert {r["op"] for r in result.sensitivity} >= {"Conv", "HardSwish"}
+    assert read_manifest(out)["stages"][-1]["sensitivity"] == result.sensitivity[:25]
+    # the old code path, on the very same pair of models, still trips ORT's helper: the test can fail
+    aug_f, aug_q = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
+    modify_model_output_intermediate_tensors(str(fp32), aug_f)
+    modify_model_output_intermediate_tensors(str(out), aug_q)
+    matching = create_activation_matching(collect_activations(aug_q, _Reader("input", digits_calib[:2])),
+                                          collect_activations(aug_f, _Reader("input", digits_calib[:2])))
+    assert any("float" not in m for m in matching), "ORT no longer adds tensors the float model lacks"
+    with pytest.raises(KeyError, match="float"):
+        compute_activation_error(matching)
+    assert onnx.load(str(out)).graph.node  # the INT8 model is whole
+
+
+def test_a_failed_ranking_is_a_reason_not_an_error(digits_fp32_onnx: Path, digits_calib: np.ndarray,
+                                                   tmp_path: Path) -> None:
+    import onnx
+
+    from edgekit.quantize.ort.sensitivity import ranking_or_reason
+
+    broken = tmp_path / "broken.int8.onnx"
+    broken.write_bytes(digits_fp32_onnx.read_bytes()[:5000])
+    ranking, reason = ranking_or_reason(onnx.load(str(digits_fp32_onnx)), digits_fp32_onnx, broken,
+                                        digits_calib[:2], OrtQuantSettings())
+    assert ranking is None and reason.startswith("per-layer sensitivity not computed (") and "\n" not in reason
+
+
+def test_pipeline_honours_the_accuracy_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``quantize.accuracy_budget`` runs the library's budget search on ``data.eval``, and is in the stage key."""
+    import yaml
+
+    config = {"name": "budget", "model": {"source": "edgekit.zoo:digits_cnn", "kwargs": {"width": 8},
+                                          "input_shape": [1, 3, 32, 32]},
+              "data": {"recipe": "digits", "train": "builtin:digits/train", "calib": "builtin:digits/train",
+                       "eval": TEST},
+              "train": {"epochs": 2}, "prune": None, "distill": None,
+              "quantize": {"num_samples": 32, "tflite": None, "accuracy_budget": 0.0, "ort": {"reduce_range": False}},
+              "bench": {"targets": []}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["run", str(path), "--output", str(run), "--only", "train,export,quantize"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy budget: 0 layer(s) in float" in text
+    stage = read_manifest(run / "artifacts" / "int8.onnx")["stages"][-1]
+    budget = stage["accuracy_budget"]
+    assert budget["met"] and budget["budget"] == 0.0 and budget["fp32_top1"] - budget["top1"] <= 0.0
+    assert stage["nodes_excluded"] == budget["excluded"]
+    fp32_top1 = evaluate(run / "artifacts" / "fp32.onnx", TEST, "digits")["top1"]
+    assert budget["fp32_top1"] == fp32_top1 and evaluate(run / "artifacts" / "int8.onnx", TEST, "digits")["top1"] >= fp32_top1
+    config["quantize"]["accuracy_budget"] = 50.0  # the budget is part of quantize's key
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--output", str(run), "--only", "quantize"]) == 0
+    assert "[quantize] running" in capsys.readouterr().out
+    assert read_manifest(run / "artifacts" / "int8.onnx")["stages"][-1]["accuracy_budget"]["budget"] == 50.0

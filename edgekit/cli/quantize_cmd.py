@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.atomic import check_can_write
     from edgekit.data import calibration_tensors, load_recipe
     from edgekit.errors import EdgekitError
-    from edgekit.quantize.ort.workflow import accuracy_on, check_budget
+    from edgekit.quantize.accuracy import accuracy_on
+    from edgekit.quantize.ort.workflow import check_budget
     from edgekit.quantize.registry import get_backend
     from edgekit.runtime.verify import verify_onnx
 

@@ -310,7 +310,7 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
 
 def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
     """Each configured backend (a section set to null is skipped) with the options its function takes."""
-    from edgekit.quantize.ort import accuracy_on
+    from edgekit.quantize.accuracy import accuracy_on
 
     config, q = ctx.config, ctx.config.quantize
     options: dict[str, dict[str, Any]] = {}

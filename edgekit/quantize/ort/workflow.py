@@ -27,16 +27,9 @@ from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_bu
 from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.quantize.result import QuantizeResult
 
-Accuracy = Callable[[Path], float]
+Accuracy = Callable[[Path], float]  # top-1 (%) of a model file, e.g. edgekit.quantize.accuracy.accuracy_on
 SENSITIVITY_SAMPLES = 8  # activations of the float and the QDQ model are captured on this many inputs
 AUTO_DEFAULT_BUDGET = 1.0  # top-1 points ``auto`` may lose when no budget is given
-
-
-def accuracy_on(data: str, recipe: str) -> Accuracy:
-    """Top-1 (%) of a model file on ``data``: the accuracy ``auto`` and the budget search measure."""
-    from edgekit.evaluate import evaluate
-
-    return lambda path: float(evaluate(path, data, recipe)["top1"])
 
 
 def check_budget(accuracy_budget: float | None, evaluate: Accuracy | None, key: str = "--accuracy-budget") -> None:
@@ -69,7 +62,7 @@ def quantize_ort_workflow(
     log: Callable[[str], None] = print,
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
-    (``accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given."""
+    (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given."""
     fp32, out = Path(fp32), Path(out)
     check_budget(accuracy_budget, evaluate)
     check_can_write(out, force, inputs=[fp32])
