@@ -317,7 +317,7 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
     if q.ort is not None:
         evaluate = accuracy_on(config.data.eval, config.data.recipe) if _measures_accuracy(ctx) else None
         options["ort"] = {"settings": _ort_settings(ctx), "auto": q.auto, "accuracy_budget": q.accuracy_budget,
-                          "evaluate": evaluate, "log": ctx.log}
+                          "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log}
     if q.tflite is not None:
         options["tflite"] = {"float_io": q.tflite.float_io}
     return options

@@ -131,9 +131,11 @@ def meet_accuracy_budget(
     budget: float,
     candidates: list[str],
     log: Callable[[str], None] = print,
+    key: str = "--accuracy-budget",
 ) -> dict[str, Any]:
     """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32;
-    ``quantize(excluded)`` returns the file it wrote. The outcome names the file that met it."""
+    ``quantize(excluded)`` returns the file it wrote. The outcome names the file that met it; ``key``
+    names the setting in the error (the flag, or the pipeline file's key)."""
     excluded: list[str] = []
     history = []
     step = 1
@@ -147,7 +149,7 @@ def meet_accuracy_budget(
         remaining = [c for c in candidates if c not in excluded]
         if not remaining:
             raise EdgekitError(
-                f"--accuracy-budget {budget}: not met even with every weighted layer in float "
+                f"{key} {budget}: not met even with every weighted layer in float "
                 f"(INT8 top-1 {top1:.2f}% vs FP32 {fp32_accuracy:.2f}%)"
             )
         excluded = excluded + remaining[:step]

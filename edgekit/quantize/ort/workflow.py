@@ -52,6 +52,7 @@ def quantize_ort_workflow(
     auto: bool = False,
     accuracy_budget: float | None = None,
     evaluate: Accuracy | None = None,
+    budget_key: str = "--accuracy-budget",
     sensitivity: bool = True,
     calibration_info: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
@@ -62,9 +63,10 @@ def quantize_ort_workflow(
     log: Callable[[str], None] = print,
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
-    (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given."""
+    (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.
+    ``budget_key`` names the budget in errors: ``--accuracy-budget``, or the pipeline file's key."""
     fp32, out = Path(fp32), Path(out)
-    check_budget(accuracy_budget, evaluate)
+    check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
     settings = (settings or OrtQuantSettings()).for_host()
     model = model if model is not None else load_onnx(fp32)
@@ -103,7 +105,7 @@ def quantize_ort_workflow(
             candidates = [c for c in budget_candidates(model, ranking) if c not in excluded]
             outcome = meet_accuracy_budget(
                 lambda nodes: first if not nodes else quantize(settings, excluded + nodes, work / f"budget{len(nodes)}.onnx"),
-                evaluate, fp32_top1, accuracy_budget, candidates, log)
+                evaluate, fp32_top1, accuracy_budget, candidates, log, budget_key)
             final, top1 = outcome.pop("path"), outcome["top1"]
             excluded += outcome["excluded"]
             extra["accuracy_budget"] = {"budget": accuracy_budget, "fp32_top1": fp32_top1, **outcome}
