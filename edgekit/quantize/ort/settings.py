@@ -86,6 +86,8 @@ def resolve_settings(
 ) -> OrtQuantSettings:
     """Host default <- ``target``'s ``onnxruntime`` section (reduce_range by its ISA) <- ``explicit``
     (an ``OrtQuantSettings``: the keys it set; a mapping: its non-None values)."""
+    if isinstance(target, (str, Path)):
+        raise TypeError("resolve_settings takes a loaded profile (edgekit.targets.load_target(name)), not a name")
     values = host_defaults().as_dict()
     if target is not None:
         values.update(target.ort_settings)
