@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"conversion took {result.timings['total_s']:.1f} s; ops left in float: {', '.join(result.float_ops) or 'none'}")
         return 0
     if result.sensitivity:
-        worst = ", ".join(f"{r['node']} ({r['sqnr_db']} dB)" for r in result.sensitivity[:3])
+        worst = ", ".join(f"{r['node'] or r['tensor']} ({r['sqnr_db']} dB)" for r in result.sensitivity[:3])
         print(f"most sensitive layers (SQNR, lower is worse): {worst}")
     print(f"{len(result.nodes_excluded)} node(s) kept in float")
     if "top1" in result.details:

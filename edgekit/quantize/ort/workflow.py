@@ -119,8 +119,8 @@ def quantize_ort_workflow(
     result = QuantizeResult(
         backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
         calibration=calibration_info or {"num_samples": int(len(feed.tensors))}, nodes_excluded=excluded,
-        timings=timings, sensitivity=ranking, sensitivity_note=note if sensitivity else None,
-        warnings=[note] if note and sensitivity and settings.format == "QDQ" else [], details=extra,
+        timings=timings, sensitivity=ranking, sensitivity_note=note,
+        warnings=[note] if note and settings.format == "QDQ" else [], details=extra,  # a QDQ ranking that failed
     )
     for warning in result.warnings:
         log(f"warning: {warning}")
