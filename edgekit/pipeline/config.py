@@ -16,6 +16,7 @@ from edgekit.cli.bench_cmd import MAX_RUNS
 from edgekit.cli.common import MAX_INPUT_ELEMENTS
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import MAX_THREADS
+from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.yamlfile import read_yaml_mapping, validate
 
 
@@ -57,6 +58,7 @@ Temperature = Annotated[Positive, _at_most(1e4)]
 Runs = Annotated[AtLeastOne, _at_most(MAX_RUNS)]
 Warmup = Annotated[NonNegative, _at_most(MAX_RUNS)]
 Threads = Annotated[AtLeastOne, _at_most(MAX_THREADS)]
+TopOnePoints = Annotated[float, _must_be(lambda v: 0 <= v <= 100, "between 0 and 100 top-1 points")]
 RunName = Annotated[str, _must_be(lambda v: bool(v) and v not in (".", "..") and "/" not in v and "\\" not in v
                                   and "\0" not in v, "a plain folder name (no path separators), as runs/<name>")]
 
@@ -109,15 +111,6 @@ class DistillConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
-class OrtQuantConfig(_Strict):
-    format: Literal["QDQ", "QOperator"] | None = None
-    activation_type: Literal["uint8", "int8"] | None = None
-    weight_type: Literal["int8", "uint8"] | None = None
-    per_channel: bool | None = None
-    reduce_range: bool | None = None
-    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] | None = None
-
-
 class TfliteQuantConfig(_Strict):
     float_io: bool = False
 
@@ -125,8 +118,11 @@ class TfliteQuantConfig(_Strict):
 class QuantizeConfig(_Strict):
     num_samples: AtLeastOne = 200
     seed: Seed = 0
-    ort: OrtQuantConfig | None = Field(default_factory=OrtQuantConfig)
+    # the keys it sets override the first bench target's profile (OrtQuantSettings.explicit)
+    ort: OrtQuantSettings | None = Field(default_factory=OrtQuantSettings)
     tflite: TfliteQuantConfig | None = Field(default_factory=TfliteQuantConfig)
+    accuracy_budget: TopOnePoints | None = None  # ORT: keep the worst layers in float until within it, on data.eval
+    auto: bool = False  # ORT: measure the candidate settings on this machine, keep the fastest within budget
 
 
 class HostConfig(_Strict):

@@ -292,19 +292,29 @@ def export(config: PipelineConfig, model_path: Path, out: Path) -> Path:
     return out
 
 
-def _quantized_names(onnx_path: Path) -> tuple[Path, Path]:
+def _quantized_name(onnx_path: Path, suffix: str) -> Path:
+    """``fp32.onnx`` -> ``int8<suffix>``, ``pruned.fp32.onnx`` -> ``pruned.int8<suffix>``."""
     stem = onnx_path.name[: -len(".onnx")]
     stem = stem[: -len(".fp32")] if stem.endswith(".fp32") else "" if stem == "fp32" else stem
     prefix = f"{stem}." if stem else ""
-    return onnx_path.with_name(f"{prefix}int8.onnx"), onnx_path.with_name(f"{prefix}int8.tflite")
+    return onnx_path.with_name(f"{prefix}int8{suffix}")
 
 
 def _ort_settings(ctx: StepContext) -> Any:
-    """ORT settings after the first bench target's defaults and the host's (what quantization uses)."""
+    """ORT settings: host default <- the first bench target's profile <- the keys ``quantize.ort`` sets."""
     from edgekit.quantize.ort import resolve_settings
+    from edgekit.targets import load_target
 
-    targets = ctx.config.bench.targets
-    return resolve_settings(_target_file(ctx, targets[0]) if targets else None, ctx.config.quantize.ort.model_dump())
+    config = ctx.config
+    targets = config.bench.targets
+    profile = load_target(targets[0], ctx.targets_dir) if targets else None
+    return resolve_settings(profile, config.quantize.ort, origin="quantize.ort")
+
+
+def _measures_accuracy(ctx: StepContext) -> bool:
+    """``accuracy_budget`` and ``auto`` evaluate candidates on ``data.eval``."""
+    q = ctx.config.quantize
+    return q.ort is not None and (q.accuracy_budget is not None or q.auto)
 
 
 def reads_quantize(ctx: StepContext) -> dict[str, Any]:
@@ -312,16 +322,34 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
     reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"),
              **versions("onnx", "onnxruntime")}
     if q.ort is not None:
-        reads["ort"] = _ort_settings(ctx).as_dict()
+        reads |= {"ort": _ort_settings(ctx).as_dict(), "accuracy_budget": q.accuracy_budget, "auto": q.auto}
+    if _measures_accuracy(ctx):
+        reads["eval_data"] = _data(ctx.config, "eval")
+    if q.ort is not None and q.auto:  # the fastest candidate is this machine's
+        reads["machine"] = _this_machine("machine", "cpu_model", "cpu_count", "isa_flags")
     if q.tflite is not None:
         reads |= {"tflite": q.tflite.model_dump(), **versions("onnx2tf", "tensorflow", "tf-keras")}
     return reads
 
 
+def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
+    """Each configured backend (a section set to null is skipped) with the options its function takes."""
+    from edgekit.quantize.accuracy import accuracy_on
+
+    config, q = ctx.config, ctx.config.quantize
+    options: dict[str, dict[str, Any]] = {}
+    if q.ort is not None:
+        evaluate = accuracy_on(config.data.eval, config.data.recipe) if _measures_accuracy(ctx) else None
+        options["ort"] = {"settings": _ort_settings(ctx), "auto": q.auto, "accuracy_budget": q.accuracy_budget,
+                          "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log}
+    if q.tflite is not None:
+        options["tflite"] = {"float_io": q.tflite.float_io}
+    return options
+
+
 def quantize_all(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
     from edgekit.data import calibration_tensors
-    from edgekit.quantize.ort import quantize_ort
-    from edgekit.quantize.tflite import quantize_tflite
+    from edgekit.quantize.registry import get_backend
 
     config, log = ctx.config, ctx.log
     q = config.quantize
@@ -329,18 +357,12 @@ def quantize_all(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
     info = {"source": config.data.calib, "recipe": config.data.recipe, "num_samples": int(len(calib)), "seed": q.seed}
     outputs: list[Path] = []
     for onnx_path in onnx_files:
-        ort_out, tflite_out = _quantized_names(onnx_path)
-        if q.ort is not None:
-            settings = _ort_settings(ctx)
-            log(f"[quantize] {onnx_path.name} -> {ort_out.name} ({settings.label()})")
-            quantize_ort(onnx_path, ort_out, calib, settings, calibration_info=info, force=True)
-            outputs.append(ort_out)
-        if q.tflite is not None:
-            log(f"[quantize] {onnx_path.name} -> {tflite_out.name} (+ FP32 reference)")
-            result = quantize_tflite(onnx_path, tflite_out, calib, float_io=q.tflite.float_io, force=True,
-                                     calibration_info=info)
-            outputs.append(tflite_out)
-            outputs.append(Path(result["paths"]["fp32"]))
+        for name, options in _backend_options(ctx).items():
+            backend = get_backend(name)
+            out = _quantized_name(onnx_path, backend.suffix)
+            log(f"[quantize] {onnx_path.name} -> {out.name} ({backend.label})")
+            result = backend.load()(onnx_path, out, calib, calibration_info=info, force=True, **options)
+            outputs.extend(result.artifacts())
     return outputs
 
 

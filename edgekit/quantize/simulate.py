@@ -8,7 +8,7 @@ activation sensitivity in the report.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -25,9 +25,23 @@ class Quantized:
         return float(np.mean((np.asarray(original, np.float64) - self.dequantized) ** 2))
 
     def sqnr_db(self, original: np.ndarray) -> float:
-        noise = self.mse(original)
-        signal = float(np.mean(np.asarray(original, np.float64) ** 2))
-        return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+        return sqnr_db(original, self.dequantized)
+
+
+def sqnr_db(reference: Any, approximation: Any) -> float:
+    """Signal-to-quantization-noise ratio in dB (higher is better; inf when identical). Both sides may
+    be arrays or equal-length sequences of arrays (one per sample), compared as one signal."""
+    ref = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in _as_list(reference)])
+    approx = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in _as_list(approximation)])
+    if ref.shape != approx.shape:
+        raise ValueError(f"cannot compare {ref.size} values with {approx.size}")
+    noise = float(np.mean((ref - approx) ** 2))
+    signal = float(np.mean(ref ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def _as_list(x: Any) -> list[Any]:
+    return [x] if isinstance(x, np.ndarray) else list(x)
 
 
 def _reduce_axes(x: np.ndarray, axis: int | None) -> tuple[int, ...] | None:
@@ -99,15 +113,21 @@ def _nearest(x: np.ndarray, levels: np.ndarray) -> Quantized:
     return Quantized(index.astype(np.int64), levels[index], levels=levels)
 
 
+def weight_errors(weights: Iterable[tuple[str, np.ndarray, int]], bits: int = 8,
+                  per_channel: bool = True) -> list[dict[str, Any]]:
+    """SQNR (dB) and MSE of symmetric ``bits``-bit quantization of named weights, each given with its
+    output-channel axis, worst first: the weight side of the sensitivity report, for any framework."""
+    rows = []
+    for name, weight, axis in weights:
+        weight = np.asarray(weight, np.float64)
+        q = uniform(weight, bits, symmetric=True, axis=axis if per_channel else None)
+        rows.append({"layer": name, "sqnr_db": round(q.sqnr_db(weight), 2), "mse": q.mse(weight)})
+    return sorted(rows, key=lambda r: r["sqnr_db"])
+
+
 def weight_quantization_error(model: Any, bits: int = 8, per_channel: bool = True) -> list[dict[str, Any]]:
-    """SQNR (dB) of symmetric ``bits``-bit weight quantization for every conv/linear layer of a torch
-    module, worst first: the weight side of the sensitivity report."""
+    """``weight_errors`` for every conv/linear layer of a torch module."""
     import torch
 
-    rows = []
-    for name, module in model.named_modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            weight = module.weight.detach().cpu().numpy()
-            q = uniform(weight, bits, symmetric=True, axis=0 if per_channel else None)
-            rows.append({"layer": name, "sqnr_db": round(q.sqnr_db(weight), 2), "mse": q.mse(weight)})
-    return sorted(rows, key=lambda r: r["sqnr_db"])
+    return weight_errors(((name, module.weight.detach().cpu().numpy(), 0) for name, module in model.named_modules()
+                          if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))), bits, per_channel)

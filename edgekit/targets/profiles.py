@@ -14,20 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edgekit.errors import EdgekitError
+from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.yamlfile import load_validated
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class OrtSection(_Strict):
-    format: Literal["QDQ", "QOperator"] = "QDQ"
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = True
-    reduce_range: bool | None = None  # None: 7-bit weights exactly where U8S8 saturates (see quantize.ort.settings)
-    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
 
 
 # Bounds, and why. cores: 1..1024, the most CPUs Linux boards and phones report (a larger number
@@ -66,7 +58,7 @@ class TargetProfile(_Strict):
     cores: int = Field(ge=1, le=1024)
     threads: int = Field(ge=1, le=1024)
     runtimes: list[Literal["onnxruntime", "tflite"]]
-    onnxruntime: OrtSection = Field(default_factory=OrtSection)
+    onnxruntime: OrtQuantSettings = Field(default_factory=OrtQuantSettings)  # reduce_range omitted: by arch/isa_features
     tflite: TfliteSection = Field(default_factory=TfliteSection)
     pruning: PruningSection = Field(default_factory=PruningSection)
     ssh: SshSection | None = None
@@ -90,12 +82,8 @@ class TargetProfile(_Strict):
 
     @property
     def ort_settings(self) -> dict[str, Any]:
-        from edgekit.quantize.ort.settings import u8s8_saturates
-
-        settings = self.onnxruntime.model_dump()
-        if settings["reduce_range"] is None:
-            settings["reduce_range"] = u8s8_saturates(self.arch, self.isa_features)
-        return settings
+        """The ``onnxruntime`` section with ``reduce_range`` decided by this profile's CPU."""
+        return self.onnxruntime.for_isa(self.arch, self.isa_features).as_dict()
 
 
 def shipped_dir() -> Path:

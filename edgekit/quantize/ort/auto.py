@@ -10,17 +10,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-
 from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.runtime import open_runner, time_loop
 
+def _candidate(format: str, activation_type: str, per_channel: bool = True, reduce_range: bool = False) -> OrtQuantSettings:
+    return OrtQuantSettings(format=format, activation_type=activation_type, weight_type="int8",
+                            per_channel=per_channel, reduce_range=reduce_range)
+
+
 CANDIDATES = (
-    OrtQuantSettings("QDQ", "uint8", "int8", True),
-    OrtQuantSettings("QDQ", "uint8", "int8", True, reduce_range=True),  # the cure for U8S8 saturation without VNNI
-    OrtQuantSettings("QDQ", "int8", "int8", True),
-    OrtQuantSettings("QOperator", "uint8", "int8", True),
-    OrtQuantSettings("QOperator", "int8", "int8", True),
-    OrtQuantSettings("QDQ", "uint8", "int8", False),
+    _candidate("QDQ", "uint8"),
+    _candidate("QDQ", "uint8", reduce_range=True),  # the cure for U8S8 saturation without VNNI
+    _candidate("QDQ", "int8"),
+    _candidate("QOperator", "uint8"),
+    _candidate("QOperator", "int8"),
+    _candidate("QDQ", "uint8", per_channel=False),
 )
 
 

@@ -1,20 +1,19 @@
-"""ONNX Runtime static INT8: pre-processing, calibration on prepared tensors, QDQ or QOperator."""
+"""ONNX Runtime static INT8, one quantization: pre-processing, calibration on prepared tensors,
+QDQ or QOperator, into a scratch file. The workflow (``workflow.py``) decides which and writes the
+artifact and its manifest."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
-from edgekit.inspect import load_onnx
-from edgekit.manifest import derive_manifest, write_manifest
-from edgekit.quantize.ort.settings import OrtQuantSettings, host_defaults
+from edgekit.quantize.ort.settings import OrtQuantSettings
 
 
 class _TensorReader:
@@ -42,84 +41,92 @@ class _TensorReader:
         self.position = 0
 
 
-def check_calibration_shape(onnx_path: str | Path, tensors: np.ndarray) -> tuple[str, list[Any]]:
-    """The model's input name and shape; calibration tensors must match it per item."""
-    model = load_onnx(onnx_path)
+@dataclasses.dataclass(frozen=True)
+class CalibrationFeed:
+    """The model's one float image input and the calibration tensors that fit it (whole batches)."""
+
+    input_name: str
+    dims: list[Any]
+    tensors: np.ndarray
+    batch: int
+
+
+def calibration_feed(model: Any, tensors: np.ndarray, label: str | Path) -> CalibrationFeed:
+    """Check ``tensors`` against the (already checked) ONNX ``model``'s input; ``label`` names it in errors."""
     initializers = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(graph_inputs) != 1:
-        raise EdgekitError(f"{onnx_path}: the model has {len(graph_inputs)} inputs; calibration feeds one image input")
+        raise EdgekitError(f"{label}: the model has {len(graph_inputs)} inputs; calibration feeds one image input")
     graph_input = graph_inputs[0]
     if graph_input.type.tensor_type.elem_type != 1:  # onnx.TensorProto.FLOAT
         import onnx
 
         dtype = onnx.TensorProto.DataType.Name(graph_input.type.tensor_type.elem_type).lower()
-        raise EdgekitError(f"{onnx_path}: input {graph_input.name!r} is {dtype}; INT8 quantization calibrates a "
+        raise EdgekitError(f"{label}: input {graph_input.name!r} is {dtype}; INT8 quantization calibrates a "
                            "float32 image input")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     if tensors.ndim != len(dims) or any(d is not None and d != t for d, t in zip(dims[1:], tensors.shape[1:])):
         raise EdgekitError(
-            f"{onnx_path}: model input {graph_input.name!r} has shape {dims}, calibration tensors have "
+            f"{label}: model input {graph_input.name!r} has shape {dims}, calibration tensors have "
             f"{list(tensors.shape[1:])} per item (check --recipe)"
         )
     if len(tensors) == 0:
-        raise EdgekitError(f"{onnx_path}: no calibration tensors")
-    return graph_input.name, dims
+        raise EdgekitError(f"{label}: no calibration tensors")
+    batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
+    if len(tensors) < batch:
+        raise EdgekitError(f"{label}: the model takes batches of {batch}, there are only {len(tensors)} calibration tensors")
+    usable = tensors[: len(tensors) - len(tensors) % batch] if batch > 1 else tensors
+    return CalibrationFeed(graph_input.name, dims, usable, batch)
 
 
-def quantize_ort(
-    onnx_in: str | Path,
-    onnx_out: str | Path,
-    calib: np.ndarray,
-    settings: OrtQuantSettings | None = None,
-    *,
-    nodes_to_exclude: Sequence[str] = (),
-    calibration_info: dict[str, Any] | None = None,
-    force: bool = False,
-    progress: bool = True,
-    extra_stage: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Quantize ``onnx_in`` to ``onnx_out`` (default settings: this host's); returns the manifest stage."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def preprocess(onnx_in: str | Path, work: Path) -> Path:
+    """ORT's pre-processing (shape inference, graph optimisation), once per model: every
+    quantization of a search starts from the same prepared graph."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    settings = (settings or host_defaults()).validate()
-    check_can_write(onnx_out, force, inputs=[onnx_in])
-    input_name, dims = check_calibration_shape(onnx_in, calib)
-    batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
-    usable = calib[: len(calib) - len(calib) % batch] if batch > 1 else calib
-    started = time.perf_counter()
-    with work_dir(onnx_out) as work, atomic_path(onnx_out, force) as tmp:
-        prepared = Path(work) / "prepared.onnx"
-        with _quiet():
+    prepared = Path(work) / "prepared.onnx"
+    with _quiet():
+        try:
+            quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference fails on some graphs; ORT's own fallback
             try:
-                quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=False)
-            except Exception:  # symbolic shape inference fails on some graphs; ORT's own fallback
                 quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
-            try:
-                quantize_static(
-                    str(prepared), str(tmp), _TensorReader(input_name, usable, batch, progress),
-                    quant_format=QuantFormat.QDQ if settings.format == "QDQ" else QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8 if settings.weight_type == "int8" else QuantType.QUInt8,
-                    per_channel=settings.per_channel,
-                    reduce_range=settings.reduce_range,
-                    calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
-                    nodes_to_exclude=list(nodes_to_exclude),
-                    extra_options={"CalibMovingAverage": False},
-                )
-            except EdgekitError:
-                raise
             except Exception as exc:
-                raise EdgekitError(f"{onnx_in}: ONNX Runtime quantization failed ({first_line(exc)})") from exc
-    stage = {
-        "stage": "quantize", "backend": "ort", **settings.as_dict(), "label": settings.label(),
-        "nodes_excluded": list(nodes_to_exclude), "calibration": calibration_info or {"num_samples": len(usable)},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    stage.update(extra_stage or {})
-    write_manifest(onnx_out, derive_manifest(onnx_in, onnx_out, stage))
-    return stage
+                raise EdgekitError(f"{onnx_in}: ONNX Runtime pre-processing failed ({first_line(exc)})") from exc
+    return prepared
+
+
+def quantize_prepared(
+    prepared: Path,
+    out: Path,
+    feed: CalibrationFeed,
+    settings: OrtQuantSettings,
+    nodes_to_exclude: Sequence[str] = (),
+    progress: bool = False,
+    label: str | Path = "",
+) -> Path:
+    """Calibrate and quantize a pre-processed model into ``out`` (a scratch path: no manifest)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    settings = settings.for_host()
+    with _quiet():
+        try:
+            quantize_static(
+                str(prepared), str(out), _TensorReader(feed.input_name, feed.tensors, feed.batch, progress),
+                quant_format=QuantFormat.QDQ if settings.format == "QDQ" else QuantFormat.QOperator,
+                activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8 if settings.weight_type == "int8" else QuantType.QUInt8,
+                per_channel=settings.per_channel,
+                reduce_range=bool(settings.reduce_range),
+                calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
+                nodes_to_exclude=list(nodes_to_exclude),
+                extra_options={"CalibMovingAverage": False},
+            )
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise EdgekitError(f"{label or prepared}: ONNX Runtime quantization failed ({first_line(exc)})") from exc
+    return out
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
-from edgekit.inspect import load_onnx
+from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize import simulate
+from edgekit.quantize.ort.settings import OrtQuantSettings
 
 
 class _Reader:
@@ -30,14 +31,21 @@ class _Reader:
         return self.items
 
 
-def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.ndarray) -> list[dict[str, Any]]:
-    """Layers ranked worst first: ``{"node", "op", "tensor", "sqnr_db"}`` for float-model tensors."""
+def layer_sensitivity(model: Any, fp32_path: str | Path, qdq_path: str | Path,
+                      samples: np.ndarray) -> list[dict[str, Any]]:
+    """Layers ranked worst first: ``{"node", "op", "tensor", "sqnr_db", "weight_sqnr_db"}`` for the
+    tensors of the (already checked) float ``model`` at ``fp32_path``.
+
+    The SQNR is computed here from ``create_activation_matching``'s pairs, not by ORT's
+    ``compute_activation_error``: that helper indexes ``match["float"]`` for every QDQ tensor, and
+    the QDQ model has tensors the float model lacks (ORT's pre-processing inlines HardSwish into
+    HardSigmoid+Mul, named ``_inlfunc_HardSwish_*``), so on MobileNetV3 it raised ``KeyError: 'float'``.
+    Such tensors have no float twin to compare with and are skipped.
+    """
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, compute_activation_error, create_activation_matching,
-        modify_model_output_intermediate_tensors,
+        collect_activations, create_activation_matching, modify_model_output_intermediate_tensors,
     )
 
-    model = load_onnx(fp32_path)
     input_name = next(i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer})
     producers = {out: node for node in model.graph.node for out in node.output}
     with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as work, contextlib.redirect_stdout(io.StringIO()):
@@ -47,14 +55,15 @@ def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.n
         modify_model_output_intermediate_tensors(str(qdq_path), qdq_aug)
         float_acts = collect_activations(float_aug, _Reader(input_name, samples))
         qdq_acts = collect_activations(qdq_aug, _Reader(input_name, samples))
-        errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+        matching = create_activation_matching(qdq_acts, float_acts)
     weight_sqnr = _weight_sqnr(model)
     ranked = []
-    for tensor, err in errors.items():
+    for tensor, match in matching.items():
         node = producers.get(tensor)
-        if node is None or "xmodel_err" not in err:
+        float_side, qdq_side = match.get("float"), match.get("post_qdq")
+        if node is None or float_side is None or qdq_side is None:
             continue
-        value = float(err["xmodel_err"])
+        value = simulate.sqnr_db(float_side, qdq_side)
         ranked.append({"node": node.name, "op": node.op_type, "tensor": tensor,
                        "sqnr_db": round(value, 2) if np.isfinite(value) else None,
                        "weight_sqnr_db": weight_sqnr.get(node.name)})
@@ -62,30 +71,37 @@ def layer_sensitivity(fp32_path: str | Path, qdq_path: str | Path, samples: np.n
     return ranked
 
 
-def _weight_sqnr(model: Any) -> dict[str, float]:
-    """Per-node SQNR of 8-bit symmetric per-channel weight quantization (edgekit.quantize.simulate):
-    the weight side of the sensitivity, next to the activation side measured above."""
+def ranking_or_reason(model: Any, fp32_path: str | Path, qdq_path: str | Path, samples: np.ndarray,
+                      settings: OrtQuantSettings) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """``layer_sensitivity``, or None and why: the ranking is a diagnosis and must never cost the
+    user a quantization that succeeded, so any failure in ORT's debugging helpers becomes a reason."""
+    if settings.format != "QDQ":
+        return None, f"not ranked: {settings.format} models have no QDQ pairs to compare"
+    try:
+        return layer_sensitivity(model, fp32_path, qdq_path, samples), None
+    except Exception as exc:  # noqa: BLE001 - ORT's debugging helpers fail in library-specific ways
+        return None, f"per-layer sensitivity not computed ({type(exc).__name__}: {first_line(exc)})"
+
+
+def _weight_sqnr(model: Any) -> dict[str, float | None]:
+    """Per-node SQNR of 8-bit symmetric per-channel weight quantization (``simulate.weight_errors``)."""
     from onnx import numpy_helper
 
-    from edgekit.quantize import simulate
-
     weights = {i.name: i for i in model.graph.initializer}
-    result = {}
+    named = []
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in weights:
-            w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+            w = numpy_helper.to_array(weights[node.input[1]])
             if w.ndim >= 2:
-                axis = 0 if node.op_type != "MatMul" else 1
-                value = simulate.uniform(w, 8, symmetric=True, axis=axis).sqnr_db(w)
-                result[node.name] = round(value, 2) if np.isfinite(value) else None
-    return result
+                named.append((node.name, w, 0 if node.op_type != "MatMul" else 1))
+    return {r["layer"]: r["sqnr_db"] if np.isfinite(r["sqnr_db"]) else None for r in simulate.weight_errors(named)}
 
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _PASS_THROUGH = ("Relu", "Clip", "BatchNormalization", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid")
 
 
-def budget_candidates(fp32_path: str | Path, ranking: list[dict[str, Any]]) -> list[str]:
+def budget_candidates(model: Any, ranking: list[dict[str, Any]] | None) -> list[str]:
     """Every weighted layer, worst first: the order of ``--accuracy-budget``'s exclusions.
 
     ORT fuses Conv+Relu, so a convolution's error is measured at the activation after it; walk
@@ -93,11 +109,10 @@ def budget_candidates(fp32_path: str | Path, ranking: list[dict[str, Any]]) -> l
     debug model runs unfused kernels, so it cannot see, e.g., U8S8 saturation) come last, worst
     weight SQNR first, so that "every layer in float" really means every layer.
     """
-    model = load_onnx(fp32_path)
     producers = {out: node for node in model.graph.node for out in node.output}
     by_name = {node.name: node for node in model.graph.node}
     ordered: list[str] = []
-    for row in ranking:
+    for row in ranking or []:
         node = by_name.get(row["node"])
         while node is not None and node.op_type in _PASS_THROUGH and node.input:
             node = producers.get(node.input[0])
@@ -110,28 +125,31 @@ def budget_candidates(fp32_path: str | Path, ranking: list[dict[str, Any]]) -> l
 
 
 def meet_accuracy_budget(
-    quantize: Callable[[list[str]], None],
-    accuracy: Callable[[], float],
+    quantize: Callable[[list[str]], Path],
+    accuracy: Callable[[Path], float],
     fp32_accuracy: float,
     budget: float,
     candidates: list[str],
     log: Callable[[str], None] = print,
+    key: str = "--accuracy-budget",
 ) -> dict[str, Any]:
-    """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32."""
+    """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32;
+    ``quantize(excluded)`` returns the file it wrote. The outcome names the file that met it; ``key``
+    names the setting in the error (the flag, or the pipeline file's key)."""
     excluded: list[str] = []
     history = []
     step = 1
     while True:
-        quantize(excluded)
-        top1 = accuracy()
+        path = quantize(excluded)
+        top1 = accuracy(path)
         history.append({"excluded": len(excluded), "top1": top1})
         log(f"accuracy budget: {len(excluded)} layer(s) in float -> top-1 {top1:.2f}% (FP32 {fp32_accuracy:.2f}%)")
         if fp32_accuracy - top1 <= budget:
-            return {"met": True, "excluded": excluded, "top1": top1, "history": history}
+            return {"met": True, "excluded": excluded, "top1": top1, "history": history, "path": path}
         remaining = [c for c in candidates if c not in excluded]
         if not remaining:
             raise EdgekitError(
-                f"--accuracy-budget {budget}: not met even with every weighted layer in float "
+                f"{key} {budget}: not met even with every weighted layer in float "
                 f"(INT8 top-1 {top1:.2f}% vs FP32 {fp32_accuracy:.2f}%)"
             )
         excluded = excluded + remaining[:step]

@@ -1,47 +1,43 @@
-"""ONNX Runtime static-quantization settings, and where their defaults come from.
+"""ONNX Runtime static-quantization settings: one model for the profile, the pipeline and the CLI.
+
+``OrtQuantSettings`` *is* a target profile's ``onnxruntime:`` section, the pipeline file's
+``quantize.ort`` section and the source of ``edgekit quantize``'s ORT flags (``add_arguments``), so
+a new setting is declared once. Keys a source leaves out are not set (pydantic's
+``model_fields_set``), which is how resolution tells "omitted" from "chosen":
+host default <- target profile <- explicit values (pipeline section or command-line flags).
 
 Defaults follow ORT's own per-ISA advice and what was measured here: on x86-64 without VNNI
 (AMD EPYC, AVX2) U8 activations with S8 weights in QDQ format ran ResNet-18 at 1.8x FP32 speed,
 S8S8 QOperator at 0.22x; per-channel weights are the default because depthwise convolutions
-lose most of their accuracy per-tensor.
-
-The one default that depends on the CPU is ``reduce_range``. Without VNNI, ORT's U8S8 kernels sum
-pairs of u8*s8 products in 16 bits (VPMADDUBSW), which saturates when both weights of a pair are
-large: on such a host the digits CNN lost 4.5 points of top-1 (100 -> 95.5), all of it in the
-first convolution, and 7-bit weights (reduce_range) brought it back to 100. With VNNI or on ARM
-the products are summed in 32 bits and the eighth bit is free accuracy. So with no target the
-default follows this host; a target profile's ``onnxruntime:`` section overrides that, and any
-command-line flag overrides the profile.
+lose most of their accuracy per-tensor. The one CPU-dependent default is ``reduce_range`` (None =
+decided by the ISA, see :mod:`edgekit.isa`): 7-bit weights exactly where U8S8 saturates.
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Literal, Mapping, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import EdgekitError
-
-FORMATS = ("QDQ", "QOperator")
-TYPES = ("uint8", "int8")
-METHODS = ("MinMax", "Entropy", "Percentile")
+from edgekit.isa import host_u8s8_saturates, u8s8_saturates
+from edgekit.yamlfile import validate
 
 
-@dataclasses.dataclass
-class OrtQuantSettings:
-    format: str = "QDQ"
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    per_channel: bool = True
-    reduce_range: bool = False
-    calibrate_method: str = "MinMax"
+class OrtQuantSettings(BaseModel):
+    """ORT static INT8 settings; ``reduce_range=None`` means "decided by the CPU it runs on"."""
 
-    def validate(self, origin: str = "quantization settings") -> "OrtQuantSettings":
-        checks = (("format", FORMATS), ("activation_type", TYPES), ("weight_type", TYPES),
-                  ("calibrate_method", METHODS))
-        for key, allowed in checks:
-            if getattr(self, key) not in allowed:
-                raise EdgekitError(f"{origin}: key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        return self
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["QDQ", "QOperator"] = Field("QDQ", description="QDQ (portable, fast on U8S8) or QOperator")
+    activation_type: Literal["uint8", "int8"] = Field("uint8", description="activation integer type")
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="weight integer type")
+    per_channel: bool = Field(True, description="one weight scale per output channel")
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on where U8S8 saturates "
+                                                        "(x86-64 without VNNI), else off")
+    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = Field("MinMax", description="range estimator")
 
     def label(self) -> str:
         a = "U8" if self.activation_type == "uint8" else "S8"
@@ -50,27 +46,73 @@ class OrtQuantSettings:
         return f"{self.format} {a}{w} {weights}{'per-channel' if self.per_channel else 'per-tensor'}"
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+    def explicit(self) -> dict[str, Any]:
+        """Only what its source set (a ``reduce_range: null`` leaves the decision to the CPU)."""
+        return {k: v for k, v in self.model_dump(include=self.model_fields_set).items() if v is not None}
+
+    def for_isa(self, machine: str, isa_flags: Iterable[str]) -> "OrtQuantSettings":
+        """These settings with ``reduce_range`` decided for that CPU where it is left open."""
+        if self.reduce_range is not None:
+            return self
+        return self.model_copy(update={"reduce_range": u8s8_saturates(machine, isa_flags)})
+
+    def for_host(self) -> "OrtQuantSettings":
+        """These settings with ``reduce_range`` decided for this machine where it is left open."""
+        if self.reduce_range is not None:
+            return self
+        return self.model_copy(update={"reduce_range": host_u8s8_saturates()})
 
 
-def u8s8_saturates(machine: str, isa_flags: list[str] | set[str]) -> bool:
-    """True where ORT's U8S8 kernels add u8*s8 pairs in 16 bits: x86-64 without any VNNI."""
-    x86 = machine.lower() in ("x86_64", "amd64", "x86-64")
-    return x86 and not ({"avx512_vnni", "avx_vnni", "avx512vnni", "amx_int8"} & set(isa_flags))
+class HasOrtSettings(Protocol):
+    """A target profile, as far as resolution is concerned (no import of edgekit.targets here)."""
 
+    name: str
 
-def host_u8s8_saturates() -> bool:
-    """``u8s8_saturates`` for the machine this process runs on."""
-    import platform
-
-    from edgekit.runtime.device_runner import isa_flags
-
-    return u8s8_saturates(platform.machine(), isa_flags())
+    @property
+    def ort_settings(self) -> dict[str, Any]: ...
 
 
 def host_defaults() -> OrtQuantSettings:
     """The built-in default for quantizing to run on this very machine."""
-    return OrtQuantSettings(reduce_range=host_u8s8_saturates())
+    return OrtQuantSettings().for_host()
+
+
+def resolve_settings(
+    target: HasOrtSettings | None = None,
+    explicit: OrtQuantSettings | Mapping[str, Any] | None = None,
+    origin: str = "quantization settings",
+) -> OrtQuantSettings:
+    """Host default <- ``target``'s ``onnxruntime`` section (reduce_range by its ISA) <- ``explicit``
+    (an ``OrtQuantSettings``: the keys it set; a mapping: its non-None values)."""
+    if isinstance(target, (str, Path)):
+        raise TypeError("resolve_settings takes a loaded profile (edgekit.targets.load_target(name)), not a name")
+    values = host_defaults().as_dict()
+    if target is not None:
+        values.update(target.ort_settings)
+        origin = f"target {target.name}"
+    if isinstance(explicit, OrtQuantSettings):
+        values.update(explicit.explicit())
+    else:
+        values.update({k: v for k, v in (explicit or {}).items() if v is not None})
+    return validate(OrtQuantSettings, values, origin)
+
+
+def add_arguments(group: argparse._ActionsContainer) -> None:
+    """One command-line flag per field (``--activation-type``), choices from its ``Literal``."""
+    for name, field in OrtQuantSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
+        if kinds == [bool]:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        else:
+            group.add_argument(flag, choices=typing.get_args(field.annotation), default=None, help=field.description)
+
+
+def from_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given (``add_arguments``'s), as explicit values for ``resolve_settings``."""
+    return {name: getattr(args, name) for name in OrtQuantSettings.model_fields if getattr(args, name) is not None}
 
 
 def host_numerics_warning(artifact: str | Path) -> str | None:
@@ -90,17 +132,3 @@ def host_numerics_warning(artifact: str | Path) -> str | None:
         return (f"{Path(artifact).name}: U8S8 with 8-bit weights saturates on this x86-64 CPU without VNNI; "
                 "accuracy measured here can be lower than on a VNNI or ARM device (quantize with --reduce-range for this host)")
     return None
-
-
-def resolve_settings(target: str | None = None, overrides: dict[str, Any] | None = None) -> OrtQuantSettings:
-    """Host default <- target profile's ``onnxruntime`` section <- explicit overrides (None = unset)."""
-    values = host_defaults().as_dict()
-    origin = "built-in default"
-    if target:
-        from edgekit.targets import load_target
-
-        profile = load_target(target)
-        values.update(profile.ort_settings)
-        origin = f"target {profile.name}"
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None and k in values})
-    return OrtQuantSettings(**values).validate(origin)

@@ -9,8 +9,10 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError
+from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
-from edgekit.quantize.ort.quantizer import check_calibration_shape
+from edgekit.quantize.ort.quantizer import calibration_feed
+from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import check_runs, float_ops
 from edgekit.quantize.tflite.convert import to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras
@@ -36,8 +38,10 @@ def quantize_tflite(
     force: bool = False,
     progress: bool = True,
     calibration_info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference; returns what was done."""
+    model: Any = None,
+) -> QuantizeResult:
+    """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference (``paths["fp32"]``).
+    ``model``: the ONNX model already loaded and checked by the caller (else it is loaded here)."""
     output_path = Path(output_path)
     if output_path.suffix.lower() != ".tflite":
         raise EdgekitError(f"{output_path}: the output must end in .tflite")
@@ -45,12 +49,12 @@ def quantize_tflite(
     fp32_path = fp32_path_for(output_path)
     if write_fp32:
         check_can_write(fp32_path, force, inputs=[onnx_path])
-    check_calibration_shape(onnx_path, calib)
+    calibration_feed(model if model is not None else load_onnx(onnx_path), calib, onnx_path)
     if calib.ndim != 4:
         raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {calib.ndim}-D calibration tensors")
     calib_nhwc = np.ascontiguousarray(calib.transpose(0, 2, 3, 1), dtype=np.float32)
     timings: dict[str, float] = {}
-    written: dict[str, str] = {}
+    written: dict[str, Path] = {}
 
     def phase(name: str) -> None:
         if progress:
@@ -83,27 +87,27 @@ def quantize_tflite(
                     "(use --allow-float-ops to keep it anyway)"
                 )
             check_runs(tmp, str(output_path))
-        written["int8"] = str(output_path)
+        written["int8"] = output_path
         timings["total_s"] = time.perf_counter() - started
         if write_fp32:
             with atomic_path(fp32_path, force) as tmp:
                 tmp.write_bytes(fp32_bytes)
                 check_runs(tmp, str(fp32_path))
-            written["fp32"] = str(fp32_path)
+            written["fp32"] = fp32_path
 
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
-    stage = {
-        "stage": "quantize", "backend": "tflite", "label": "TFLite full-integer INT8" + (" (float I/O)" if float_io else ""),
-        "full_integer": not leftovers, "float_ops": leftovers, "float_io": float_io, "per_channel": per_channel,
-        "calibration": calibration_info or {"num_samples": int(len(calib))},
-        "ops": int_info["ops"], "seconds": {k: round(v, 2) for k, v in timings.items()}, "converter": "edgekit-fast",
-    }
+    result = QuantizeResult(
+        backend="tflite", label="TFLite full-integer INT8" + (" (float I/O)" if float_io else ""), paths=written,
+        settings={"float_io": float_io, "per_channel": per_channel}, calibration=calibration_info or {"num_samples": int(len(calib))},
+        full_integer=not leftovers, float_ops=leftovers, timings=timings,
+        details={"ops": int_info["ops"], "converter": "edgekit-fast"},
+    )
     io_spec = {"layout": "NHWC", "dtype": int_info["inputs"][0]["dtype"]}
     if "quantization" in int_info["inputs"][0]:
         io_spec["quantization"] = int_info["inputs"][0]["quantization"]
-    write_manifest(output_path, derive_manifest(onnx_path, output_path, stage, input_spec=io_spec,
+    write_manifest(output_path, derive_manifest(onnx_path, output_path, result.stage(), input_spec=io_spec,
                                                 outputs=int_info["outputs"]))
     if write_fp32:
         fp32_info = inspect_tflite(fp32_path)
@@ -112,4 +116,4 @@ def quantize_tflite(
         write_manifest(fp32_path, derive_manifest(onnx_path, fp32_path, fp32_stage,
                                                   input_spec={"layout": "NHWC", "dtype": "float32"},
                                                   outputs=fp32_info["outputs"]))
-    return {"paths": written, "timings": timings, "float_ops": leftovers, "stage": stage}
+    return result

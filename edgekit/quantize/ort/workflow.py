@@ -1,0 +1,144 @@
+"""ORT quantization as the CLI and the pipeline both run it: optional ``auto`` choice of settings,
+one quantization, the per-layer sensitivity ranking (once), the optional accuracy-budget search,
+then the artifact and its manifest written once.
+
+Everything happens in a scratch folder beside the output (pre-processing once, every candidate and
+budget step there); only the final model is renamed into place, so an interrupted search leaves
+nothing half-written. The FP32 model is loaded and checked once (``onnx.checker``), here or by
+the caller (``model=``).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgekit.atomic import atomic_path, check_can_write, work_dir
+from edgekit.errors import EdgekitError
+from edgekit.inspect import load_onnx
+from edgekit.manifest import derive_manifest, write_manifest
+from edgekit.quantize.ort import auto as auto_mod
+from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
+from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
+from edgekit.quantize.ort.settings import OrtQuantSettings
+from edgekit.quantize.result import QuantizeResult
+
+Accuracy = Callable[[Path], float]  # top-1 (%) of a model file, e.g. edgekit.quantize.accuracy.accuracy_on
+SENSITIVITY_SAMPLES = 8  # activations of the float and the QDQ model are captured on this many inputs
+AUTO_DEFAULT_BUDGET = 1.0  # top-1 points ``auto`` may lose when no budget is given
+
+
+def check_budget(accuracy_budget: float | None, evaluate: Accuracy | None, key: str = "--accuracy-budget") -> None:
+    """A budget is a number of top-1 points in [0, 100] and needs something to measure accuracy with."""
+    if accuracy_budget is None:
+        return
+    if not math.isfinite(accuracy_budget) or not 0 <= accuracy_budget <= 100:
+        raise EdgekitError(f"{key}: must be between 0 and 100 top-1 points, got {accuracy_budget}")
+    if evaluate is None:
+        raise EdgekitError(f"{key}: needs --eval DATA to measure accuracy on")
+
+
+def quantize_ort_workflow(
+    fp32: str | Path,
+    out: str | Path,
+    calib: np.ndarray,
+    settings: OrtQuantSettings | None = None,
+    *,
+    exclude: Sequence[str] = (),
+    auto: bool = False,
+    accuracy_budget: float | None = None,
+    evaluate: Accuracy | None = None,
+    budget_key: str = "--accuracy-budget",
+    sensitivity: bool = True,
+    calibration_info: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    model: Any = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> QuantizeResult:
+    """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
+    (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.
+    ``budget_key`` names the budget in errors: ``--accuracy-budget``, or the pipeline file's key."""
+    fp32, out = Path(fp32), Path(out)
+    check_budget(accuracy_budget, evaluate, budget_key)
+    check_can_write(out, force, inputs=[fp32])
+    settings = (settings or OrtQuantSettings()).for_host()
+    model = model if model is not None else load_onnx(fp32)
+    feed = calibration_feed(model, calib, fp32)
+    extra: dict[str, Any] = dict(details or {})
+    excluded = list(exclude)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with work_dir(out) as work:
+        prepared = preprocess(fp32, work)
+
+        def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False) -> Path:
+            return quantize_prepared(prepared, path, feed, chosen, nodes, progress=show, label=fp32)
+
+        if auto:
+            table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
+                                    accuracy_budget if accuracy_budget is not None else AUTO_DEFAULT_BUDGET,
+                                    threads, log)
+            log(auto_mod.render(table))
+            if table["winner"] is None:
+                raise EdgekitError("--auto: no INT8 candidate stayed within the accuracy budget")
+            settings = table["winner"]["settings"]
+            extra["auto"] = [{k: v for k, v in r.items() if k != "settings"} for r in table["rows"]]
+            timings["auto_s"] = time.perf_counter() - started
+        first = quantize(settings, excluded, work / "int8.onnx", progress)
+        timings["quantize_s"] = time.perf_counter() - started - timings.get("auto_s", 0.0)
+        final, top1 = first, None
+        ranking, note = None, None
+        if sensitivity or (accuracy_budget is not None and not auto):
+            t0 = time.perf_counter()
+            ranking, note = ranking_or_reason(model, fp32, first, calib[:SENSITIVITY_SAMPLES], settings)
+            timings["sensitivity_s"] = time.perf_counter() - t0
+        if accuracy_budget is not None and not auto:
+            assert evaluate is not None  # check_budget
+            fp32_top1 = evaluate(fp32)
+            candidates = [c for c in budget_candidates(model, ranking) if c not in excluded]
+            outcome = meet_accuracy_budget(
+                lambda nodes: first if not nodes else quantize(settings, excluded + nodes, work / f"budget{len(nodes)}.onnx"),
+                evaluate, fp32_top1, accuracy_budget, candidates, log, budget_key)
+            final, top1 = outcome.pop("path"), outcome["top1"]
+            excluded += outcome["excluded"]
+            extra["accuracy_budget"] = {"budget": accuracy_budget, "fp32_top1": fp32_top1, **outcome}
+        elif evaluate is not None:
+            top1 = evaluate(first)
+        if top1 is not None:
+            extra["top1"] = top1
+        with atomic_path(out, force) as tmp:
+            shutil.copyfile(final, tmp)
+    timings["total_s"] = time.perf_counter() - started
+    result = QuantizeResult(
+        backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
+        calibration=calibration_info or {"num_samples": int(len(feed.tensors))}, nodes_excluded=excluded,
+        timings=timings, sensitivity=ranking, sensitivity_note=note,
+        warnings=[note] if note and settings.format == "QDQ" else [], details=extra,  # a QDQ ranking that failed
+    )
+    for warning in result.warnings:
+        log(f"warning: {warning}")
+    write_manifest(out, derive_manifest(fp32, out, result.stage()))
+    return result
+
+
+def quantize_ort(
+    onnx_in: str | Path,
+    onnx_out: str | Path,
+    calib: np.ndarray,
+    settings: OrtQuantSettings | None = None,
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+    calibration_info: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> QuantizeResult:
+    """One quantization with the given (default: this host's) settings, no ranking or search."""
+    return quantize_ort_workflow(onnx_in, onnx_out, calib, settings, exclude=nodes_to_exclude, sensitivity=False,
+                                 calibration_info=calibration_info, force=force, progress=progress)

@@ -1,0 +1,53 @@
+"""What a quantization did, as one typed value both backends return.
+
+The pipeline and the CLI read attributes, and ``stage()`` is the one place that turns a result into
+the manifest's ``quantize`` stage (keys that ``report/collect.py`` and ``evaluate`` read: ``stage``,
+``backend``, ``label``, and for ORT the flattened settings ``activation_type``, ``weight_type``,
+``reduce_range``...).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+SENSITIVITY_TOP = 25  # rows of the per-layer ranking kept in the manifest
+
+
+@dataclasses.dataclass
+class QuantizeResult:
+    backend: str                      # a name in edgekit.quantize.registry
+    label: str                        # "QDQ U8S8 per-channel", "TFLite full-integer INT8"
+    paths: dict[str, Path]            # {"int8": ...} and, for TFLite, {"fp32": reference}
+    settings: dict[str, Any]          # the backend's settings, flattened into the stage
+    calibration: dict[str, Any]
+    full_integer: bool = False        # no op computes in float (TFLite checks it; ORT keeps float I/O)
+    float_ops: list[str] = dataclasses.field(default_factory=list)
+    nodes_excluded: list[str] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    sensitivity: list[dict[str, Any]] | None = None  # worst first; None when not computed
+    sensitivity_note: str | None = None               # why it is None, when it was asked for
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend extras: auto table, budget, ops
+
+    @property
+    def output(self) -> Path:
+        return self.paths["int8"]
+
+    def artifacts(self) -> list[Path]:
+        """Every file written, the INT8 model first."""
+        return [self.paths["int8"], *(p for k, p in self.paths.items() if k != "int8")]
+
+    def stage(self) -> dict[str, Any]:
+        """The manifest stage for the INT8 artifact."""
+        stage: dict[str, Any] = {"stage": "quantize", "backend": self.backend, **self.settings, "label": self.label,
+                                 "full_integer": self.full_integer, "float_ops": list(self.float_ops),
+                                 "nodes_excluded": list(self.nodes_excluded), "calibration": self.calibration,
+                                 "seconds": {k: round(v, 2) for k, v in self.timings.items()}}
+        if self.sensitivity is not None or self.sensitivity_note is not None:
+            stage["sensitivity"] = None if self.sensitivity is None else self.sensitivity[:SENSITIVITY_TOP]
+        if self.sensitivity_note:
+            stage["sensitivity_note"] = self.sensitivity_note
+        if self.warnings:
+            stage["warnings"] = list(self.warnings)
+        return {**stage, **self.details}
