@@ -22,9 +22,9 @@ def test_shipped_profiles_load_and_drive_quantization_defaults() -> None:
     assert rpi5.arch == "aarch64" and "asimddp" in rpi5.isa_features and rpi5.pruning.channel_multiple == 16
     from edgekit.quantize.ort import resolve_settings
 
-    assert resolve_settings("rpi4").activation_type == "int8"
-    assert resolve_settings("x86-64-avx2").activation_type == "uint8"
-    assert resolve_settings("rpi4", {"activation_type": "uint8"}).activation_type == "uint8"  # a flag wins
+    assert resolve_settings(load_target("rpi4")).activation_type == "int8"
+    assert resolve_settings(load_target("x86-64-avx2")).activation_type == "uint8"
+    assert resolve_settings(load_target("rpi4"), {"activation_type": "uint8"}).activation_type == "uint8"  # a flag wins
 
 
 @pytest.mark.parametrize(("patch", "message"), [
