@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError
+from edgekit.extras import require
 from edgekit.quantize.result import QuantizeResult
 
 
@@ -27,10 +28,11 @@ class Backend:
 
     def load(self) -> Callable[..., QuantizeResult]:
         """The library function, after checking its libraries are installed."""
+        if self.extra:
+            require(self.extra, f"--backend {self.name}")
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
-            how = f"pip install 'edgekit[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
-            raise EdgekitError(f"--backend {self.name}: needs {', '.join(missing)} ({how})")
+            raise EdgekitError(f"--backend {self.name}: needs {', '.join(missing)} (pip install {' '.join(missing)})")
         module, _, attribute = self.function.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
