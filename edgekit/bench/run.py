@@ -31,7 +31,6 @@ from edgekit.bench.remote import SshTarget, bench_remote
 from edgekit.bench.stats import noise_reasons, summarize
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
-from edgekit.runtime.registry import model_format
 from edgekit.runtime.verify import check_model_file, verify_model
 
 SCHEMA = "edgekit.bench/1"
@@ -60,7 +59,6 @@ def benchmark(
     for path in paths:
         if not path.exists():
             raise EdgekitError(f"{path}: artifact not found")
-        model_format(path)
         check_model_file(path, "artifact")
         verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
     profile = load_profile(target, targets_dir)
