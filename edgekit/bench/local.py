@@ -86,7 +86,8 @@ def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float 
     for job in jobs:
         if not job.path.is_file():
             raise EdgekitError(f"{job.path}: artifact not found")
-    probe = _run_runner(python, ["--probe"], "local benchmark", timeout)
+    names = ", ".join(dict.fromkeys(str(job.path) for job in jobs))  # what a failing probe was for
+    probe = _run_runner(python, ["--probe"], names, timeout)
     jobs, notes = settle(list(jobs), probe["system"].get("runtimes", {}), "local",
                          "this Python" if python == sys.executable else python, remote=False)
     documents = []
