@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .base import Runner
-from .registry import NAMES, RuntimeMissing, choose, require_installed
+from .registry import NAMES, choose, require_installed
 from .system import cpu_busy_fraction, peak_rss_bytes, read_temperature, system_info
 
 RUNNER_VERSION = 2
@@ -94,13 +94,8 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
 
 
 def failure(path: str, runtime: str | None, exc: Exception) -> dict[str, Any]:
-    """A per-model error entry; ``missing_runtime`` lets the caller skip a runtime a profile only
-    suggested, and name the install command for one the user asked for."""
-    entry: dict[str, Any] = {"artifact": os.path.basename(path), "runtime": runtime,
-                             "error": f"{type(exc).__name__}: {exc}"}
-    if isinstance(exc, RuntimeMissing):
-        entry["missing_runtime"] = True
-    return entry
+    """A per-model error entry (a missing runtime says what to install: see registry.RuntimeMissing)."""
+    return {"artifact": os.path.basename(path), "runtime": runtime, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def own_dir() -> str | None:
