@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.runtime.verify import MODEL_SUFFIXES, check_model_file, verify_onnx, verify_tflite
+from edgekit.runtime.verify import check_model_file, verify_onnx, verify_tflite
+
+INSPECTABLE = (".onnx", ".tflite")  # the formats whose graphs edgekit reads (an OpenVINO IR it only runs)
 
 _ONNX_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _ONNX_QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "ConvInteger", "MatMulInteger",
@@ -25,9 +27,9 @@ _ONNX_QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul
 def inspect_file(path: str | Path) -> dict[str, Any]:
     """Dispatch on the extension; a missing or unreadable file is a one-line error."""
     path = Path(path)
-    if path.exists() and not path.is_dir() and path.suffix.lower() not in MODEL_SUFFIXES:
+    if path.exists() and not path.is_dir() and path.suffix.lower() not in INSPECTABLE:
         raise EdgekitError(f"{path}: cannot inspect {path.suffix.lower() or 'extensionless'} files "
-                           "(expected .onnx or .tflite)")
+                           f"(expected {' or '.join(INSPECTABLE)})")
     check_model_file(path, "file")
     if path.suffix.lower() == ".onnx":
         info = inspect_onnx(path)

@@ -8,7 +8,7 @@ Schema (``edgekit.manifest/1``)::
 
     schema        "edgekit.manifest/1"
     artifact      file name of the artifact (the manifest sits beside it)
-    format        "onnx" | "tflite" | "torch"
+    format        "onnx" | "tflite" | "openvino-ir" (the runtime registry's formats) | "torch"
     sha256        hex digest of the artifact's bytes
     size_bytes    artifact size
     created       ISO-8601 UTC time
@@ -68,10 +68,14 @@ def library_versions() -> dict[str, str]:
 
 
 def format_of(path: str | os.PathLike[str]) -> str:
+    """The model formats the runtime registry knows, PyTorch files, else the bare suffix."""
+    from edgekit.runtime.registry import format_of as registry_format
+
+    found = registry_format(str(path))
+    if found is not None:
+        return found.name
     suffix = Path(path).suffix.lower()
-    return {".onnx": "onnx", ".tflite": "tflite", ".pt": "torch", ".pt2": "torch", ".pth": "torch"}.get(
-        suffix, suffix.lstrip(".") or "unknown"
-    )
+    return {".pt": "torch", ".pt2": "torch", ".pth": "torch"}.get(suffix, suffix.lstrip(".") or "unknown")
 
 
 def read_manifest(artifact: str | os.PathLike[str]) -> dict[str, Any] | None:

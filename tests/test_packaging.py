@@ -22,7 +22,9 @@ def test_wheel_ships_profiles_recipes_demo_and_runner(tmp_path: Path) -> None:
     assert len(shipped_targets) >= 7
     assert {f"edgekit/_shipped/targets/{n}" for n in shipped_targets} <= names
     assert {"edgekit/_shipped/calibration/imagenet.yaml", "edgekit/_shipped/calibration/digits.yaml",
-            "edgekit/pipeline/demo.yaml", "edgekit/runtime/device_runner.py"} <= names
+            "edgekit/pipeline/demo.yaml"} <= names
+    runner = {f"edgekit/runtime/device_runner/{p.name}" for p in (ROOT / "edgekit/runtime/device_runner").glob("*.py")}
+    assert {"edgekit/runtime/device_runner/__main__.py", "edgekit/runtime/device_runner/registry.py"} <= runner <= names
 
 
 def test_cli_offers_every_stage() -> None:

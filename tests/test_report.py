@@ -43,8 +43,13 @@ def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "wrote" in capsys.readouterr().out
     document = json.loads((run_dir / "report.json").read_text())
     assert document["schema"] == "edgekit.report/1" and document["baseline"] == "fp32.onnx"
-    rows = {r["artifact"]: r for r in document["rows"]}
-    assert set(rows) == {"fp32.onnx", "int8.onnx", "int8.tflite"}
+    # the x86 profile lists onnxruntime, tflite and openvino: one row per (artifact, runtime)
+    on_openvino = any(r["runtime"] == "openvino" for r in document["rows"])
+    pairs = [(r["artifact"], r["runtime"]) for r in document["rows"]]
+    assert pairs == [("fp32.onnx", "onnxruntime"), *[("fp32.onnx", "openvino")] * on_openvino,
+                     ("int8.onnx", "onnxruntime"), *[("int8.onnx", "openvino")] * on_openvino,
+                     ("int8.tflite", "tflite")]
+    rows = {r["artifact"]: r for r in reversed(document["rows"])}  # the first row of each artifact
     base = rows["fp32.onnx"]
     assert base["is_baseline"] and base["speedup"] == pytest.approx(1.0) and base["vs_baseline"] == "baseline"
     assert base["top1_delta"] == 0 and base["label"] == "FP32 ONNX" and base["macs"] > 0
@@ -54,6 +59,12 @@ def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert int8["vs_baseline"] in ("faster", "slower", "no measurable difference")
     assert int8["top1_delta"] == pytest.approx(int8["top1"] - base["top1"])
     assert rows["int8.tflite"]["runtime"] == "tflite" and rows["int8.tflite"]["macs"] == base["macs"]
+    assert base["runtime_label"] == "ONNX Runtime" and rows["int8.tflite"]["runtime_label"] == "TFLite"
+    for row in document["rows"]:
+        if row["runtime"] == "openvino":  # the same file on OpenVINO: its own row, measured against the baseline
+            assert row["runtime_label"] == "OpenVINO" and not row["is_baseline"] and row["top1"] is not None
+            assert row["speedup"] == pytest.approx(base["latency_ms"]["p50"] / row["latency_ms"]["p50"])
+    assert [r["is_baseline"] for r in document["rows"]].count(True) == 1
     # Pareto: no marked row is dominated by another
     for row in document["rows"]:
         if row["pareto"]:
@@ -61,7 +72,8 @@ def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert any(r["pareto"] for r in document["rows"])
     markdown = (run_dir / "report.md").read_text()
     table_lines = [line for line in markdown.splitlines() if line.startswith("| ") and ".onnx" in line or ".tflite |" in line]
-    assert len([line for line in markdown.splitlines() if re.match(r"\| (pruned|FP32|INT8)", line)]) == 3
+    assert len([line for line in markdown.splitlines() if re.match(r"\| (pruned|FP32|INT8)", line)]) == len(pairs)
+    assert ("| OpenVINO " in markdown) == on_openvino and "| ONNX Runtime " in markdown
     assert table_lines
     page = (run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3

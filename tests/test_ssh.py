@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import signal
@@ -75,6 +76,31 @@ def test_bench_onnx_and_tflite_over_ssh(server, device_python: str, artifacts: l
     assert remote_dirs() == before, "the remote temporary directory was not removed"
 
 
+def test_openvino_over_ssh_when_the_device_has_it(server, device_python: str, artifacts: list[Path],
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A profile listing onnxruntime and openvino: a device Python with OpenVINO (this interpreter) measures
+    the .onnx on both; the board venv without it on onnxruntime alone, with one note."""
+    import yaml
+
+    profiles = tmp_path / "targets"
+    profiles.mkdir()
+    (profiles / "ov.yaml").write_text(yaml.safe_dump({
+        "name": "ov-box", "description": "this machine over SSH", "arch": "x86_64", "cores": 2, "threads": 1,
+        "runtimes": ["onnxruntime", "openvino"]}))
+    out = tmp_path / "ov.json"
+    common = ["bench", str(artifacts[0]), *ssh_args(server), "--target", "ov-box", "--targets-dir", str(profiles),
+              "--runs", "5", "--warmup", "1", "--json", str(out), "--force"]
+    assert main([*common, "--remote-python", sys.executable]) == 0, capsys.readouterr().err
+    document = json.loads(out.read_text())
+    assert [(r["artifact"], r["runtime"]) for r in document["results"]] == [("digits.onnx", "onnxruntime"),
+                                                                          ("digits.onnx", "openvino")]
+    assert "openvino" in document["system"]["runtimes"] and "notes" not in document
+    capsys.readouterr()
+    assert main([*common, "--remote-python", device_python]) == 0
+    assert f"note: openvino is not installed on {server.host} (pip install openvino)" in capsys.readouterr().out
+    assert [r["runtime"] for r in json.loads(out.read_text())["results"]] == ["onnxruntime"]
+
+
 def test_local_and_ssh_agree(server, device_python: str, artifacts: list[Path]) -> None:
     from edgekit.bench import benchmark
 
@@ -105,6 +131,7 @@ def test_unknown_host_key_is_refused_then_trusted_explicitly(server, device_pyth
     (["--key", "other_key"], "authentication failed"),
     (["--remote-python", "/nonexistent/python3"], "no Python 3 at '/nonexistent/python3' on the device"),
     (["--remote-python", "BARE"], "the device's Python has no onnxruntime runtime for digits.onnx; install it on the device: pip install onnxruntime"),
+    (["--remote-python", "DEVICE", "--runtime", "openvino"], "the device's Python has no openvino runtime for digits.onnx; install it on the device: pip install openvino"),
     (["--remote-python", "DEVICE", "--runs", "200000", "--timeout", "3"], "timed out after 3 s"),
     (["--port", "CLOSED"], "unreachable"),
 ])
@@ -130,16 +157,20 @@ def test_ssh_failures_are_one_line(extra: list[str], message: str, server, devic
     assert remote_dirs() == before, "the remote temporary directory was not removed after a failure"
 
 
-def test_device_runner_is_self_contained(device_python: str, artifacts: list[Path]) -> None:
-    """The pushed runner imports nothing of edgekit, torch or tensorflow."""
+def test_device_runner_is_self_contained(device_python: str, artifacts: list[Path], tmp_path: Path) -> None:
+    """The pushed runner folder, copied away from edgekit, imports nothing of edgekit, torch or tensorflow."""
+    import shutil
     import subprocess
 
-    from edgekit.bench.local import RUNNER
+    from edgekit.bench.local import RUN_MODULE, RUNNER
 
-    for module in ("edgekit", "torch", "tensorflow"):  # cwd "/" so the checkout is not on sys.path
-        assert subprocess.run([device_python, "-c", f"import {module}"], capture_output=True, cwd="/").returncode != 0
-    proc = subprocess.run([device_python, str(RUNNER), str(artifacts[1]), "--runs", "3"], capture_output=True,
-                          text=True, cwd="/")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the checkout on sys.path
+    for module in ("edgekit", "torch", "tensorflow"):
+        assert subprocess.run([device_python, "-c", f"import {module}"], capture_output=True, cwd="/",
+                              env=env).returncode != 0
+    shutil.copytree(RUNNER, tmp_path / RUNNER.name, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([device_python, *RUN_MODULE, str(artifacts[1]), "--runs", "3"], capture_output=True,
+                          text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["runtime_package"] == "tflite_runtime"
 
@@ -180,7 +211,8 @@ def test_pipeline_benchmarks_on_a_device_too(server, device_python: str, tmp_pat
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     hosts = {r["host"] for r in report["rows"]}
     assert hosts == {"x86-64-avx2 @ local", f"x86-64-avx2 @ {server.host}"}
-    assert len(report["rows"]) == 4  # fp32.onnx and int8.onnx on two machines
+    # fp32.onnx and int8.onnx on two machines; here also on OpenVINO (the profile lists it; the device lacks it)
+    assert len(report["rows"]) == 4 + 2 * (importlib.util.find_spec("openvino") is not None)
 
 
 # --- issue 10: host keys as OpenSSH checks them -------------------------------------------------------------------
@@ -320,10 +352,10 @@ def runner_pids(workdir: Path) -> list[int]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            cwd = os.readlink(proc / "cwd") if "device_runner.py" in cmdline else ""
+            cwd = os.readlink(proc / "cwd") if "device_runner" in cmdline else ""
         except OSError:
             continue
-        if "device_runner.py" in cmdline and (str(workdir) in cmdline or cwd.startswith(str(workdir))):
+        if "device_runner" in cmdline and (str(workdir) in cmdline or cwd.startswith(str(workdir))):
             pids.append(int(proc.name))
     return pids
 

@@ -93,9 +93,29 @@ def test_local_bench_onnx_and_tflite(digits_fp32_onnx: Path, digits_calib: np.nd
         assert latency["runs"] == 30 and latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
         assert len(result["latencies_ms"]) == 30 and result["peak_rss_bytes"] > 0 and result["load_s"] > 0
         assert isinstance(result["noisy"], bool)
-    assert {r["runtime"] for r in document["results"]} == {"onnxruntime", "tflite"}
+    runtimes = [r["runtime"] for r in document["results"]]  # the profile lists openvino too: the .onnx twice
+    assert runtimes == ["onnxruntime", "openvino", "tflite"] if "openvino" in document["system"]["runtimes"] else \
+        ["onnxruntime", "tflite"]
     assert main(["bench", str(tfl), "--runs", "5", "--json", str(out)]) == 2  # exists, no --force
     assert "already exists" in capsys.readouterr().err
+    # the profile's tflite section: its threads for .tflite files, delegate none = no XNNPACK; cores: a note
+    import os
+
+    import yaml
+
+    profile = yaml.safe_load(Path(load_target("x86-64-avx2").source).read_text())
+    profile.update(name="lab", cores=8, threads=8, runtimes=["onnxruntime", "tflite"],
+                   tflite={"threads": 1, "delegate": "none"})
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(profile))
+    assert main(["bench", str(digits_fp32_onnx), str(tfl), "--target", "lab", "--targets-dir", str(tmp_path),
+                 "--runs", "5", "--json", str(out), "--force"]) == 0
+    document = json.loads(out.read_text())
+    onnx_result, tflite_result = document["results"]
+    assert onnx_result["threads"] == 8 and "delegate" not in onnx_result
+    assert tflite_result["threads"] == 1 and tflite_result["delegate"] == "none"
+    contended = (os.cpu_count() or 1) < 8
+    assert ("note: target lab has 8 cores and runs 8 threads; local has" in capsys.readouterr().out) == contended
+    assert any("8 threads" in n for n in document.get("notes", [])) == contended
 
 
 def test_bench_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,7 +123,7 @@ def test_bench_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "none.onnx: artifact not found" in capsys.readouterr().err
     (tmp_path / "m.pt").write_bytes(b"x")
     assert main(["bench", str(tmp_path / "m.pt")]) == 2
-    assert "can only benchmark .onnx and .tflite" in capsys.readouterr().err
+    assert "m.pt: expected a .onnx, .tflite or .xml artifact, not .pt" in capsys.readouterr().err
 
 
 def test_harness_adds_almost_nothing(digits_fp32_onnx: Path) -> None:
@@ -134,9 +154,10 @@ def test_peak_memory_is_the_artifacts_not_the_parents(digits_fp32_onnx: Path) ->
     import numpy as np
 
     from edgekit.bench.local import bench_local
+    from edgekit.bench.plan import plan
 
     ballast = np.ones(3 * 2**30 // 8)  # 3 GiB touched in this process, the runner's parent
-    document = bench_local([digits_fp32_onnx], runs=5, warmup=1)
+    document = bench_local(plan([digits_fp32_onnx]), runs=5, warmup=1)
     peak = document["results"][0]["peak_rss_bytes"]
     assert ballast[-1] == 1.0
     assert 0 < peak < 2 * 2**30, f"runner peak {peak / 2**30:.2f} GiB includes the parent's 3 GiB"

@@ -1,6 +1,6 @@
 """Benchmark on this machine: the device runner in a child process, exactly as on a device.
 
-Running the very file that is pushed to boards keeps local and remote numbers comparable, gives
+Running the very folder that is pushed to boards keeps local and remote numbers comparable, gives
 each measurement a fresh process (clean peak-memory figure, no allocator state from edgekit), and
 pins threads and CPUs as the target profile says.
 """
@@ -13,21 +13,24 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgekit.bench.plan import Job, settle
 from edgekit.errors import EdgekitError
 
-RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner.py"
+RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner"  # the package a device runs
+RUN_MODULE = ["-m", RUNNER.name]  # run from RUNNER's parent folder, as on a device
 
 
-def runner_arguments(models: Sequence[str], runs: int, warmup: int, threads: int | None,
-                     runtime: str | None, time_budget: float | None, cpus: str | None,
-                     cleanup: str | None = None) -> list[str]:
+def runner_arguments(models: Sequence[str], runs: int, warmup: int, job: Job | None,
+                     time_budget: float | None, cpus: str | None, cleanup: str | None = None) -> list[str]:
     """Options first, then ``--`` and the artifacts: a file named ``-h.onnx`` stays a file name.
     ``--watch-stdin`` makes the runner exit as soon as its caller is gone."""
     args = ["--runs", str(runs), "--warmup", str(warmup), "--watch-stdin"]
-    if threads:
-        args += ["--threads", str(threads)]
-    if runtime:
-        args += ["--runtime", runtime]
+    if job and job.threads:
+        args += ["--threads", str(job.threads)]
+    if job:
+        args += ["--runtime", job.runtime.name]
+    if job and job.delegate:
+        args += ["--delegate", job.delegate]
     if time_budget:
         args += ["--time-budget", str(time_budget)]
     if cpus:
@@ -44,34 +47,55 @@ def parse_runner_output(stdout: str, where: str) -> dict[str, Any]:
         raise EdgekitError(f"{where}: the runner printed no result ({stdout.strip()[-200:] or 'no output'})") from exc
 
 
-def bench_local(models: Sequence[Path], runs: int, warmup: int, threads: int | None = None,
-                runtime: str | None = None, time_budget: float | None = None, cpus: str | None = None,
-                timeout: float = 1800.0, python: str | None = None) -> dict[str, Any]:
-    """The runner's JSON document for ``models`` measured here (by ``python``, default this interpreter)."""
-    for model in models:
-        if not Path(model).is_file():
-            raise EdgekitError(f"{model}: artifact not found")
-    documents = []
-    for model in models:  # one process each: a clean peak-memory figure per artifact
-        command = [python or sys.executable, str(RUNNER), *runner_arguments([str(model)], runs, warmup, threads, runtime,
-                                                                  time_budget, cpus)]
-        read_end, write_end = os.pipe()  # we hold the write end: if we die, the runner sees EOF and exits
-        try:
-            proc = subprocess.run(command, stdin=read_end, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise EdgekitError(f"{model}: local benchmark did not finish in {timeout:.0f} s") from exc
-        except OSError as exc:  # --python names no runnable interpreter
-            raise EdgekitError(f"--python {command[0]}: cannot run it ({exc.strerror or exc})") from exc
-        finally:
-            os.close(read_end)
-            os.close(write_end)
-        if proc.returncode < 0:
-            from edgekit.runtime.verify import signal_name
+def _run_runner(python: str, args: list[str], what: str, timeout: float) -> dict[str, Any]:
+    """Run the device runner package with ``python``; its JSON document."""
+    command = [python, *RUN_MODULE, *args]
+    read_end, write_end = os.pipe()  # we hold the write end: if we die, the runner sees EOF and exits
+    try:
+        proc = subprocess.run(command, stdin=read_end, capture_output=True, text=True, timeout=timeout,
+                              cwd=RUNNER.parent)
+    except subprocess.TimeoutExpired as exc:
+        raise EdgekitError(f"{what}: local benchmark did not finish in {timeout:.0f} s") from exc
+    except OSError as exc:  # --python names no runnable interpreter
+        raise EdgekitError(f"--python {python}: cannot run it ({exc.strerror or exc})") from exc
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    if proc.returncode < 0:
+        from edgekit.runtime.verify import signal_name
 
-            raise EdgekitError(f"{model}: the benchmark runner ({command[0]}) crashed with "
-                               f"{signal_name(-proc.returncode)}: {_last_line(proc.stderr)}")
-        documents.append(parse_runner_output(proc.stdout, "local benchmark"))
-    return merge_documents(documents)
+        raise EdgekitError(f"{what}: the benchmark runner ({python}) crashed with "
+                           f"{signal_name(-proc.returncode)}: {_last_line(proc.stderr)}")
+    if not proc.stdout.strip() and proc.returncode:
+        raise EdgekitError(f"{what}: the runner cannot start with {python} ({_last_line(proc.stderr)}); it needs numpy")
+    return parse_runner_output(proc.stdout, "local benchmark")
+
+
+def pinned_cpus(threads: int | None) -> str | None:
+    """The first ``threads`` CPUs this process may use, when there are that many (else no pinning)."""
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return ",".join(str(c) for c in available[:threads]) if threads and len(available) >= threads else None
+
+
+def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float | None = None, pin: bool = False,
+                timeout: float = 1800.0, python: str | None = None) -> dict[str, Any]:
+    """The runner's JSON document for ``jobs`` measured here (by ``python``, default this interpreter),
+    with ``jobs`` (those measured, in result order) and ``notes`` (runtimes skipped) added. ``pin``:
+    each job on its first ``threads`` CPUs, as a target profile asks."""
+    python = python or sys.executable
+    for job in jobs:
+        if not job.path.is_file():
+            raise EdgekitError(f"{job.path}: artifact not found")
+    names = ", ".join(dict.fromkeys(str(job.path) for job in jobs))  # what a failing probe was for
+    probe = _run_runner(python, ["--probe"], names, timeout)
+    jobs, notes = settle(list(jobs), probe["system"].get("runtimes", {}), "local",
+                         "this Python" if python == sys.executable else python, remote=False)
+    documents = []
+    for job in jobs:  # one process each: a clean peak-memory figure per artifact
+        args = runner_arguments([str(job.path.resolve())], runs, warmup, job, time_budget,
+                                pinned_cpus(job.threads) if pin else None)
+        documents.append(_run_runner(python, args, str(job.path), timeout))
+    return {**merge_documents(documents), "jobs": jobs, "notes": notes}
 
 
 def _last_line(text: str) -> str:

@@ -1,7 +1,7 @@
 """Benchmark on a device over SSH (asyncssh): probe, upload, run under a remote timeout, clean up.
 
-Nothing of edgekit is installed on the device: the self-contained ``device_runner.py`` is uploaded
-with the artifacts into a fresh temporary directory, run by the device's own Python under
+Nothing of edgekit is installed on the device: the self-contained ``device_runner`` folder is
+uploaded with the artifacts into a fresh temporary directory, run by the device's own Python under
 ``timeout -k 5 N`` (a client-side timeout alone would leave the process running on the board), and
 the directory is removed in every outcome. Host keys are checked against known_hosts; trusting a
 new host is an explicit option. Every failure is one line that says what to do.
@@ -16,13 +16,10 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgekit.bench.local import RUNNER, merge_documents, parse_runner_output, runner_arguments
+from edgekit.bench.local import RUN_MODULE, RUNNER, merge_documents, parse_runner_output, runner_arguments
+from edgekit.bench.plan import Job, settle
 from edgekit.errors import EdgekitError, first_line
-
-RUNTIME_PACKAGES = {
-    "onnxruntime": "pip install onnxruntime",
-    "tflite": "pip install ai-edge-litert (or tflite-runtime)",
-}
+from edgekit.runtime.registry import model_format
 
 
 @dataclasses.dataclass
@@ -336,17 +333,17 @@ async def _make_remote_dir(connection: Any, workdir: str | None, owner: str, whe
 
 
 async def bench_remote_async(
-    target: SshTarget, models: Sequence[Path], runs: int, warmup: int, *, threads: int | None = None,
-    runtime: str | None = None, time_budget: float | None = None, remote_python: str = "python3",
-    workdir: str | None = None, timeout: float = 600.0, keep: bool = False,
+    target: SshTarget, jobs: Sequence[Job], runs: int, warmup: int, *, time_budget: float | None = None,
+    remote_python: str = "python3", workdir: str | None = None, timeout: float = 600.0, keep: bool = False,
 ) -> dict[str, Any]:
-    """Measure ``models`` on the device; returns the runner's JSON document plus where it ran."""
+    """Measure ``jobs`` on the device; the runner's JSON document plus where it ran, the jobs measured
+    (in result order) and notes on runtimes skipped."""
     import asyncssh
 
     where = target.label()
-    for model in models:
-        if not Path(model).is_file():
-            raise EdgekitError(f"{model}: artifact not found")
+    for job in jobs:
+        if not job.path.is_file():
+            raise EdgekitError(f"{job.path}: artifact not found")
     python = shlex.quote(remote_python)
     connection = await _connect(target)
     remote_dir = keeper = None
@@ -356,29 +353,29 @@ async def bench_remote_async(
             raise EdgekitError(f"{where}: no Python 3 at {remote_python!r} on the device (set --remote-python)")
         keeper, owner = await _start_keeper(connection, where)
         remote_dir, swept = await _make_remote_dir(connection, workdir, owner, where)
-        runner = shlex.quote(f"{remote_dir}/device_runner.py")
+        runner = f"cd {shlex.quote(remote_dir)} && {python} {' '.join(RUN_MODULE)}"
         try:
             async with connection.start_sftp_client() as sftp:
-                await sftp.put(str(RUNNER), f"{remote_dir}/device_runner.py")
-                check = await _run(connection, f"cd {shlex.quote(remote_dir)} && {python} {runner} --probe", 120, where)
+                await _upload_runner(sftp, remote_dir)
+                check = await _run(connection, f"{runner} --probe", 120, where)
                 if check.exit_status != 0:
                     last = (str(check.stderr).strip().splitlines() or ["?"])[-1]
                     raise EdgekitError(f"{where}: the runner cannot start with {remote_python} ({last[:200]}); it needs numpy")
                 available = parse_runner_output(str(check.stdout), where)["system"].get("runtimes", {})
-                _require_runtimes(where, models, runtime, available)
-                for model in models:
-                    await sftp.put(str(model), f"{remote_dir}/{Path(model).name}")
+                jobs, notes = settle(list(jobs), available, where, "the device's Python", remote=True)
+                for path in _uploads(jobs):
+                    await sftp.put(str(path), f"{remote_dir}/{path.name}")
         except (asyncssh.SFTPError, OSError) as exc:
             if isinstance(exc, EdgekitError):
                 raise
             raise EdgekitError(f"{where}: upload failed ({first_line(exc)})") from exc
         documents = []
-        for index, model in enumerate(models):  # one process each on the device too: a clean peak-memory figure
+        for index, job in enumerate(jobs):  # one process each on the device too: a clean peak-memory figure
             # the runner exits (removing the directory) if this channel closes; the last one also at the end
-            cleanup = "always" if index == len(models) - 1 and not keep else "abort"
-            args = runner_arguments([Path(model).name], runs, warmup, threads, runtime, time_budget, None, cleanup)
+            cleanup = "always" if index == len(jobs) - 1 and not keep else "abort"
+            args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup)
             command = (f"cd {shlex.quote(remote_dir)} && timeout -k 5 {int(timeout)} "
-                       f"{python} {runner} {' '.join(shlex.quote(a) for a in args)}")
+                       f"{python} {' '.join(RUN_MODULE)} {' '.join(shlex.quote(a) for a in args)}")
             result = await _run(connection, command, timeout + 15, where)
             if result.exit_status in (124, 137):
                 raise EdgekitError(f"{where}: the benchmark timed out after {timeout:.0f} s on the device")
@@ -388,10 +385,30 @@ async def bench_remote_async(
             documents.append(parse_runner_output(str(result.stdout), where))
         document = merge_documents(documents)
         document.update(remote_dir=remote_dir, stale_dirs_removed=swept,
-                        host_key_checked=not target.insecure_no_host_check)
+                        host_key_checked=not target.insecure_no_host_check, jobs=jobs, notes=notes)
         return document
     finally:
         await _clean_up(connection, remote_dir if not keep else None, keeper)
+
+
+async def _upload_runner(sftp: Any, remote_dir: str) -> None:
+    """The runner package's sources (not its __pycache__): every runtime module travels, so a new
+    runtime needs no change here."""
+    folder = f"{remote_dir}/{RUNNER.name}"
+    await sftp.mkdir(folder)
+    for source in sorted(RUNNER.glob("*.py")):
+        await sftp.put(str(source), f"{folder}/{source.name}")
+
+
+def _uploads(jobs: Sequence[Job]) -> list[Path]:
+    """Each artifact once, with the files its format needs beside it (an OpenVINO IR's .bin)."""
+    paths: dict[Path, None] = {}
+    for job in jobs:
+        paths[job.path] = None
+        for suffix in model_format(job.path).companions:
+            if job.path.with_suffix(suffix).is_file():
+                paths[job.path.with_suffix(suffix)] = None
+    return list(paths)
 
 
 async def _clean_up(connection: Any, remote_dir: str | None, keeper: Any) -> None:
@@ -408,17 +425,5 @@ async def _clean_up(connection: Any, remote_dir: str | None, keeper: Any) -> Non
         connection.close()
 
 
-def _require_runtimes(where: str, models: Sequence[Path], runtime: str | None, available: dict[str, str]) -> None:
-    has_tflite = any(k in available for k in ("ai_edge_litert", "tflite_runtime", "tensorflow"))
-    for model in models:
-        kind = runtime or ("onnxruntime" if str(model).endswith(".onnx") else "tflite")
-        kind = "onnxruntime" if kind in ("onnxruntime", "ort", "onnx") else "tflite"
-        if (kind == "onnxruntime" and "onnxruntime" not in available) or (kind == "tflite" and not has_tflite):
-            raise EdgekitError(
-                f"{where}: the device's Python has no {kind} runtime for {Path(model).name}; "
-                f"install it on the device: {RUNTIME_PACKAGES[kind]}"
-            )
-
-
-def bench_remote(target: SshTarget, models: Sequence[Path], runs: int, warmup: int, **kwargs: Any) -> dict[str, Any]:
-    return asyncio.run(bench_remote_async(target, models, runs, warmup, **kwargs))
+def bench_remote(target: SshTarget, jobs: Sequence[Job], runs: int, warmup: int, **kwargs: Any) -> dict[str, Any]:
+    return asyncio.run(bench_remote_async(target, jobs, runs, warmup, **kwargs))

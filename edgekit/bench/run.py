@@ -6,13 +6,18 @@ Schema::
     created   ISO-8601 UTC
     target    profile name or null
     host      "local" or "user@host:port"
+    notes     (when any) lines about the measurement: runtimes skipped, fewer CPUs than threads
     host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
     system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
     settings  {"runs", "warmup", "threads", "time_budget"}
-    results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_version", "threads",
+    results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_package", "runtime_version",
+                "threads", "delegate" (TFLite),
                 "load_s", "first_inference_s", "peak_rss_bytes",
                 "latency_ms": {"min","p50","p90","p99","mean","std","cv","p50_ci95":[lo,hi],"runs"},
                 "throughput_ips", "noisy", "noise_reasons": [...], "latencies_ms": [...]}]
+
+One artifact can have several results, one per runtime (a profile listing onnxruntime and openvino
+measures an .onnx on both); ``runtime`` tells them apart.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgekit.bench.local import bench_local
+from edgekit.bench.plan import plan
 from edgekit.bench.remote import SshTarget, bench_remote
 from edgekit.bench.stats import noise_reasons, summarize
 from edgekit.errors import EdgekitError
@@ -53,41 +59,46 @@ def benchmark(
     for path in paths:
         if not path.exists():
             raise EdgekitError(f"{path}: artifact not found")
-        if path.suffix.lower() not in (".onnx", ".tflite"):
-            raise EdgekitError(f"{path}: can only benchmark .onnx and .tflite files")
         check_model_file(path, "artifact")
         verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
     profile = load_profile(target, targets_dir)
+    jobs = plan(paths, runtime, profile, threads)
     threads = threads or (profile.threads if profile else None)
     host = host_spec(profile, host)
     if host:
         python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
         workdir = profile.ssh.workdir if profile and profile.ssh else None
         ssh_target = SshTarget.parse(host, **(ssh_options or {}))
-        document = bench_remote(ssh_target, paths, runs, warmup, threads=threads, runtime=runtime,
-                                time_budget=time_budget, remote_python=python, workdir=workdir, timeout=timeout)
+        document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
+                                workdir=workdir, timeout=timeout)
         where = ssh_target.label()
     else:
-        cpus = None
-        if profile and threads:
-            import os
-
-            available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-            cpus = ",".join(str(c) for c in available[:threads]) if len(available) >= threads else None
-        document = bench_local(paths, runs, warmup, threads, runtime, time_budget, cpus, timeout, local_python)
+        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python)
         where = "local"
     results = []
-    for path, raw in zip(paths, document["results"]):
+    for job, raw in zip(document.pop("jobs"), document["results"]):
         if "error" in raw:
-            raise EdgekitError(f"{path}: could not be benchmarked on {where} ({raw['error'][:200]})")
-        results.append(_result(path, raw, document["system"]))
+            raise EdgekitError(f"{job.path}: could not be benchmarked on {where} with {job.runtime.name} "
+                               f"({raw['error'][:200]})")
+        results.append(_result(job.path, raw, document["system"]))
+    notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where)]
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
         "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget},
-        "results": results,
+        "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
     }
+
+
+def cores_note(profile: Any, results: list[dict[str, Any]], system: dict[str, Any], where: str) -> list[str]:
+    """A profile's threads are meant for its ``cores``; on a host with fewer CPUs they contend."""
+    threads = max((r["threads"] or 0 for r in results), default=0)
+    cpus = system.get("cpu_count")
+    if not profile or not cpus or threads <= cpus:
+        return []
+    return [f"note: target {profile.name} has {profile.cores} cores and runs {threads} threads; {where} has "
+            f"{cpus} CPUs, so the threads share them and latencies are not the device's"]
 
 
 def load_profile(target: str | None, targets_dir: str | None) -> Any:
@@ -124,6 +135,7 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
         "artifact": path.name, "path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "runtime": raw["runtime"], "runtime_package": raw.get("runtime_package"),
         "runtime_version": raw.get("runtime_version"), "threads": raw.get("threads"),
+        **({"delegate": raw["delegate"]} if "delegate" in raw else {}),
         "load_s": raw["load_s"], "first_inference_s": raw["first_inference_s"],
         "peak_rss_bytes": raw.get("peak_rss_bytes"), "latency_ms": stats,
         "throughput_ips": 1000.0 * batch / stats["p50"] if stats["p50"] else None,

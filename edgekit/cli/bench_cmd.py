@@ -1,4 +1,4 @@
-"""``edgekit bench``: latency of .onnx/.tflite artifacts here or on a device over SSH."""
+"""``edgekit bench``: latency of model artifacts here or on a device over SSH."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edgekit.runtime.device_runner.registry import NAMES, SUFFIXES
 
 MAX_RUNS = 1_000_000
 WEEK_S = 7 * 24 * 3600.0
@@ -13,14 +14,15 @@ WEEK_S = 7 * 24 * 3600.0
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmark artifacts locally or on a device over SSH")
-    parser.add_argument("artifacts", nargs="+", help=".onnx and .tflite files")
+    parser.add_argument("artifacts", nargs="+", help=f"model files ({', '.join(SUFFIXES)})")
     parser.add_argument("--target", help="target profile (threads, SSH defaults); see edgekit targets list")
     parser.add_argument("--targets-dir", help="a folder of your own target profiles")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--time-budget", type=float, help="stop measuring an artifact after this many seconds")
     parser.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
-    parser.add_argument("--runtime", choices=("onnxruntime", "tflite"), help="default: by file extension")
+    parser.add_argument("--runtime", choices=NAMES, help="run every artifact on this runtime (default: each runtime the "
+                        "target profile lists that runs the file, else the one its suffix implies)")
     parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
     parser.add_argument("--json", help="write the result (schema edgekit.bench/1) to this file")
     parser.add_argument("--out-dir", help="write the result into this folder as bench-<target>-<host>.json")
@@ -98,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                          runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
                          time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
                          timeout=args.timeout, local_python=args.python)
+    for note in document.get("notes", []):
+        print(note)
     print(render_table(document))
     if path:
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)

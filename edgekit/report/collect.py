@@ -1,8 +1,8 @@
-"""Read a run directory into report rows: one per (artifact, target/host) measurement.
+"""Read a run directory into report rows: one per (artifact, runtime, target/host) measurement.
 
 Run directory layout (what ``edgekit run`` writes; users can assemble one by hand)::
 
-    RUN/artifacts/  *.onnx, *.tflite (+ <artifact>.json manifests)
+    RUN/artifacts/  *.onnx, *.tflite, ... (+ <artifact>.json manifests)
     RUN/eval/       *.json, schema edgekit.eval/1
     RUN/bench/      *.json, schema edgekit.bench/1
     RUN/run.json    optional: {"name", "baseline": "<artifact>", "variants": {"<artifact>": "label"}}
@@ -15,7 +15,9 @@ from typing import Any
 
 from edgekit.bench.stats import compare
 from edgekit.errors import EdgekitError, first_line
+from edgekit.manifest import format_of
 from edgekit.report.validate import check_bench, check_eval, check_manifest, check_run_info
+from edgekit.runtime.registry import format_label, runtime_label
 
 
 def _load(path: Path, schema: str | None) -> dict[str, Any]:
@@ -44,9 +46,8 @@ def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str
     distilled = any(s.get("stage") == "distill" for s in stages)
     precision = "INT8" if quant else "FP32"
     kind = ("pruned+distilled " if pruned and distilled else "pruned " if pruned else "") + precision
-    fmt = "ONNX" if artifact.endswith(".onnx") else "TFLite"
     return {
-        "label": f"{kind} {fmt}", "precision": precision, "pruned": pruned, "distilled": distilled,
+        "label": f"{kind} {format_label(artifact)}", "precision": precision, "pruned": pruned, "distilled": distilled,
         "quantization": quant.get("label") if quant else None, "macs": _last(stages, "macs"),
         "params": _last(stages, "params"),
     }
@@ -105,7 +106,7 @@ def _json_files(folder: Path) -> list[Path]:
 def _default_baseline(manifests: dict, evals: dict, benches: list) -> str | None:
     names = list(manifests) or list(evals) or [r["artifact"] for _, b in benches for r in b["results"]]
     for name in names:
-        if name.endswith(".onnx"):
+        if format_label(name) == "ONNX":
             info = describe_variant(manifests.get(name), name)
             if info["precision"] == "FP32" and not info["pruned"]:
                 return name
@@ -118,8 +119,8 @@ def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None
     evaluation = evals.get(name, {})
     row = {
         "artifact": name, "label": labels.get(name, info["label"]), "host": host,
-        "format": "onnx" if name.endswith(".onnx") else "tflite",
-        "runtime": result["runtime"] if result else None, "size_bytes": (result or {}).get("size_bytes") or (manifest or {}).get("size_bytes"),
+        "format": format_of(name),
+        "runtime": result["runtime"] if result else None, "runtime_label": runtime_label((result or {}).get("runtime")), "size_bytes": (result or {}).get("size_bytes") or (manifest or {}).get("size_bytes"),
         "macs": info["macs"], "params": info["params"], "precision": info["precision"], "pruned": info["pruned"],
         "distilled": info["distilled"], "quantization": info["quantization"],
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
@@ -132,11 +133,16 @@ def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None
 
 
 def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> None:
-    base_by_host = {r["host"]: r for r in rows if r["artifact"] == baseline}
+    """Every row against one baseline row per host: the baseline artifact on the first runtime
+    measured there, so the same .onnx on another runtime shows that runtime's speed-up."""
+    base_by_host: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        if row["artifact"] == baseline:
+            base_by_host.setdefault(row["host"], row)
     base_any = next((r for r in rows if r["artifact"] == baseline), None)
     for row in rows:
         base = base_by_host.get(row["host"]) or base_any
-        row["is_baseline"] = row["artifact"] == baseline
+        row["is_baseline"] = row is base
         row["top1_delta"] = (row["top1"] - base["top1"]) if base and row["top1"] is not None and base["top1"] is not None else None
         if base and row["latency_ms"] and base.get("latency_ms"):
             row["speedup"] = base["latency_ms"]["p50"] / row["latency_ms"]["p50"]

@@ -4,7 +4,7 @@
 
     schema, generated (ISO-8601), edgekit (version), name, baseline (artifact name)
     hosts     {"<target> @ <host>": system info of that machine}
-    rows      [{"artifact", "label", "host", "format", "runtime", "size_bytes", "macs", "params",
+    rows      [{"artifact", "label", "host", "format", "runtime", "runtime_label", "size_bytes", "macs", "params",
                 "precision", "pruned", "distilled", "quantization", "top1", "top5", "top1_delta",
                 "agreement", "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
                 "speedup" (baseline p50 / p50), "vs_baseline" ("faster"|"slower"|"no measurable
@@ -42,13 +42,20 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
         if r.get("accuracy_warning"):
             notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
         out.append([
-            r["label"] + (" (baseline)" if r["is_baseline"] else ""), r["artifact"], r["runtime"] or "", r["host"] or "",
+            r["label"] + (" (baseline)" if r["is_baseline"] else ""), r["artifact"], r.get("runtime_label") or r["runtime"] or "",
+            r["host"] or "",
             _fmt((r["size_bytes"] or 0) / 1e6, ".2f"), _fmt(r["macs"] / 1e6 if r["macs"] else None, ".1f"),
             _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p90"), ".3f"), _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else ""),
             r["vs_baseline"] or "", _fmt(r["top1"], ".2f"), _fmt(r["top1_delta"], "+.2f"), _fmt(r["agreement"], ".1f"),
             ", ".join(notes),
         ])
     return out
+
+
+def _point_label(row: dict[str, Any]) -> str:
+    """A plot label: the variant and, since one file can run on several runtimes, the runtime."""
+    runtime = row.get("runtime_label") or row.get("runtime")
+    return f"{row['label']} ({runtime})" if runtime else row["label"]
 
 
 def summary(rows: list[dict[str, Any]], baseline: str | None) -> dict[str, Any]:
@@ -120,7 +127,7 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
             ax.scatter([r["latency_ms"]["p50"] for r in pts], [r["top1"] for r in pts], label=host, s=40)
             for index, r in enumerate(sorted(pts, key=lambda r: r["latency_ms"]["p50"])):
                 # staggered offsets: variants often share an accuracy and sit on one line
-                ax.annotate(r["label"], (r["latency_ms"]["p50"], r["top1"]), fontsize=7,
+                ax.annotate(_point_label(r), (r["latency_ms"]["p50"], r["top1"]), fontsize=7,
                             xytext=(4, 6 + 9 * (index % 4)), textcoords="offset points",
                             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"})
             front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["latency_ms"]["p50"])
@@ -140,7 +147,7 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
     if measured:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(measured) + 1.5))
         ax.boxplot([r["latencies_ms"] for r in measured], orientation="horizontal", showfliers=False)
-        ax.set_yticks(range(1, len(measured) + 1), [f"{r['label']} [{r['host']}]" for r in measured], fontsize=7)
+        ax.set_yticks(range(1, len(measured) + 1), [f"{_point_label(r)} [{r['host']}]" for r in measured], fontsize=7)
         ax.set_xlabel("latency (ms)")
         ax.set_title("Latency distributions")
         ax.grid(alpha=0.3, axis="x")

@@ -1,4 +1,4 @@
-"""Check a user's .onnx or .tflite file before any runtime loads it into this process.
+"""Check a user's model file (.onnx, .tflite, OpenVINO .xml) before any runtime loads it.
 
 The TFLite interpreter trusts its input: a truncated or corrupt flatbuffer read through
 ``model_path`` can crash the whole process with SIGSEGV, so a traceback-free error is impossible
@@ -10,7 +10,10 @@ afterwards. Every command that opens a model the user names calls :func:`verify_
   those fail with exceptions, not signals;
 * TFLite: the flatbuffer header (identifier ``TFL3``, root offset inside the file) here, then a
   child process builds the interpreter from the bytes (``model_content`` runs the flatbuffer
-  verifier), allocates tensors and optionally runs one inference. A signal there becomes one line.
+  verifier), allocates tensors and optionally runs one inference (outputs must be finite). A
+  signal there becomes one line. The same check proves a freshly converted .tflite runs.
+* OpenVINO IR: the .xml is XML and its .bin weights lie beside it (OpenVINO itself raises
+  exceptions on a bad file, so the runner reports those as one line).
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.runtime.registry import SUFFIXES, model_format, suffix_list
 
-MODEL_SUFFIXES = (".onnx", ".tflite")
+MODEL_SUFFIXES = SUFFIXES
 TFLITE_IDENTIFIER = b"TFL3"
 PROBE_TIMEOUT_S = 600.0
 _PROBE_ERROR = "edgekit-probe-error:"
@@ -48,6 +52,9 @@ try:
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
+        for detail in interpreter.get_output_details():
+            if not np.all(np.isfinite(interpreter.get_tensor(detail["index"]).astype(np.float64))):
+                raise ValueError("the output is not finite (NaN or Inf)")
 except Exception as exc:
     text = (str(exc).strip().splitlines() or [""])[0][:300]
     print("edgekit-probe-error:", type(exc).__name__ + (": " + text if text else ""), flush=True)
@@ -76,12 +83,12 @@ def check_model_file(path: str | os.PathLike[str], what: str = "model file") -> 
     if not path.exists():
         raise EdgekitError(f"{path}: {what} not found")
     if path.is_dir():
-        raise EdgekitError(f"{path}: is a directory, expected a .onnx or .tflite {what}")
+        raise EdgekitError(f"{path}: is a directory, expected a {suffix_list()} {what}")
     if not path.is_file():
         raise EdgekitError(f"{path}: not a regular file")
     suffix = path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
-        raise EdgekitError(f"{path}: expected a .onnx or .tflite {what}, not {suffix or 'a file without suffix'}")
+        raise EdgekitError(f"{path}: expected a {suffix_list()} {what}, not {suffix or 'a file without suffix'}")
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
@@ -96,7 +103,19 @@ def check_model_file(path: str | os.PathLike[str], what: str = "model file") -> 
     if suffix == ".tflite" and kind != "tflite":
         found = f"the content is a {kind}" if kind else f"no '{TFLITE_IDENTIFIER.decode()}' file identifier at byte 4"
         raise EdgekitError(f"{path}: not a loadable TFLite model ({found})")
+    if suffix == ".xml":
+        _check_ir(path, head)
     return path
+
+
+def _check_ir(path: Path, head: bytes) -> None:
+    """An OpenVINO IR is XML text with its weights in a .bin of the same name."""
+    if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        raise EdgekitError(f"{path}: not an OpenVINO IR (the content is {sniff(head) or 'not XML'})")
+    for companion in model_format(path).companions:
+        if not path.with_suffix(companion).is_file():
+            raise EdgekitError(f"{path}: the OpenVINO IR's weights {path.with_suffix(companion).name} are missing "
+                               "(they must lie beside the .xml)")
 
 
 def verify_onnx(path: str | os.PathLike[str], session: bool = False) -> Any:
@@ -124,28 +143,33 @@ def verify_onnx(path: str | os.PathLike[str], session: bool = False) -> Any:
 
 
 def verify_tflite(path: str | os.PathLike[str], invoke: bool = False, timeout: float = PROBE_TIMEOUT_S,
-                  any_name: bool = False) -> Path:
-    """Header checks here, then load (and with ``invoke`` run once) in a child process. ``any_name``
-    accepts files not named .tflite (edgekit's own temporary ``.part`` files)."""
+                  any_name: bool = False, label: str | None = None) -> Path:
+    """Header checks here, then load (and with ``invoke`` run once, outputs finite) in a child
+    process. ``any_name`` accepts files not named .tflite (edgekit's own temporary ``.part`` files);
+    ``label`` is the name messages use for such a file (the output it will become)."""
     path = Path(path) if any_name else check_model_file(path)
     if any_name and not path.is_file():
-        raise EdgekitError(f"{path}: artifact not found")
+        raise EdgekitError(f"{label or path}: artifact not found")
+    _check_flatbuffer(path, label or str(path))
+    _probe_in_child(path, label or str(path), invoke, timeout)
+    return path
+
+
+def _check_flatbuffer(path: Path, name: str) -> None:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
     if size < 16:
-        raise EdgekitError(f"{path}: not a loadable TFLite model (only {size} bytes: truncated?)")
+        raise EdgekitError(f"{name}: not a loadable TFLite model (only {size} bytes: truncated?)")
     if head[4:8] != TFLITE_IDENTIFIER:
-        raise EdgekitError(f"{path}: not a loadable TFLite model (no '{TFLITE_IDENTIFIER.decode()}' file identifier)")
+        raise EdgekitError(f"{name}: not a loadable TFLite model (no '{TFLITE_IDENTIFIER.decode()}' file identifier)")
     (root,) = struct.unpack("<I", head[:4])
     if root < 8 or root >= size or root % 4:
-        raise EdgekitError(f"{path}: not a loadable TFLite model (root table offset {root} is outside the "
+        raise EdgekitError(f"{name}: not a loadable TFLite model (root table offset {root} is outside the "
                            f"{size}-byte file: truncated or corrupt)")
-    _probe_in_child(path, invoke, timeout)
-    return path
 
 
-def _probe_in_child(path: Path, invoke: bool, timeout: float) -> None:
+def _probe_in_child(path: Path, name: str, invoke: bool, timeout: float) -> None:
     runtime_dir = str(Path(__file__).resolve().parent)
     command = [sys.executable, "-c", _PROBE, runtime_dir, str(path), "1" if invoke else "0"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -153,18 +177,18 @@ def _probe_in_child(path: Path, invoke: bool, timeout: float) -> None:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
-        raise EdgekitError(f"{path}: the TFLite interpreter did not load it within {timeout:.0f} s") from exc
+        raise EdgekitError(f"{name}: the TFLite interpreter did not load it within {timeout:.0f} s") from exc
     if proc.returncode == 0 or proc.returncode == _NO_INTERPRETER_EXIT:
         return  # no interpreter here: loading it will say so
     if proc.returncode < 0:
-        raise EdgekitError(f"{path}: the TFLite interpreter crashed on this file ({signal_name(-proc.returncode)}); "
+        raise EdgekitError(f"{name}: the TFLite interpreter crashed on this file ({signal_name(-proc.returncode)}); "
                            "it is corrupt or truncated")
     message = next((line[len(_PROBE_ERROR):].strip() for line in reversed(proc.stdout.splitlines())
                     if line.startswith(_PROBE_ERROR)), None)
     detail = message or first_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output")
     if "Flatbuffer" in detail:
         detail = f"the flatbuffer is truncated or corrupt: {detail}"
-    raise EdgekitError(f"{path}: not a loadable TFLite model ({detail})")
+    raise EdgekitError(f"{name}: not a loadable TFLite model ({detail})")
 
 
 def signal_name(number: int) -> str:
@@ -176,10 +200,11 @@ def signal_name(number: int) -> str:
 
 
 def verify_model(path: str | os.PathLike[str], *, invoke: bool = False, session: bool = False) -> Path:
-    """Verify a .onnx or .tflite file by its suffix (see the module docstring); its Path."""
+    """Verify a model file by its format (see the module docstring); its Path."""
     path = check_model_file(path)
-    if path.suffix.lower() == ".onnx":
+    kind = model_format(path).name
+    if kind == "onnx":
         verify_onnx(path, session=session)
-    else:
+    elif kind == "tflite":
         verify_tflite(path, invoke=invoke)
     return path

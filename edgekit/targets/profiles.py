@@ -34,6 +34,9 @@ _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
 
 
 class TfliteSection(_Strict):
+    """How ``edgekit bench`` runs .tflite artifacts for this target: ``threads`` (default: the
+    profile's) and ``delegate`` (``none``: the builtin kernels without the default XNNPACK delegate)."""
+
     delegate: Literal["xnnpack", "none"] = "xnnpack"
     threads: int | None = Field(None, ge=1, le=1024)
 
@@ -57,12 +60,22 @@ class TargetProfile(_Strict):
     isa_features: list[str] = Field(default_factory=list)
     cores: int = Field(ge=1, le=1024)
     threads: int = Field(ge=1, le=1024)
-    runtimes: list[Literal["onnxruntime", "tflite"]]
+    runtimes: list[str] = Field(min_length=1)  # registry names: an .onnx is measured on each listed one
     onnxruntime: OrtQuantSettings = Field(default_factory=OrtQuantSettings)  # reduce_range omitted: by arch/isa_features
     tflite: TfliteSection = Field(default_factory=TfliteSection)
     pruning: PruningSection = Field(default_factory=PruningSection)
     ssh: SshSection | None = None
     source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: list[str]) -> list[str]:
+        from edgekit.runtime.registry import NAMES
+
+        unknown = [name for name in value if name not in NAMES]
+        if unknown:
+            raise ValueError(f"unknown runtime {unknown[0]!r} (known: {', '.join(NAMES)})")
+        return value
 
     @field_validator("threads")
     @classmethod

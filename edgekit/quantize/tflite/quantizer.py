@@ -13,9 +13,10 @@ from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import calibration_feed
 from edgekit.quantize.result import QuantizeResult
-from edgekit.quantize.tflite.checks import check_runs, float_ops
+from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras
+from edgekit.runtime.verify import verify_tflite
 
 
 def fp32_path_for(output: str | Path) -> Path:
@@ -86,13 +87,13 @@ def quantize_tflite(
                     f"{output_path}: not full-integer: ops left in float: {', '.join(leftovers)} "
                     "(use --allow-float-ops to keep it anyway)"
                 )
-            check_runs(tmp, str(output_path))
+            verify_tflite(tmp, invoke=True, any_name=True, label=str(output_path))
         written["int8"] = output_path
         timings["total_s"] = time.perf_counter() - started
         if write_fp32:
             with atomic_path(fp32_path, force) as tmp:
                 tmp.write_bytes(fp32_bytes)
-                check_runs(tmp, str(fp32_path))
+                verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
     from edgekit.inspect import inspect_tflite

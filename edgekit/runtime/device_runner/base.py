@@ -1,0 +1,97 @@
+"""What every runtime shares: tensor descriptions, and float-NCHW in / float out around ``run``.
+
+Conventions: callers hand ``predict`` float32 tensors in NCHW (PyTorch's layout, what the
+calibration recipes produce). The runner transposes to NHWC for models whose input is NHWC
+(onnx2tf output) and quantizes/dequantizes integer inputs and outputs with the model's own
+scale and zero point. A runtime subclasses :class:`Runner` and implements ``__init__`` and ``run``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class TensorInfo:
+    """Name, shape, dtype and (for integer tensors) the affine quantization of one model tensor."""
+
+    def __init__(self, name: str, shape: Sequence[Any], dtype: Any, scale: float = 0.0, zero_point: int = 0):
+        self.name = name
+        self.shape = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        self.dtype = np.dtype(dtype)
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype.kind in "iu" and self.scale > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name, "shape": self.shape, "dtype": self.dtype.name}
+        if self.quantized:
+            info["quantization"] = {"scale": self.scale, "zero_point": self.zero_point}
+        return info
+
+
+class Runner:
+    """One loaded model. ``run`` takes native tensors; ``predict`` takes float NCHW batches.
+    ``backend`` is the registry name; ``package``/``version`` say which package ran it."""
+
+    backend = "base"
+    package = "?"
+    version = "?"
+
+    def __init__(self, path: str, inputs: list[TensorInfo], outputs: list[TensorInfo]):
+        self.path = path
+        self.inputs = inputs
+        self.outputs = outputs
+        self.layout = "NCHW"
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_native(self, x: np.ndarray, info: TensorInfo) -> np.ndarray:
+        """Float NCHW -> the model's layout and dtype."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.layout == "NHWC" and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        if info.quantized:
+            limits = np.iinfo(info.dtype)
+            q = np.round(x / info.scale) + info.zero_point
+            return np.clip(q, limits.min, limits.max).astype(info.dtype)
+        return np.ascontiguousarray(x.astype(info.dtype))
+
+    @staticmethod
+    def to_float(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+        if info.quantized:
+            return (y.astype(np.float32) - info.zero_point) * info.scale
+        return y.astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float NCHW batch -> float first output, one row per sample (loops batch-1 models)."""
+        info = self.inputs[0]
+        fixed_batch = info.shape[0] if info.shape else None
+        if fixed_batch is None or fixed_batch == len(x):
+            return self.to_float(self.run([self.to_native(x, info)])[0], self.outputs[0])
+        rows = [self.to_float(self.run([self.to_native(x[i:i + 1], info)])[0], self.outputs[0]) for i in range(len(x))]
+        return np.concatenate(rows, axis=0)
+
+    def example_feeds(self, seed: int = 0) -> list[np.ndarray]:
+        """Random native inputs of the model's own shape (dynamic dims taken as 1)."""
+        rng = np.random.default_rng(seed)
+        feeds = []
+        for info in self.inputs:
+            shape = [d or 1 for d in info.shape]
+            if info.dtype.kind in "iu":
+                limits = np.iinfo(info.dtype)
+                feeds.append(rng.integers(limits.min, limits.max + 1, size=shape, dtype=info.dtype))
+            else:
+                feeds.append(rng.standard_normal(shape).astype(info.dtype))
+        return feeds
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "layout": self.layout,
+            "inputs": [i.as_dict() for i in self.inputs], "outputs": [o.as_dict() for o in self.outputs],
+        }
