@@ -54,6 +54,12 @@ def configure(verbosity: int = NORMAL) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
+    log.propagate = False  # the root logger is the libraries': with -v they print there, in their own name
+    if verbosity >= VERBOSE and not any(isinstance(h, _ConsoleHandler) for h in logging.root.handlers):
+        handler = _ConsoleHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.root.addHandler(handler)
+        logging.root.setLevel(logging.DEBUG)
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= VERBOSE else logging.ERROR)
     if verbosity < VERBOSE:
@@ -84,10 +90,23 @@ def native_output() -> Iterator[None]:
     """Catch what C/C++ libraries write to file descriptors 1 and 2 (TensorFlow, XLA, absl, the
     TFLite converter) and show it only with -v. Python-level writes still reach the real streams:
     ``sys.stdout``/``sys.stderr`` are pointed at copies of the original descriptors meanwhile, so
-    edgekit's own lines and progress bars go on showing."""
-    if verbosity() >= VERBOSE or not _has_fds():
-        yield
-        return
+    edgekit's own lines and progress bars go on showing. Handlers that a library puts on the root
+    logger meanwhile (absl does, bound to the stream of the moment) are taken off again: they would
+    print edgekit's lines a second time in their own format."""
+    root_handlers = list(logging.root.handlers)
+    try:
+        if verbosity() >= VERBOSE or not _has_fds():
+            yield
+        else:
+            with _descriptors_captured():
+                yield
+    finally:
+        for handler in [h for h in logging.root.handlers if h not in root_handlers]:
+            logging.root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def _descriptors_captured() -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -104,10 +123,8 @@ def native_output() -> Iterator[None]:
             yield
         finally:
             for name, original in swapped.items():
-                replacement = getattr(sys, name)
-                replacement.flush()
+                getattr(sys, name).flush()  # left open: a library may hold it (it writes to the terminal)
                 setattr(sys, name, original)
-                replacement.close()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)

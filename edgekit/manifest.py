@@ -38,7 +38,7 @@ from edgekit.errors import EdgekitError
 SCHEMA = "edgekit.manifest/1"
 _TRACKED_PACKAGES = (
     "edgekit", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnx2tf",
-    "tensorflow", "ai-edge-litert", "numpy",
+    "tensorflow", "ai-edge-litert", "openvino", "numpy",
 )
 
 

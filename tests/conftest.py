@@ -1,6 +1,7 @@
 """Shared fixtures: a digits CNN trained once per session, its FP32 ONNX, and calibration tensors."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import pytest
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Calibration caches go to a per-session folder, never to the user's ~/.cache."""
     os.environ["EDGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgekit-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _edgekit_lines_reach_caplog() -> None:
+    """A command run in-process (edgekit.log.configure) stops edgekit's records at its own handler;
+    a test that calls the library directly reads them with caplog, through the root logger."""
+    logging.getLogger("edgekit").propagate = True
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ABSENT = ("torch", "torchvision", "torch_pruning", "onnxscript", "tensorflow", "onnx2tf", "tf_keras", "keras",
-          "onnxsim", "onnx_graphsurgeon", "sng4onnx", "sklearn", "scipy")
+          "onnxsim", "onnx_graphsurgeon", "sng4onnx", "sklearn", "scipy", "openvino")
 
 BLOCKER = f"""
 import importlib.machinery, sys

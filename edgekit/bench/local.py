@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from edgekit.bench.plan import Job, settle
 from edgekit.errors import EdgekitError
+from edgekit.log import progress as progress_bar
 
 RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner"  # the package a device runs
 RUN_MODULE = ["-m", RUNNER.name]  # run from RUNNER's parent folder, as on a device
@@ -91,7 +92,7 @@ def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float 
     jobs, notes = settle(list(jobs), probe["system"].get("runtimes", {}), "local",
                          "this Python" if python == sys.executable else python, remote=False)
     documents = []
-    for job in jobs:  # one process each: a clean peak-memory figure per artifact
+    for job in progress_bar(jobs, desc="benchmarking", unit="artifact"):  # one process each: a clean peak-memory figure
         args = runner_arguments([str(job.path.resolve())], runs, warmup, job, time_budget,
                                 pinned_cpus(job.threads) if pin else None)
         documents.append(_run_runner(python, args, str(job.path), timeout))

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from edgekit.bench.local import RUN_MODULE, RUNNER, merge_documents, parse_runner_output, runner_arguments
 from edgekit.bench.plan import Job, settle
 from edgekit.errors import EdgekitError, first_line
+from edgekit.log import progress as progress_bar
 from edgekit.runtime.registry import model_format
 
 
@@ -370,7 +371,8 @@ async def bench_remote_async(
                 raise
             raise EdgekitError(f"{where}: upload failed ({first_line(exc)})") from exc
         documents = []
-        for index, job in enumerate(jobs):  # one process each on the device too: a clean peak-memory figure
+        # one process each on the device too: a clean peak-memory figure
+        for index, job in enumerate(progress_bar(jobs, desc=f"benchmarking on {where}", unit="artifact")):
             # the runner exits (removing the directory) if this channel closes; the last one also at the end
             cleanup = "always" if index == len(jobs) - 1 and not keep else "abort"
             args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup)

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edgekit.log import log
 from edgekit.runtime.device_runner.registry import NAMES, SUFFIXES
 
 MAX_RUNS = 1_000_000
@@ -93,17 +94,17 @@ def run(args: argparse.Namespace) -> int:
 
         profile = load_target(args.target, args.targets_dir)
         if profile.arch != platform.machine() and not (profile.ssh and profile.ssh.host):
-            print(f"note: target {profile.name} is {profile.arch}, this machine is {platform.machine()}: measuring "
-                  f"here with its settings; add --host to measure on the device itself", flush=True)
-    print(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...", flush=True)
+            log.info(f"note: target {profile.name} is {profile.arch}, this machine is {platform.machine()}: measuring "
+                  f"here with its settings; add --host to measure on the device itself")
+    log.info(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...")
     document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
                          time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
                          timeout=args.timeout, local_python=args.python)
     for note in document.get("notes", []):
-        print(note)
+        log.info(note)
     print(render_table(document))
     if path:
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)
-        print(f"wrote {path}")
+        log.info(f"wrote {path}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edgekit.cli.run_cmd import add_run_options, execute
+from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,5 +16,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.pipeline import DEMO_CONFIG, load_config
 
-    print(f"edgekit demo: {DEMO_CONFIG}")
+    log.info(f"edgekit demo: {DEMO_CONFIG}")
     return execute(load_config(DEMO_CONFIG), args, str(DEMO_CONFIG))

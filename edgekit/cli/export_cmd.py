@@ -5,6 +5,7 @@ import argparse
 
 from edgekit.cli.common import add_force, add_model_source, check_output, input_shape, positive
 from edgekit.export.parity import DEFAULT_NOISE_FACTOR
+from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         prior_stages=(history or {}).get("stages"),
     )
     size_mb = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({size_mb:.2f} MB, {result.exporter} exporter, {result.seconds:.1f} s)")
-    print(result.parity.summary())
+    log.info(f"wrote {result.path} ({size_mb:.2f} MB, {result.exporter} exporter, {result.seconds:.1f} s)")
+    log.info(result.parity.summary())
     return 0
 
 

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from edgekit.cli.common import add_force, add_model_source, fraction, input_shape, positive
+from edgekit.log import log
 
 if TYPE_CHECKING:
     from edgekit.distill import RecoverSettings
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     write_manifest(args.output, new_manifest(args.output, source=loaded.describe(),
                                              input_spec={"shape": list(shape), "layout": "NCHW", "dtype": "float32"},
                                              stages=stages))
-    print(f"wrote {args.output}: {report.summary()}")
+    log.info(f"wrote {args.output}: {report.summary()}")
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgekit.log import log
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from edgekit.quantize.ort.settings import add_arguments
@@ -81,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
     result = quantize(args.model, args.output, calib, calibration_info=info, force=args.force, model=model, **options)
     for kind, path in result.paths.items():
-        print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB, {result.label if kind == 'int8' else 'FP32'})")
+        log.info(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB, {result.label if kind == 'int8' else 'FP32'})")
     if args.backend == "tflite":
-        print(f"conversion took {result.timings['total_s']:.1f} s; ops left in float: {', '.join(result.float_ops) or 'none'}")
+        log.info(f"conversion took {result.timings['total_s']:.1f} s; ops left in float: {', '.join(result.float_ops) or 'none'}")
         return 0
     if result.sensitivity:
         worst = ", ".join(f"{r['node'] or r['tensor']} ({r['sqnr_db']} dB)" for r in result.sensitivity[:3])
-        print(f"most sensitive layers (SQNR, lower is worse): {worst}")
-    print(f"{len(result.nodes_excluded)} node(s) kept in float")
+        log.info(f"most sensitive layers (SQNR, lower is worse): {worst}")
+    log.info(f"{len(result.nodes_excluded)} node(s) kept in float")
     if "top1" in result.details:
-        print(f"top-1 on {args.eval}: INT8 {result.details['top1']:.2f}%")
+        log.info(f"top-1 on {args.eval}: INT8 {result.details['top1']:.2f}%")
     return 0
 
 

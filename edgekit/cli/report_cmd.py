@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgekit.log import log
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="write report.json/.md/.html for a run directory")
@@ -21,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
         check_folder_for(Path(args.run_dir))  # the report files are written into it
     paths = write_report(args.run_dir, args.baseline)
     print(paths["md"].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    log.info("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgekit.log import log
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run the whole pipeline from a YAML file")
@@ -42,7 +44,7 @@ def execute(config, args: argparse.Namespace, origin: str) -> int:
     run_dir = Path(args.output or f"runs/{config.name}")
     only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
     report = Pipeline(config, run_dir, only=only, origin=origin, targets_dir=args.targets_dir, force=args.force).run()
-    print(f"report: {report.resolve()}")
+    log.info(f"report: {report.resolve()}")
     return 0
 
 

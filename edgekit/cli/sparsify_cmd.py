@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edgekit.cli.common import add_force, add_model_source
+from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     save_module(loaded.module, args.output, None, force=args.force)
     write_manifest(args.output, new_manifest(args.output, source=loaded.describe(), stages=[report]))
     print(tabulate(sorted(report["per_layer"].items()), headers=["layer", "sparsity"]))
-    print(f"wrote {args.output}: {report['sparsity']:.1%} of conv/linear weights are zero; gzip size "
+    log.info(f"wrote {args.output}: {report['sparsity']:.1%} of conv/linear weights are zero; gzip size "
           f"{report['gzip_bytes_before'] / 1e6:.2f} MB -> {report['gzip_bytes_after'] / 1e6:.2f} MB")
-    print("note: ONNX Runtime and TFLite run dense kernels, so this model is NOT faster; "
+    log.info("note: ONNX Runtime and TFLite run dense kernels, so this model is NOT faster; "
           "use `edgekit prune` (structured) for speed.")
     return 0

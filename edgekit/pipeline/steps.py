@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,8 @@ from edgekit.atomic import write_text_atomic
 from edgekit.manifest import derive_manifest, new_manifest, read_manifest, sha256_file, write_manifest
 from edgekit.pipeline.config import ModelConfig, PipelineConfig
 from edgekit.pipeline.stages import Step, StepContext, versions
+
+_log = logging.getLogger(__name__)
 
 
 def _example(config: PipelineConfig) -> Any:
@@ -407,7 +410,7 @@ def reads_bench(ctx: StepContext) -> dict[str, Any]:
     return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
             "targets": {t: _profile(ctx, t) for t in b.targets},
             "machine": _this_machine("machine", "cpu_model", "cpu_count", "isa_flags") if b.targets else None,
-            **versions("onnxruntime", "tensorflow", "ai-edge-litert", "asyncssh")}
+            **versions("onnxruntime", "tensorflow", "ai-edge-litert", "openvino", "asyncssh")}
 
 
 def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
@@ -422,9 +425,9 @@ def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
         jobs.append((name, {"target": host.target and _target_file(ctx, host.target), "host": host.host, "remote_python": host.remote_python,
                             "ssh_options": options}))
     for name, job in jobs:
-        print(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs", flush=True)
+        _log.info(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs")
         document = benchmark(artifacts, runs=b.runs, warmup=b.warmup, threads=b.threads, **job)
-        print(render_table(document))
+        _log.info(render_table(document))
         path = bench_dir / f"{name}.json"
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=True)
         written.append(path)

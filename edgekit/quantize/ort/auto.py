@@ -6,12 +6,15 @@ Every candidate is measured with the same runner and threads as ``edgekit bench`
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.runtime import open_runner, time_loop
+
+_log = logging.getLogger(__name__)
 
 def _candidate(format: str, activation_type: str, per_channel: bool = True, reduce_range: bool = False) -> OrtQuantSettings:
     return OrtQuantSettings(format=format, activation_type=activation_type, weight_type="int8",
@@ -43,7 +46,7 @@ def choose(
     accuracy: Callable[[Path], float | None],
     budget: float | None,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> dict[str, Any]:
     """Measure FP32 and each candidate; return the table and the winner (None if none fits)."""
     rows = []

@@ -20,13 +20,14 @@ class _TensorReader:
     """A CalibrationDataReader over prepared NCHW tensors, one sample per call, with a progress bar."""
 
     def __init__(self, input_name: str, tensors: np.ndarray, batch: int, progress: bool) -> None:
-        from tqdm import tqdm
+        from edgekit.log import progress as progress_bar
 
         self.input_name = input_name
         self.tensors = tensors
         self.batch = batch
         self.position = 0
-        self.bar = tqdm(total=len(tensors), desc="calibrating (ORT)", unit="img", disable=None if progress else True, leave=False)
+        self.bar = progress_bar(total=len(tensors), desc="calibrating (ORT)", unit="img",
+                                disable=None if progress else True)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.position >= len(self.tensors):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,8 @@ import numpy as np
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize import simulate
 from edgekit.quantize.ort.settings import OrtQuantSettings
+
+_log = logging.getLogger(__name__)
 
 
 class _Reader:
@@ -130,7 +133,7 @@ def meet_accuracy_budget(
     fp32_accuracy: float,
     budget: float,
     candidates: list[str],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
     key: str = "--accuracy-budget",
 ) -> dict[str, Any]:
     """Exclude the worst layers (1, 2, 4, ... of them) until INT8 is within ``budget`` points of FP32;

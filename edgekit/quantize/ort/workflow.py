@@ -9,6 +9,7 @@ the caller (``model=``).
 """
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -26,6 +27,8 @@ from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantiz
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.quantize.result import QuantizeResult
+
+_log = logging.getLogger(__name__)
 
 Accuracy = Callable[[Path], float]  # top-1 (%) of a model file, e.g. edgekit.quantize.accuracy.accuracy_on
 SENSITIVITY_SAMPLES = 8  # activations of the float and the QDQ model are captured on this many inputs
@@ -60,7 +63,7 @@ def quantize_ort_workflow(
     threads: int | None = None,
     force: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
     (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.

@@ -37,14 +37,17 @@ def to_tflite(
     progress: bool = True,
 ) -> bytes:
     """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io)."""
-    import tensorflow as tf
-    from tqdm import tqdm
+    from edgekit.log import progress as progress_bar
 
-    function, holder = _concrete_function(model)
+    with quiet_tensorflow():
+        import tensorflow as tf
+
+        function, holder = _concrete_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
     if calib_nhwc is not None:
         def representative() -> Iterator[list[np.ndarray]]:
-            for sample in tqdm(calib_nhwc, desc="calibrating (TFLite)", unit="img", disable=None if progress else True, leave=False):
+            for sample in progress_bar(calib_nhwc, desc="calibrating (TFLite)", unit="img",
+                                       disable=None if progress else True):
                 yield [sample[None].astype(np.float32)]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -39,14 +39,21 @@ def _in_directory(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet_tensorflow() -> Iterator[None]:
-    """TensorFlow, absl and onnx2tf print pages per conversion; keep only our own progress."""
+    """TensorFlow, absl, XLA and onnx2tf write pages per conversion, from Python and straight from
+    C++ (``E0000 ... Unable to register cuDNN factory`` on a CPU machine); they show only with -v.
+    Imports of TensorFlow belong inside this too: most of its C++ lines come at import."""
+    from edgekit import log
+
+    if log.verbosity() >= log.VERBOSE:
+        yield
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "onnx2tf", "")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with log.native_output(), contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -55,8 +62,8 @@ def quiet_tensorflow() -> Iterator[None]:
 
 def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, integer: bool) -> Any:
     """The Keras (tf_keras) model onnx2tf builds for ``onnx_path``; inputs become NHWC."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import onnx2tf
+    with quiet_tensorflow():
+        import onnx2tf
 
     work_dir.mkdir(parents=True, exist_ok=True)
     # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,

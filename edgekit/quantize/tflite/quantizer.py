@@ -1,6 +1,7 @@
 """ONNX -> TFLite full-integer INT8 (and the FP32 ``.tflite`` reference), calibrated on our tensors."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras
 from edgekit.runtime.verify import verify_tflite
+
+_log = logging.getLogger(__name__)
 
 
 def fp32_path_for(output: str | Path) -> Path:
@@ -59,7 +62,7 @@ def quantize_tflite(
 
     def phase(name: str) -> None:
         if progress:
-            print(f"[tflite] {name}", flush=True)
+            _log.info(f"[tflite] {name}")
 
     # scratch beside the output (not /tmp): a killed conversion's 10+ MB are swept by the next writer
     with work_dir(output_path) as scratch:
