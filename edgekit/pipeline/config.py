@@ -141,8 +141,17 @@ class BenchConfig(_Strict):
     threads: Threads | None = None
 
 
+def _known_task(name: str) -> str:
+    from edgekit.tasks import TASKS
+
+    if name not in TASKS:
+        raise ValueError(f"{name!r} is not one of {', '.join(sorted(TASKS))}")
+    return name
+
+
 class PipelineConfig(_Strict):
     name: RunName = "run"
+    task: Annotated[str, AfterValidator(_known_task)] = "classification"  # what eval scores (edgekit.tasks)
     model: ModelConfig
     data: DataConfig
     train: TrainConfig | None = None

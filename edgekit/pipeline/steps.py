@@ -386,8 +386,9 @@ def _this_machine(*keys: str) -> dict[str, Any]:
 
 
 def reads_eval(ctx: StepContext) -> dict[str, Any]:
-    return {"data": _data(ctx.config, "eval"), "machine": _this_machine("machine", "isa_flags"),
-            **versions("onnxruntime", "tensorflow", "ai-edge-litert")}
+    return {"task": ctx.config.task, "data": _data(ctx.config, "eval"),
+            "machine": _this_machine("machine", "isa_flags"),
+            **versions("onnxruntime", "tensorflow", "ai-edge-litert", "openvino")}
 
 
 def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
@@ -397,7 +398,8 @@ def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
 
     config, eval_dir = ctx.config, ctx.run_dir / "eval"
     written = []
-    for result in evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0], progress=True):
+    for result in evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0],
+                                task=config.task, progress=True):
         path = eval_dir / f"{result.path.name}.json"
         write_text_atomic(path, json.dumps(result.as_dict(), indent=1) + "\n", force=True)
         written.append(path)

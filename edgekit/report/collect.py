@@ -124,12 +124,26 @@ def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None
         "macs": info["macs"], "params": info["params"], "precision": info["precision"], "pruned": info["pruned"],
         "distilled": info["distilled"], "quantization": info["quantization"],
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
+        "cosine": evaluation.get("cosine"), **ranked_by(evaluation),
         "accuracy_warning": evaluation.get("warning"),
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],
     }
     return row
+
+
+def ranked_by(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The figure a report ranks a variant by: its task's primary metric (top-1 for classification)
+    when the data is labelled, else the task's fidelity metric (agreement with the reference)."""
+    from edgekit.tasks import TASKS
+
+    task = TASKS.get(evaluation.get("task") or "classification")
+    if task is None or not evaluation:
+        return {"task": evaluation.get("task"), "metric": None, "higher_is_better": True, "score": None}
+    metric = task.primary if evaluation.get(task.primary.name) is not None else task.fidelity
+    return {"task": task.name, "metric": metric.name, "higher_is_better": metric.higher_is_better,
+            "score": evaluation.get(metric.name)}
 
 
 def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> None:
@@ -143,7 +157,8 @@ def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> Non
     for row in rows:
         base = base_by_host.get(row["host"]) or base_any
         row["is_baseline"] = row is base
-        row["top1_delta"] = (row["top1"] - base["top1"]) if base and row["top1"] is not None and base["top1"] is not None else None
+        row["top1_delta"] = _difference(row, base, "top1")
+        row["score_delta"] = _difference(row, base, "score") if base and base["metric"] == row["metric"] else None
         if base and row["latency_ms"] and base.get("latency_ms"):
             row["speedup"] = base["latency_ms"]["p50"] / row["latency_ms"]["p50"]
             verdict = compare(row["latency_ms"], base["latency_ms"])
@@ -152,15 +167,29 @@ def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> Non
             row["speedup"], row["vs_baseline"] = None, None
 
 
+def _difference(row: dict[str, Any], base: dict[str, Any] | None, key: str) -> float | None:
+    return row[key] - base[key] if base and row[key] is not None and base[key] is not None else None
+
+
 def _mark_pareto(rows: list[dict[str, Any]]) -> None:
-    """Pareto-optimal within each host: no other variant is both faster (p50) and more accurate."""
+    """Pareto-optimal within each host: no other variant is both faster (p50) and better on the
+    ranking metric (the task's primary metric, in its own direction)."""
     for row in rows:
         row["pareto"] = False
     for host in {r["host"] for r in rows}:
-        points = [r for r in rows if r["host"] == host and r["latency_ms"] and r["top1"] is not None]
+        points = [r for r in rows if r["host"] == host and r["latency_ms"] and r["score"] is not None]
+        metrics = {r["metric"] for r in points}
+        if len(metrics) != 1:  # top-1 for some, agreement for others: no common scale
+            continue
         for row in points:
-            p, a = row["latency_ms"]["p50"], row["top1"]
+            p, a = row["latency_ms"]["p50"], goodness(row)
             row["pareto"] = not any(
-                o is not row and o["latency_ms"]["p50"] <= p and o["top1"] >= a and (o["latency_ms"]["p50"] < p or o["top1"] > a)
+                o is not row and o["latency_ms"]["p50"] <= p and goodness(o) >= a
+                and (o["latency_ms"]["p50"] < p or goodness(o) > a)
                 for o in points
             )
+
+
+def goodness(row: dict[str, Any]) -> float:
+    """The ranking metric, larger is better."""
+    return row["score"] if row["higher_is_better"] else -row["score"]

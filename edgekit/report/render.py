@@ -6,7 +6,9 @@
     hosts     {"<target> @ <host>": system info of that machine}
     rows      [{"artifact", "label", "host", "format", "runtime", "runtime_label", "size_bytes", "macs", "params",
                 "precision", "pruned", "distilled", "quantization", "top1", "top5", "top1_delta",
-                "agreement", "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
+                "agreement", "cosine", "task", "metric" (what the row is ranked by: the task's primary
+                metric with labels, else its fidelity metric), "higher_is_better", "score" (that metric's
+                value), "score_delta", "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
                 "speedup" (baseline p50 / p50), "vs_baseline" ("faster"|"slower"|"no measurable
                 difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline"}]
     summary   {"best_within_1pt": row artifact or null, "pareto": [artifacts]}
@@ -20,10 +22,12 @@ import io
 from typing import Any
 
 from edgekit import __version__
+from edgekit.report.collect import goodness
 
 SCHEMA = "edgekit.report/1"
+METRIC_LABELS = {"top1": "top-1 (%)", "agreement": "top-1 agreement with the baseline (%)"}
 HEADERS = ["variant", "artifact", "runtime", "target @ host", "MB", "MMACs", "p50 ms", "p90 ms", "speed-up",
-           "vs FP32", "top-1 %", "Δ top-1", "agree %", "notes"]
+           "vs FP32", "top-1 %", "Δ top-1", "agree %", "cosine", "notes"]
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -47,6 +51,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             _fmt((r["size_bytes"] or 0) / 1e6, ".2f"), _fmt(r["macs"] / 1e6 if r["macs"] else None, ".1f"),
             _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p90"), ".3f"), _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else ""),
             r["vs_baseline"] or "", _fmt(r["top1"], ".2f"), _fmt(r["top1_delta"], "+.2f"), _fmt(r["agreement"], ".1f"),
+            _fmt(r.get("cosine"), ".4f"),
             ", ".join(notes),
         ])
     return out
@@ -59,8 +64,9 @@ def _point_label(row: dict[str, Any]) -> str:
 
 
 def summary(rows: list[dict[str, Any]], baseline: str | None) -> dict[str, Any]:
-    base = next((r for r in rows if r["artifact"] == baseline and r["top1"] is not None), None)
-    within = [r for r in rows if r["latency_ms"] and r["top1"] is not None and base and base["top1"] - r["top1"] <= 1.0]
+    base = next((r for r in rows if r["artifact"] == baseline and r["score"] is not None), None)
+    within = [r for r in rows if r["latency_ms"] and base and r["score"] is not None and r["metric"] == base["metric"]
+              and goodness(base) - goodness(r) <= 1.0]  # at most one point worse on the ranking metric
     best = min(within, key=lambda r: r["latency_ms"]["p50"]) if within else None
     return {"best_within_1pt": best["artifact"] if best else None,
             "best_within_1pt_host": best["host"] if best else None,
@@ -119,25 +125,27 @@ def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
 
     images = {}
     measured = [r for r in rows if r["latency_ms"]]
-    scored = [r for r in measured if r["top1"] is not None]
+    scored = [r for r in measured if r["score"] is not None]
+    metric = scored[0]["metric"] if scored and len({r["metric"] for r in scored}) == 1 else None
+    scored = scored if metric else []
     if scored:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for host in sorted({r["host"] for r in scored}):
             pts = [r for r in scored if r["host"] == host]
-            ax.scatter([r["latency_ms"]["p50"] for r in pts], [r["top1"] for r in pts], label=host, s=40)
+            ax.scatter([r["latency_ms"]["p50"] for r in pts], [r["score"] for r in pts], label=host, s=40)
             for index, r in enumerate(sorted(pts, key=lambda r: r["latency_ms"]["p50"])):
                 # staggered offsets: variants often share an accuracy and sit on one line
-                ax.annotate(_point_label(r), (r["latency_ms"]["p50"], r["top1"]), fontsize=7,
+                ax.annotate(_point_label(r), (r["latency_ms"]["p50"], r["score"]), fontsize=7,
                             xytext=(4, 6 + 9 * (index % 4)), textcoords="offset points",
                             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"})
             front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["latency_ms"]["p50"])
             if front:
-                ax.plot([r["latency_ms"]["p50"] for r in front], [r["top1"] for r in front], "r*--", lw=1, ms=12,
+                ax.plot([r["latency_ms"]["p50"] for r in front], [r["score"] for r in front], "r*--", lw=1, ms=12,
                         label=f"Pareto front ({host})")
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency (ms, log scale)")
-        ax.set_ylabel("top-1 (%)")
-        low = min(r["top1"] for r in scored)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        low = min(r["score"] for r in scored)
         ax.set_ylim(max(0.0, low - 2.0), 100.5 + 4.0)
         ax.set_title("Latency vs accuracy")
         ax.grid(alpha=0.3)
