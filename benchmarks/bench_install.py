@@ -3,8 +3,8 @@
 The core must stay under 600 MB (the full stack is about 8 GB, 3.2 GB of it CUDA libraries): a
 user who only quantizes an ONNX model with ONNX Runtime and benchmarks it on a board should not
 download PyTorch or TensorFlow. Each venv is measured with ``du`` after ``pip install``, and the
-core one is smoke-tested: ``edgekit bench`` on a tiny ONNX model, and ``edgekit prune`` must name
-the missing extra in one line.
+core one is smoke-tested: ``edgekit quantize --backend ort``, ``bench`` and ``report`` on a tiny
+ONNX model, and ``edgekit prune`` must name the missing extra in one line.
 """
 from __future__ import annotations
 
@@ -41,16 +41,24 @@ def install(spec: str, where: Path) -> tuple[float, float]:
 
 
 def smoke_test(venv: Path, work: Path) -> None:
-    """The core's own promises, in the venv that has only the core."""
-    model = work / "tiny.onnx"
+    """The core's own promises, in the venv that has only the core: quantize with ORT, bench, report;
+    and a command that needs PyTorch names the extra."""
+    run = work / "run"
+    (run / "artifacts").mkdir(parents=True)
+    model = run / "artifacts" / "tiny.onnx"
     make = ("import onnx, onnx.helper as h, numpy as np\n"
             "w = h.make_tensor('w', 1, [4, 3, 3, 3], np.random.default_rng(0).standard_normal(108).tolist())\n"
-            "g = h.make_graph([h.make_node('Conv', ['x', 'w'], ['y'])], 'g',\n"
-            "    [h.make_tensor_value_info('x', 1, [1, 3, 16, 16])], [h.make_tensor_value_info('y', 1, [1, 4, 14, 14])], [w])\n"
+            "g = h.make_graph([h.make_node('Conv', ['x', 'w'], ['c']), h.make_node('Relu', ['c'], ['y'])], 'g',\n"
+            "    [h.make_tensor_value_info('x', 1, [1, 3, 32, 32])], [h.make_tensor_value_info('y', 1, [1, 4, 30, 30])], [w])\n"
             f"onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)], ir_version=9), {str(model)!r})\n")
     subprocess.run([str(venv / "bin" / "python"), "-c", make], check=True)
     edgekit = str(venv / "bin" / "edgekit")
-    subprocess.run([edgekit, "bench", str(model), "--runs", "5"], check=True, stdout=subprocess.DEVNULL)
+    int8 = run / "artifacts" / "tiny.int8.onnx"
+    for argv in (["quantize", str(model), "--backend", "ort", "--calib", "builtin:digits/train", "--recipe", "digits",
+                  "--num-samples", "16", "-o", str(int8)],
+                 ["bench", str(model), str(int8), "--runs", "5", "--out-dir", str(run / "bench")],
+                 ["report", str(run)]):
+        subprocess.run([edgekit, "-q", *argv], check=True, stdout=subprocess.DEVNULL)
     done = subprocess.run([edgekit, "prune", "torchvision:resnet18", "--ratio", "0.5", "--input-shape", "1,3,32,32",
                            "-o", str(work / "p.pt")], capture_output=True, text=True)
     if done.returncode != 2 or "edgekit[torch]" not in done.stderr:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from common import RESULTS, markdown
 
-SCRIPTS = ["bench_prune.py", "bench_quantize_ort.py", "bench_tflite_conversion.py", "bench_harness.py", "bench_demo.py"]
+SCRIPTS = ["bench_prune.py", "bench_quantize_ort.py", "bench_tflite_conversion.py", "bench_harness.py", "bench_demo.py",
+           "bench_install.py"]
 
 
 def main() -> None:
