@@ -10,6 +10,7 @@ the caller (``model=``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -36,6 +37,7 @@ _log = logging.getLogger(__name__)
 
 Accuracy = Callable[[Path], float]  # top-1 (%) of a model file, e.g. edgekit.quantize.accuracy.accuracy_on
 SENSITIVITY_SAMPLES = 8  # activations of the float and the QDQ model are captured on this many inputs
+REMEDY_FACTOR, REMEDY_MIN_S = 8.0, 20.0  # remedies may take this many first quantizations (seconds at least)
 AUTO_DEFAULT_BUDGET = 1.0  # top-1 points ``auto`` may lose when no budget is given
 
 
@@ -92,8 +94,10 @@ def quantize_ort_workflow(
     with work_dir(out) as work:
         prepared = preprocess(fp32, work)
 
-        def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False) -> Path:
-            return quantize_prepared(prepared, path, feed, chosen, nodes, progress=show, label=fp32)
+        def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False,
+                     cap: int | None = None) -> Path:
+            used = dataclasses.replace(feed, tensors=feed.tensors[:cap]) if cap and len(feed.tensors) > cap else feed
+            return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32)
 
         if auto:
             table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
@@ -124,7 +128,8 @@ def quantize_ort_workflow(
             layers = [] if accuracy_budget is not None else [  # with labels, the budget search keeps layers in float
                 c for c in budget_candidates(model, ranking) if c not in excluded]
             chosen, tried = remedies_mod.remedy(
-                start, lambda s, nodes, path: quantize(s, excluded + nodes, path), check, layers, work, log)
+                start, lambda s, nodes, path: quantize(s, excluded + nodes, path, cap=remedies_mod.samples_cap(s)),
+                check, layers, work, log, deadline_s=max(REMEDY_MIN_S, REMEDY_FACTOR * timings["quantize_s"]))
             log(remedies_mod.explain(start, chosen, tried))
             settings, first = chosen.settings, chosen.path
             excluded += chosen.excluded
@@ -200,6 +205,7 @@ def quantize_ort(
     force: bool = False,
     progress: bool = True,
 ) -> QuantizeResult:
-    """One quantization with the given (default: this host's) settings, no ranking or search."""
+    """One quantization with the given (default: this host's) settings, no ranking, search or remedy
+    (its fidelity and speed against FP32 are still measured and warned about)."""
     return quantize_ort_workflow(onnx_in, onnx_out, calib, settings, exclude=nodes_to_exclude, sensitivity=False,
-                                 calibration_info=calibration_info, force=force, progress=progress)
+                                 calibration_info=calibration_info, force=force, progress=progress, remedies=False)
