@@ -98,7 +98,9 @@ def test_poor_int8_is_remedied(outlier_onnx: Path, digits_calib: np.ndarray, tmp
     tried = result.details["remedies"]["tried"]
     before, after = tried[0], result.details["remedies"]["chosen"]
     assert before["remedy"] == "as configured" and before["cosine"] < fidelity.MIN_COSINE
-    assert after["cosine"] >= fidelity.MIN_COSINE and result.fidelity.ok and not result.warnings
+    assert after["cosine"] >= fidelity.MIN_COSINE and result.fidelity.ok
+    assert not any("not faithful" in w for w in result.warnings)
+    assert after["layers_in_float"] == len(result.nodes_excluded) > 0  # the settings alone do not fix an outlier channel
     assert len(tried) >= 2 and all("cosine" in row and "agreement" in row for row in tried)
     assert _stage(out)["remedies"]["chosen"] == after
     chose = [r.getMessage() for r in caplog.records if r.getMessage().startswith("remedy: chose ")]

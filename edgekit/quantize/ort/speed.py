@@ -23,6 +23,7 @@ INTEGER_OPS = frozenset({
     "Flatten", "Resize", "Split", "Gather", "Pad", "Slice", "Expand", "Tile", "Where", "ArgMax", "Identity",
 })
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+SMALL_MS = 1.0
 _TIMING_RUNS = 30
 _TIMING_SECONDS = 1.5  # per model: the check must stay a couple of seconds
 
@@ -46,8 +47,9 @@ def float_ops_between_qdq(model: Any) -> collections.Counter[str]:
     return found
 
 
-def reason(int8: str | Path, settings: dict[str, Any]) -> str | None:
-    """Why INT8 can be slower here, where known: the float ops between Q/DQ, or U8S8 without VNNI."""
+def reason(int8: str | Path, settings: dict[str, Any], fp32_p50_ms: float | None = None) -> str | None:
+    """Why INT8 can be slower here, where known: the float ops between Q/DQ, U8S8 without VNNI, or a
+    model so small (FP32 under 1 ms) that converting to and from int8 costs more than the arithmetic saves."""
     import onnx
 
     ops = float_ops_between_qdq(onnx.load(str(int8), load_external_data=False))
@@ -59,6 +61,9 @@ def reason(int8: str | Path, settings: dict[str, Any]) -> str | None:
 
     if settings.get("activation_type") == "uint8" and settings.get("weight_type") == "int8" and host_u8s8_saturates():
         return "U8S8 on an x86-64 CPU without VNNI: int8 dot products have no fast path here"
+    if fp32_p50_ms is not None and fp32_p50_ms < SMALL_MS:
+        return (f"the model runs in {fp32_p50_ms:.3f} ms: quantizing and dequantizing its tensors costs more than "
+                "the int8 arithmetic saves; FP32 is the faster choice on this CPU")
     return None
 
 
@@ -77,7 +82,7 @@ def int8_vs_fp32(fp32: str | Path, int8: str | Path, settings: dict[str, Any], t
     record = {"fp32_p50_ms": round(fp32_stats["p50"], 4), "int8_p50_ms": round(int8_stats["p50"], 4),
               "ratio": round(fp32_stats["p50"] / int8_stats["p50"], 3), "verdict": verdict}
     if verdict == "slower":
-        record["reason"] = reason(int8, settings)
+        record["reason"] = reason(int8, settings, fp32_stats["p50"])
     return record
 
 
