@@ -37,7 +37,6 @@ _log = logging.getLogger(__name__)
 
 Accuracy = Callable[[Path], float]  # top-1 (%) of a model file, e.g. edgekit.quantize.accuracy.accuracy_on
 SENSITIVITY_SAMPLES = 8  # activations of the float and the QDQ model are captured on this many inputs
-REMEDY_FACTOR, REMEDY_MIN_S = 8.0, 20.0  # remedies may take this many first quantizations (seconds at least)
 AUTO_DEFAULT_BUDGET = 1.0  # top-1 points ``auto`` may lose when no budget is given
 
 
@@ -129,7 +128,7 @@ def quantize_ort_workflow(
                 c for c in budget_candidates(model, ranking) if c not in excluded]
             chosen, tried = remedies_mod.remedy(
                 start, lambda s, nodes, path: quantize(s, excluded + nodes, path, cap=remedies_mod.samples_cap(s)),
-                check, layers, work, log, deadline_s=max(REMEDY_MIN_S, REMEDY_FACTOR * timings["quantize_s"]))
+                check, layers, work, log)
             log(remedies_mod.explain(start, chosen, tried))
             settings, first = chosen.settings, chosen.path
             excluded += chosen.excluded
