@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ort.add_argument("--eval", help="labelled data to measure accuracy on (for --accuracy-budget and --auto)")
     ort.add_argument("--auto", action="store_true", help="measure the candidate configurations here, keep the best")
     ort.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer error ranking")
+    ort.add_argument("--no-remedies", action="store_true",
+                     help="keep the INT8 model as configured even when its fidelity to FP32 is below the threshold")
     tfl = parser.add_argument_group("TFLite")
     tfl.add_argument("--float-io", action="store_true", help="keep float input/output (int8 inside)")
     tfl.add_argument("--allow-float-ops", action="store_true", help="accept ops left in float")
@@ -81,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         "float_io": args.float_io, "allow_float_ops": args.allow_float_ops, "write_fp32": not args.no_fp32}
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
+    if args.eval:  # fidelity on the evaluation images rather than a slice held out of the calibration ones
+        from edgekit.quantize.fidelity import HOLDOUT
+
+        options["holdout"] = calibration_tensors(args.eval, recipe, HOLDOUT, args.seed, skip_bad=args.skip_bad)
     result = quantize(args.model, args.output, calib, calibration_info=info, force=args.force, model=model, **options)
     for kind, path in result.paths.items():
         log.info(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB, {result.label if kind == 'int8' else 'FP32'})")
@@ -107,4 +113,5 @@ def _ort_options(args: argparse.Namespace, evaluate) -> dict:
         profile = load_target(args.target)
     settings = resolve_settings(profile, from_arguments(args), origin="command line")
     return {"settings": settings, "exclude": args.exclude, "auto": args.auto, "accuracy_budget": args.accuracy_budget,
-            "evaluate": evaluate, "sensitivity": not args.no_sensitivity, "details": {"target": args.target}}
+            "evaluate": evaluate, "sensitivity": not args.no_sensitivity, "details": {"target": args.target},
+            "remedies": not args.no_remedies}

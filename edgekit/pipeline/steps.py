@@ -325,7 +325,8 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
     reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"),
              **versions("onnx", "onnxruntime")}
     if q.ort is not None:
-        reads |= {"ort": _ort_settings(ctx).as_dict(), "accuracy_budget": q.accuracy_budget, "auto": q.auto}
+        reads |= {"ort": _ort_settings(ctx).as_dict(), "accuracy_budget": q.accuracy_budget, "auto": q.auto,
+                  "remedies": q.remedies}
     if _measures_accuracy(ctx):
         reads["eval_data"] = _data(ctx.config, "eval")
     if q.ort is not None and q.auto:  # the fastest candidate is this machine's
@@ -344,7 +345,8 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
     if q.ort is not None:
         evaluate = accuracy_on(config.data.eval, config.data.recipe) if _measures_accuracy(ctx) else None
         options["ort"] = {"settings": _ort_settings(ctx), "auto": q.auto, "accuracy_budget": q.accuracy_budget,
-                          "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log}
+                          "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log,
+                          "remedies": q.remedies}
     if q.tflite is not None:
         options["tflite"] = {"float_io": q.tflite.float_io}
     return options

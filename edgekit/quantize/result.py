@@ -3,13 +3,16 @@
 The pipeline and the CLI read attributes, and ``stage()`` is the one place that turns a result into
 the manifest's ``quantize`` stage (keys that ``report/collect.py`` and ``evaluate`` read: ``stage``,
 ``backend``, ``label``, and for ORT the flattened settings ``activation_type``, ``weight_type``,
-``reduce_range``...).
+``reduce_range``...; ``fidelity``: INT8 vs FP32 cosine and top-1 agreement).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgekit.quantize.fidelity import Fidelity
 
 SENSITIVITY_TOP = 25  # rows of the per-layer ranking kept in the manifest
 
@@ -29,6 +32,7 @@ class QuantizeResult:
     sensitivity_note: str | None = None               # why it is None, when it was asked for
     warnings: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend extras: auto table, budget, ops
+    fidelity: "Fidelity | None" = None  # INT8 vs FP32 on held-out samples (None: could not be measured)
 
     @property
     def output(self) -> Path:
@@ -48,6 +52,8 @@ class QuantizeResult:
             stage["sensitivity"] = None if self.sensitivity is None else self.sensitivity[:SENSITIVITY_TOP]
         if self.sensitivity_note:
             stage["sensitivity_note"] = self.sensitivity_note
+        if self.fidelity is not None:
+            stage["fidelity"] = self.fidelity.as_dict()
         if self.warnings:
             stage["warnings"] = list(self.warnings)
         return {**stage, **self.details}

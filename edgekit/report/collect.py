@@ -49,6 +49,8 @@ def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str
     return {
         "label": f"{kind} {format_label(artifact)}", "precision": precision, "pruned": pruned, "distilled": distilled,
         "quantization": quant.get("label") if quant else None, "macs": _last(stages, "macs"),
+        "quantize_fidelity": quant.get("fidelity") if quant else None,          # INT8 vs FP32 at quantize time
+        "quantize_speed": quant.get("int8_vs_fp32_speed") if quant else None,   # ORT: INT8 vs FP32 p50 there
         "params": _last(stages, "params"),
     }
 
@@ -126,6 +128,7 @@ def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
         "cosine": evaluation.get("cosine"), **ranked_by(evaluation),
         "accuracy_warning": evaluation.get("warning"),
+        "quantize_fidelity": info["quantize_fidelity"], "quantize_speed": info["quantize_speed"],
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],

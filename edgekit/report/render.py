@@ -6,8 +6,9 @@
     hosts     {"<target> @ <host>": system info of that machine}
     rows      [{"artifact", "label", "host", "format", "runtime", "runtime_label", "size_bytes", "macs", "params",
                 "precision", "pruned", "distilled", "quantization", "top1", "top5", "top1_delta",
-                "agreement", "cosine", "task", "metric" (what the row is ranked by: the task's primary
-                metric with labels, else its fidelity metric), "higher_is_better", "score" (that metric's
+                "agreement", "cosine", "quantize_fidelity" (manifest: cosine, agreement, samples, ok),
+                "quantize_speed" (manifest: INT8 vs FP32 p50 at quantize time), "task", "metric" (what the
+                row is ranked by: the task's primary metric with labels, else its fidelity metric), "higher_is_better", "score" (that metric's
                 value), "score_delta", "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
                 "speedup" (baseline p50 / p50), "vs_baseline" ("faster"|"slower"|"no measurable
                 difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline"}]
@@ -45,6 +46,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             notes.append("NOISY: " + "; ".join(r["noise_reasons"]))
         if r.get("accuracy_warning"):
             notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
+        notes += quantize_notes(r)
         out.append([
             r["label"] + (" (baseline)" if r["is_baseline"] else ""), r["artifact"], r.get("runtime_label") or r["runtime"] or "",
             r["host"] or "",
@@ -55,6 +57,21 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             ", ".join(notes),
         ])
     return out
+
+
+def quantize_notes(row: dict[str, Any]) -> list[str]:
+    """What the manifest says the quantization measured: its fidelity where eval measured none, and
+    an INT8 that was slower than FP32 at quantize time (the bench row may be on another machine)."""
+    notes = []
+    fidelity, speed = row.get("quantize_fidelity"), row.get("quantize_speed")
+    if fidelity and row.get("cosine") is None:
+        faithful = "" if fidelity.get("ok", True) else "NOT FAITHFUL: "
+        notes.append(f"{faithful}fidelity at quantize time: cosine {fidelity['cosine']:.4f}, "
+                     f"agreement {fidelity['agreement']:.1f}% ({fidelity['samples']} images)")
+    if speed and speed.get("verdict") == "slower":
+        why = f": {speed['reason']}" if speed.get("reason") else ""
+        notes.append(f"INT8 SLOWER than FP32 at quantize time ({speed['ratio']:.2f}x){why}")
+    return notes
 
 
 def _point_label(row: dict[str, Any]) -> str:

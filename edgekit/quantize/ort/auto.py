@@ -31,13 +31,15 @@ CANDIDATES = (
 )
 
 
-def latency_stats(path: str | Path, threads: int | None, runs: int = 40) -> dict[str, Any]:
-    """p50 with its bootstrap CI, so near-ties are called ties rather than ranked by noise."""
+def latency_stats(path: str | Path, threads: int | None, runs: int = 40,
+                  time_budget: float | None = None) -> dict[str, Any]:
+    """p50 with its bootstrap CI, so near-ties are called ties rather than ranked by noise;
+    ``time_budget`` (s) stops a slow model early (at least 5 runs)."""
     from edgekit.bench.stats import summarize
 
     runner = open_runner(str(path), threads)
     feeds = runner.example_feeds()
-    return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs))
+    return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs, time_budget=time_budget))
 
 
 def choose(

@@ -1,6 +1,7 @@
 """ORT quantization as the CLI and the pipeline both run it: optional ``auto`` choice of settings,
-one quantization, the per-layer sensitivity ranking (once), the optional accuracy-budget search,
-then the artifact and its manifest written once.
+one quantization, the per-layer sensitivity ranking (once), its fidelity to FP32 on held-out samples
+and, below the threshold, the remedies (``remedies.py``), the optional accuracy-budget search, the
+INT8-vs-FP32 speed check (``speed.py``), then the artifact and its manifest written once.
 
 Everything happens in a scratch folder beside the output (pre-processing once, every candidate and
 budget step there); only the final model is renamed into place, so an interrupted search leaves
@@ -9,6 +10,7 @@ the caller (``model=``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -19,10 +21,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
+from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
+from edgekit.quantize.ort import remedies as remedies_mod
+from edgekit.quantize.ort import speed
 from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -64,16 +69,23 @@ def quantize_ort_workflow(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _log.info,
+    remedies: bool = True,
+    holdout: np.ndarray | None = None,
+    timer: speed.Timer | None = None,
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
     (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.
-    ``budget_key`` names the budget in errors: ``--accuracy-budget``, or the pipeline file's key."""
+    ``budget_key`` names the budget in errors: ``--accuracy-budget``, or the pipeline file's key.
+    ``holdout``: tensors to measure fidelity on (default: a held-out slice of ``calib``); ``remedies``:
+    try them when fidelity is low; ``timer``: measures a model file (default ``speed.default_timer``)."""
     fp32, out = Path(fp32), Path(out)
     check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
     settings = (settings or OrtQuantSettings()).for_host()
     model = model if model is not None else load_onnx(fp32)
+    calib, samples, source = fidelity_mod.samples_for(calib, holdout)
     feed = calibration_feed(model, calib, fp32)
+    calibration_feed(model, samples, fp32)  # the held-out tensors fit the model too
     extra: dict[str, Any] = dict(details or {})
     excluded = list(exclude)
     timings: dict[str, float] = {}
@@ -81,8 +93,10 @@ def quantize_ort_workflow(
     with work_dir(out) as work:
         prepared = preprocess(fp32, work)
 
-        def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False) -> Path:
-            return quantize_prepared(prepared, path, feed, chosen, nodes, progress=show, label=fp32)
+        def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False,
+                     cap: int | None = None) -> Path:
+            used = dataclasses.replace(feed, tensors=feed.tensors[:cap]) if cap and len(feed.tensors) > cap else feed
+            return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32)
 
         if auto:
             table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
@@ -96,12 +110,31 @@ def quantize_ort_workflow(
             timings["auto_s"] = time.perf_counter() - started
         first = quantize(settings, excluded, work / "int8.onnx", progress)
         timings["quantize_s"] = time.perf_counter() - started - timings.get("auto_s", 0.0)
-        final, top1 = first, None
+        t0 = time.perf_counter()
+        check = fidelity_mod.Check(fp32, samples, source, threads)
+        before = check(first)
+        timings["fidelity_s"] = time.perf_counter() - t0
+        top1 = None
         ranking, note = None, None
-        if sensitivity or (accuracy_budget is not None and not auto):
+        if sensitivity or (accuracy_budget is not None and not auto) or (remedies and not before.ok):
             t0 = time.perf_counter()
             ranking, note = ranking_or_reason(model, fp32, first, calib[:SENSITIVITY_SAMPLES], settings)
             timings["sensitivity_s"] = time.perf_counter() - t0
+        if remedies and not before.ok:
+            t0 = time.perf_counter()
+            log(before.line())
+            start = remedies_mod.Candidate("as configured", settings, [], first, before)
+            layers = [] if accuracy_budget is not None else [  # with labels, the budget search keeps layers in float
+                c for c in budget_candidates(model, ranking) if c not in excluded]
+            chosen, tried = remedies_mod.remedy(
+                start, lambda s, nodes, path: quantize(s, excluded + nodes, path, cap=remedies_mod.samples_cap(s)),
+                check, layers, work, log)
+            log(remedies_mod.explain(start, chosen, tried))
+            settings, first = chosen.settings, chosen.path
+            excluded += chosen.excluded
+            extra["remedies"] = {"chosen": chosen.row(), "tried": [c.row() for c in tried]}
+            timings["remedies_s"] = time.perf_counter() - t0
+        final = first
         if accuracy_budget is not None and not auto:
             assert evaluate is not None  # check_budget
             fp32_top1 = evaluate(fp32)
@@ -116,19 +149,48 @@ def quantize_ort_workflow(
             top1 = evaluate(first)
         if top1 is not None:
             extra["top1"] = top1
+        faithful = check(final)
+        extra["int8_vs_fp32_speed"] = _speed_check(fp32, final, settings, timer or speed.default_timer(threads), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(final, tmp)
     timings["total_s"] = time.perf_counter() - started
+    warnings = [note] if note and settings.format == "QDQ" else []  # a QDQ ranking that failed
+    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)),
+                             speed.warning(extra["int8_vs_fp32_speed"])) if w]
     result = QuantizeResult(
         backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
-        calibration=calibration_info or {"num_samples": int(len(feed.tensors))}, nodes_excluded=excluded,
-        timings=timings, sensitivity=ranking, sensitivity_note=note,
-        warnings=[note] if note and settings.format == "QDQ" else [], details=extra,  # a QDQ ranking that failed
+        calibration={**(calibration_info or {}), "num_samples": int(len(feed.tensors)),
+                     "held_out": int(len(samples)) if source == "held-out" else 0},
+        nodes_excluded=excluded, timings=timings, sensitivity=ranking, sensitivity_note=note, warnings=warnings,
+        details=extra, fidelity=faithful,
     )
+    log(faithful.line())
     for warning in result.warnings:
-        log(f"warning: {warning}")
+        _log.warning(warning)  # stderr as "warning: ...", kept by -q
     write_manifest(out, derive_manifest(fp32, out, result.stage()))
     return result
+
+
+def _advice(remedies: bool, tried: bool) -> str:
+    if not remedies:
+        return ("run without --no-remedies (quantize.remedies: true) to try per-channel weights, Percentile/Entropy "
+                "calibration, 7-bit weights and the most sensitive layers in float")
+    if tried:
+        return ("no remedy reached the threshold: try more representative --calib images, --exclude the layers "
+                "ranked most sensitive, or quantization-aware training")
+    return "try more representative --calib images or --exclude the layers ranked most sensitive"
+
+
+def _speed_check(fp32: Path, int8: Path, settings: OrtQuantSettings, timer: speed.Timer,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """``speed.int8_vs_fp32``, timed; a diagnosis, so a failure to measure is recorded, never raised."""
+    t0 = time.perf_counter()
+    try:
+        return speed.int8_vs_fp32(fp32, int8, settings.as_dict(), timer)
+    except Exception as exc:  # noqa: BLE001 - a runtime that cannot time a model must not cost the quantization
+        return {"verdict": None, "error": f"{type(exc).__name__}: {first_line(exc)}"}
+    finally:
+        timings["speed_check_s"] = time.perf_counter() - t0
 
 
 def quantize_ort(
@@ -142,6 +204,7 @@ def quantize_ort(
     force: bool = False,
     progress: bool = True,
 ) -> QuantizeResult:
-    """One quantization with the given (default: this host's) settings, no ranking or search."""
+    """One quantization with the given (default: this host's) settings, no ranking, search or remedy
+    (its fidelity and speed against FP32 are still measured and warned about)."""
     return quantize_ort_workflow(onnx_in, onnx_out, calib, settings, exclude=nodes_to_exclude, sensitivity=False,
-                                 calibration_info=calibration_info, force=force, progress=progress)
+                                 calibration_info=calibration_info, force=force, progress=progress, remedies=False)

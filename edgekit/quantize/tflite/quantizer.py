@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import calibration_feed
@@ -30,6 +31,19 @@ def fp32_path_for(output: str | Path) -> Path:
     return output.with_name(".".join([*parts, "fp32", "tflite"]))
 
 
+ADVICE = ("try more representative --calib images, --backend ort (its remedies can keep the most sensitive "
+          "layers in float), or quantization-aware training")
+
+
+def _fidelity(onnx_path: str | Path, int8: Path, samples: np.ndarray,
+              source: str) -> tuple[fidelity_mod.Fidelity | None, str | None]:
+    """INT8 .tflite against the FP32 ONNX model; a measurement that cannot be made is a note, not an error."""
+    try:
+        return fidelity_mod.measure(onnx_path, int8, samples, source), None
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost a conversion that succeeded
+        return None, f"fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
+
+
 def quantize_tflite(
     onnx_path: str | Path,
     output_path: str | Path,
@@ -43,9 +57,11 @@ def quantize_tflite(
     progress: bool = True,
     calibration_info: dict[str, Any] | None = None,
     model: Any = None,
+    holdout: np.ndarray | None = None,
 ) -> QuantizeResult:
     """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference (``paths["fp32"]``).
-    ``model``: the ONNX model already loaded and checked by the caller (else it is loaded here)."""
+    ``model``: the ONNX model already loaded and checked by the caller (else it is loaded here).
+    ``holdout``: tensors to measure fidelity to the FP32 ONNX model on (default: a held-out slice of ``calib``)."""
     output_path = Path(output_path)
     if output_path.suffix.lower() != ".tflite":
         raise EdgekitError(f"{output_path}: the output must end in .tflite")
@@ -53,7 +69,10 @@ def quantize_tflite(
     fp32_path = fp32_path_for(output_path)
     if write_fp32:
         check_can_write(fp32_path, force, inputs=[onnx_path])
-    calibration_feed(model if model is not None else load_onnx(onnx_path), calib, onnx_path)
+    model = model if model is not None else load_onnx(onnx_path)
+    calib, samples, source = fidelity_mod.samples_for(calib, holdout)
+    calibration_feed(model, calib, onnx_path)
+    calibration_feed(model, samples, onnx_path)
     if calib.ndim != 4:
         raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {calib.ndim}-D calibration tensors")
     calib_nhwc = np.ascontiguousarray(calib.transpose(0, 2, 3, 1), dtype=np.float32)
@@ -99,15 +118,23 @@ def quantize_tflite(
                 verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
+    faithful, note = _fidelity(onnx_path, output_path, samples, source)
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
     result = QuantizeResult(
         backend="tflite", label="TFLite full-integer INT8" + (" (float I/O)" if float_io else ""), paths=written,
-        settings={"float_io": float_io, "per_channel": per_channel}, calibration=calibration_info or {"num_samples": int(len(calib))},
+        settings={"float_io": float_io, "per_channel": per_channel},
+        calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
+                     "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
-        details={"ops": int_info["ops"], "converter": "edgekit-fast"},
+        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({"fidelity_note": note} if note else {})},
+        fidelity=faithful, warnings=[w for w in (note, faithful and faithful.warning(ADVICE)) if w],
     )
+    if faithful is not None:
+        _log.info(faithful.line())
+    for warning in result.warnings:
+        _log.warning(warning)
     io_spec = {"layout": "NHWC", "dtype": int_info["inputs"][0]["dtype"]}
     if "quantization" in int_info["inputs"][0]:
         io_spec["quantization"] = int_info["inputs"][0]["quantization"]
