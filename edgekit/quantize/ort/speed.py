@@ -11,7 +11,6 @@ import collections
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit.bench.stats import compare
 
 Stats = dict[str, Any]  # edgekit.bench.stats.summarize's p50 and p50_ci95
 Timer = Callable[[Path], Stats]
@@ -78,6 +77,8 @@ def int8_vs_fp32(fp32: str | Path, int8: str | Path, settings: dict[str, Any], t
     """The manifest's ``int8_vs_fp32_speed``: p50s, ratio (FP32 p50 / INT8 p50, >1 is faster), verdict
     (``bench.stats.compare``: CIs that overlap are no measurable difference) and, when slower, the reason."""
     fp32_stats, int8_stats = timer(Path(fp32)), timer(Path(int8))
+    from edgekit.bench.stats import compare  # here: edgekit.bench's package imports targets, which import us
+
     verdict = compare(int8_stats, fp32_stats)
     record = {"fp32_p50_ms": round(fp32_stats["p50"], 4), "int8_p50_ms": round(int8_stats["p50"], 4),
               "ratio": round(fp32_stats["p50"] / int8_stats["p50"], 3), "verdict": verdict}
