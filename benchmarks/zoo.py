@@ -354,7 +354,7 @@ def save_row(row: dict[str, Any]) -> None:
 
 # --- printing ----------------------------------------------------------------------------------------
 
-HEADERS = ["arch", "prune", "MACs kept", "prune peak MB", "build", "export", "ORT", "ORT cos", "ORT agree",
+HEADERS = ["arch", "prune", "MACs kept", "prune peak MB (+in prune)", "build", "export", "ORT", "ORT cos", "ORT agree",
            "ORT speed-up", "TFLite", "TFLite cos", "TFLite agree", "TFLite speed-up", "stage s (prune/build/exp/ort/tfl)"]
 
 
@@ -373,12 +373,19 @@ def figure(stage: dict[str, Any] | None, key: str, fmt: str) -> str:
 
 def table_row(row: dict[str, Any]) -> list[str]:
     s = row["stages"]
-    times = "/".join(figure(s.get(k), "s", ".0f") or "-" for k in STAGES)
-    return [row["arch"], verdict(s.get("prune")), figure(s.get("prune"), "macs_kept", ".0%"), figure(s.get("prune"), "peak_mb", ".0f"),
+    times = "/".join(figure(s.get(k), "s", ".3g") or "-" for k in STAGES)
+    return [row["arch"], verdict(s.get("prune")), figure(s.get("prune"), "macs_kept", ".0%"), prune_memory(s.get("prune")),
             verdict(s.get("build")), verdict(s.get("export")),
             verdict(s.get("ort")), figure(s.get("ort"), "cosine", ".4f"), figure(s.get("ort"), "agree", ".0%"), figure(s.get("ort"), "speedup", ".2f"),
             verdict(s.get("tflite")), figure(s.get("tflite"), "cosine", ".4f"), figure(s.get("tflite"), "agree", ".0%"),
             figure(s.get("tflite"), "speedup", ".2f"), times]
+
+
+def prune_memory(stage: dict[str, Any] | None) -> str:
+    """The pruning child's peak RSS and how much of it came after the model was built."""
+    if not stage or "peak_mb" not in stage:
+        return ""
+    return f"{stage['peak_mb']:.0f} (+{stage['peak_mb'] - stage['rss_before_mb']:.0f})"
 
 
 def failures(row: dict[str, Any]) -> list[str]:
