@@ -197,7 +197,7 @@ def ort_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, r
         quantize_ort_workflow(fp32, out, calib, threads=THREADS, force=True, progress=False, log=lambda _: None)
     except Exception as exc:  # noqa: BLE001
         outcome = {"ok": False, "error": error_text(exc), "fallback": "quantize_ort without the sensitivity step"}
-        quantize_ort(fp32, out, calib, force=True, progress=False)
+        fallback(exc, lambda: quantize_ort(fp32, out, calib, force=True, progress=False))
     return {**fidelity(fp32, out, held_out, reference), **outcome}
 
 
@@ -214,8 +214,16 @@ def tflite_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray
         if "not full-integer" not in str(exc):
             raise
         outcome = {"ok": False, "error": error_text(exc), "fallback": "float ops allowed"}
-        quantize_tflite(fp32, out, calib, force=True, progress=False, allow_float_ops=True)
+        fallback(exc, lambda: quantize_tflite(fp32, out, calib, force=True, progress=False, allow_float_ops=True))
     return {**fidelity(work / "m.fp32.tflite", out, held_out, reference), **outcome}
+
+
+def fallback(original: Exception, attempt: Callable[[], Any]) -> None:
+    """Try the weaker variant; if it fails too, the stage's error is the first failure, not the retry's."""
+    try:
+        attempt()
+    except Exception:  # noqa: BLE001
+        raise original from None
 
 
 def fidelity(fp32: Path, int8: Path, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
@@ -338,17 +346,17 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def load_rows() -> dict[str, dict[str, Any]]:
-    if not ROWS.exists():
+def load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
         return {}
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {row["arch"]: row for row in rows}
 
 
-def save_row(row: dict[str, Any]) -> None:
+def save_row(path: Path, row: dict[str, Any]) -> None:
     """Append (a --force re-run appends again; the last row of an architecture wins)."""
-    ROWS.parent.mkdir(parents=True, exist_ok=True)
-    with open(ROWS, "a") as file:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
         file.write(json.dumps(row) + "\n")
 
 
@@ -440,6 +448,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-tflite", action="store_true", help="no TFLite stage")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per stage before the child is killed")
     parser.add_argument("--max-rss-gb", type=float, default=12, help="memory cap of a child's process tree")
+    parser.add_argument("--rows", type=Path, default=ROWS, help="the JSON-lines file rows are kept in")
     parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-part", choices=("prune", "quant"), help=argparse.SUPPRESS)
@@ -452,7 +461,7 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
-    stored = load_rows()
+    stored = load_rows(args.rows)
     names = architectures(args)
     if not args.table:
         for name in names:
@@ -461,7 +470,7 @@ def main() -> None:
                 continue
             log(f"{name}: running ...")
             stored[name] = run_architecture(name, args)
-            save_row(stored[name])
+            save_row(args.rows, stored[name])
             print(" | ".join(table_row(stored[name])), flush=True)
             for line in failures(stored[name]):
                 print(f"  {line}", flush=True)
