@@ -342,6 +342,9 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as folder:
         stages = {**run_part(name, "prune", Path(folder), args), **run_part(name, "quant", Path(folder), args)}
+    for entry in stages.values():  # the scratch folder is gone: errors name the file alone
+        if "error" in entry:
+            entry["error"] = entry["error"].replace(folder + os.sep, "")
     return {"arch": name, "stages": stages, "total_s": round(time.time() - started, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
