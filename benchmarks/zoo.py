@@ -1,11 +1,13 @@
 """The torchvision classification zoo through edgekit's stages, one architecture per row.
 
-Per architecture, in child processes so that a crash, an OOM or a hang is one failed row:
-  * prune (ratio 0.5, L1) in its own child: MACs kept, time, the child's peak memory;
+Per architecture, each part in its own child process, so that a crash, an OOM or a hang is one
+failed stage and hides no other stage's figures:
+  * prune (ratio 0.5, L1): MACs kept, time, the child's peak memory;
   * build (seeded random weights, BatchNorm statistics averaged over calibration images, so
-    activations have a trained net's scale: bench_parity.calibrated_model), export (with its parity
-    gate), ORT INT8 (quantize_ort_workflow, sensitivity ranking included, as the CLI runs it) and
-    TFLite full-integer INT8 of the *unpruned* model, in a second child;
+    activations have a trained net's scale: bench_parity.calibrated_model) and export (with its
+    parity gate) of the *unpruned* model;
+  * ORT INT8 (quantize_ort_workflow, sensitivity ranking included, as the CLI runs it);
+  * TFLite full-integer INT8;
   * fidelity per runtime on held-out images (never the calibration ones): INT8 vs FP32 logit cosine
     (mean per sample) and top-1 agreement, both through edgekit.runtime.open_runner;
   * speed per runtime: INT8 speed-up over FP32 (FP32 p50 / INT8 p50, interleaved, 2 threads).
@@ -46,9 +48,10 @@ THREADS = 2
 RATIO = 0.5
 IMAGES = 64  # half calibrate (and set BatchNorm statistics), half are held out for fidelity
 MIN_SIZE = {"inception_v3": 299}
-QUANT_STAGES = ("build", "export", "ort", "tflite")
-STAGES = ("prune", *QUANT_STAGES)
-PARTS = {"prune": ("prune",), "quant": QUANT_STAGES}
+STAGES = ("prune", "build", "export", "ort", "tflite")
+PARTS = {"prune": ("prune",), "export": ("build", "export"), "ort": ("ort",), "tflite": ("tflite",)}
+FP32 = "fp32.onnx"
+REFERENCE = "reference.npy"  # FP32 ONNX logits on the held-out images, written by the export part
 
 
 # --- child side: the stages -------------------------------------------------------------------------
@@ -138,32 +141,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def quant_child(name: str, state: State, work: Path, skip_tflite: bool) -> None:
-    """Build, export, ORT INT8 and TFLite INT8 of the unpruned model, each with its fidelity and speed."""
+def export_child(name: str, state: State, work: Path) -> None:
+    """Build (BatchNorm statistics on the calibration images) and export the unpruned model; keep the
+    FP32 ONNX logits on the held-out images, the reference both INT8 models are held to."""
     import torch
     from bench_parity import calibrated_model
 
     size = input_size(name)
     calib, held_out = images(size)
-    fp32 = work / "fp32.onnx"
     built: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
         built["model"] = calibrated_model(name, size, calib)
         return {"input": size, "params_m": sum(p.numel() for p in built["model"].parameters()) / 1e6}
 
-    if run_stage(state, "build", build) is None:
-        return
     def export_stage() -> dict[str, Any]:
-        result = export(built.pop("model"), torch.zeros(1, 3, size, size), fp32, held_out)
-        built["reference"] = open_runner_2(fp32).predict(held_out)  # FP32 logits both INT8 models are held to
+        result = export(built.pop("model"), torch.zeros(1, 3, size, size), work / FP32, held_out)
+        np.save(work / REFERENCE, open_runner_2(work / FP32).predict(held_out))
         return result
 
-    if run_stage(state, "export", export_stage) is None:
-        return
-    run_stage(state, "ort", lambda: ort_stage(fp32, work, calib, held_out, built["reference"]))
-    if not skip_tflite:
-        run_stage(state, "tflite", lambda: tflite_stage(fp32, work, calib, held_out, built["reference"]))
+    if run_stage(state, "build", build) is not None:
+        run_stage(state, "export", export_stage)
+
+
+def runtime_child(name: str, part: str, state: State, work: Path) -> None:
+    """ORT or TFLite INT8 of the exported model, with its fidelity and speed."""
+    calib, held_out = images(input_size(name))
+    reference = np.load(work / REFERENCE)
+    stage = {"ort": ort_stage, "tflite": tflite_stage}[part]
+    run_stage(state, part, lambda: stage(work / FP32, work, calib, held_out, reference))
 
 
 def export(model: Any, example: Any, path: Path, samples: np.ndarray) -> dict[str, Any]:
@@ -243,7 +249,7 @@ def fidelity(fp32: Path, int8: Path, held_out: np.ndarray, reference: np.ndarray
 
 
 def child_main(args: argparse.Namespace) -> None:
-    """One part (``prune`` or ``quant``) of one architecture, progress in ``--state``."""
+    """One part (a key of PARTS) of one architecture, progress in ``--state``."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -252,10 +258,13 @@ def child_main(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(THREADS)
     state = State(Path(args.state))
+    work = Path(args.state).parent
     if args.child_part == "prune":
         prune_child(args.child, state)
+    elif args.child_part == "export":
+        export_child(args.child, state, work)
     else:
-        quant_child(args.child, state, Path(args.state).parent, args.skip_tflite)
+        runtime_child(args.child, args.child_part, state, work)
 
 
 # --- parent side: children, limits, rows ------------------------------------------------------------
@@ -266,12 +275,10 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
     state_path = work / f"{part}.json"
     stderr_path = work / f"{part}.stderr"
     command = [sys.executable, __file__, "--child", name, "--child-part", part, "--state", str(state_path)]
-    if args.skip_tflite:
-        command.append("--skip-tflite")
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
-        killed = watch(proc, state_path, args.timeout, args.max_rss_gb * 1024)
+        killed, peak_mb = watch(proc, state_path, args.timeout, args.max_rss_gb * 1024)
     state = read_state(state_path)
     stages = state["stages"]
     if state["current"] is not None:
@@ -281,15 +288,16 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
     elif killed or proc.returncode:  # between stages: charged to the next one
         stage = next((s for s in PARTS[part] if s not in stages), PARTS[part][-1])
         stages[stage] = {"ok": False, "error": killed or f"child died ({exit_reason(proc.returncode)}): {last_line(stderr_path)}"}
+    for entry in stages.values():
+        entry["part_rss_mb"] = round(peak_mb)  # the child's process tree, sampled every 0.5 s
     return stages
 
 
-def watch(proc: subprocess.Popen, state_path: Path, timeout: float, max_rss_mb: float) -> str | None:
+def watch(proc: subprocess.Popen, state_path: Path, timeout: float, max_rss_mb: float) -> tuple[str | None, float]:
     """Poll the child until it ends; kill its process group on a stage timeout or the RSS cap and say
-    which. Outside a stage (imports, between stages) the clock runs from the last progress."""
-    import psutil
-
-    launched = time.time()
+    which; also the peak RSS seen. Outside a stage (imports, between stages) the clock runs from the
+    last progress."""
+    launched, peak = time.time(), 0.0
     while proc.poll() is None:
         time.sleep(0.5)
         current = read_state(state_path)["current"]
@@ -297,21 +305,24 @@ def watch(proc: subprocess.Popen, state_path: Path, timeout: float, max_rss_mb: 
         reason = None
         if time.time() - since > timeout:
             reason = f"timeout: stage ran over {timeout:.0f} s"
-        elif tree_rss_mb(psutil.Process(proc.pid)) > max_rss_mb:
+        rss = tree_rss_mb(proc.pid)
+        peak = max(peak, rss)
+        if reason is None and rss > max_rss_mb:
             reason = f"out of memory: RSS over {max_rss_mb / 1024:.1f} GB"
         if reason:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return reason
-    return None
+            return reason, peak
+    return None, peak
 
 
-def tree_rss_mb(process: Any) -> float:
+def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its children (TFLite verification runs in a child interpreter)."""
     import psutil
 
     total = 0
     try:
+        process = psutil.Process(pid)
         for p in [process, *process.children(recursive=True)]:
             total += p.memory_info().rss
     except psutil.Error:
@@ -338,10 +349,16 @@ def last_line(path: Path) -> str:
 
 
 def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Both parts of one architecture in a scratch folder that is deleted with its artifacts."""
+    """Each part of one architecture in its own child, in a scratch folder deleted with its artifacts:
+    pruning, export and each runtime fail alone (an ORT OOM still leaves TFLite's figures)."""
     started = time.time()
+    parts = ["prune", "export", "ort"] + ([] if args.skip_tflite else ["tflite"])
+    stages: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as folder:
-        stages = {**run_part(name, "prune", Path(folder), args), **run_part(name, "quant", Path(folder), args)}
+        for part in parts:
+            if part in ("ort", "tflite") and not (Path(folder) / REFERENCE).exists():
+                break  # no exported model to quantize
+            stages.update(run_part(name, part, Path(folder), args))
     for entry in stages.values():  # the scratch folder is gone: errors name the file alone
         if "error" in entry:
             entry["error"] = entry["error"].replace(folder + os.sep, "")
@@ -454,7 +471,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=Path, default=ROWS, help="the JSON-lines file rows are kept in")
     parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-part", choices=("prune", "quant"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     return parser.parse_args()
 
