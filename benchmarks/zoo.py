@@ -276,7 +276,8 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
     stderr_path = work / f"{part}.stderr"
     command = [sys.executable, __file__, "--child", name, "--child-part", part, "--state", str(state_path)]
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        # cwd: the scratch folder, where a killed ORT child's temporary files (shape inference) go too
+        proc = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
         killed, peak_mb = watch(proc, state_path, args.timeout, args.max_rss_gb * 1024)
     state = read_state(state_path)
