@@ -305,7 +305,7 @@ def watch(proc: subprocess.Popen, state_path: Path, timeout: float, max_rss_mb: 
         since = current["started"] if current else (state_path.stat().st_mtime if state_path.exists() else launched)
         reason = None
         if time.time() - since > timeout:
-            reason = f"timeout: stage ran over {timeout:.0f} s"
+            reason = f"timeout: stage ran over {timeout:g} s"
         rss = tree_rss_mb(proc.pid)
         peak = max(peak, rss)
         if reason is None and rss > max_rss_mb:
@@ -439,7 +439,7 @@ def coverage(rows: list[dict[str, Any]]) -> str:
         if cosines:
             parts.append(f"median {runtime} cosine {statistics.median(cosines):.4f} (n={len(cosines)})")
     timed = sorted(((e["s"], f"{r['arch']}/{k}") for r in rows for k, e in r["stages"].items() if "s" in e), reverse=True)
-    parts.append("slowest: " + ", ".join(f"{label} {s:.0f} s" for s, label in timed[:3]))
+    parts.append("slowest: " + (", ".join(f"{label} {s:.0f} s" for s, label in timed[:3]) or "-"))
     return "coverage: " + "; ".join(parts)
 
 
