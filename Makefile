@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench device-env clean
+.PHONY: setup test test-fast demo bench zoo device-env clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 
 bench: setup device-env
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# torchvision's classifiers through prune/export/ORT/TFLite with fidelity; resumes (ZOO_ARGS='--only resnet18 --force')
+zoo: setup device-env
+	PYTHONPATH=. $(PY) benchmarks/zoo.py $(ZOO_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-device .venv-device-bare build dist *.egg-info .pytest_cache

@@ -1,0 +1,502 @@
+"""The torchvision classification zoo through edgekit's stages, one architecture per row.
+
+Per architecture, each part in its own child process, so that a crash, an OOM or a hang is one
+failed stage and hides no other stage's figures:
+  * prune (ratio 0.5, L1): MACs kept, time, the child's peak memory;
+  * build (seeded random weights, BatchNorm statistics averaged over calibration images, so
+    activations have a trained net's scale: bench_parity.calibrated_model) and export (with its
+    parity gate) of the *unpruned* model;
+  * ORT INT8 (quantize_ort_workflow, sensitivity ranking included, as the CLI runs it);
+  * TFLite full-integer INT8;
+  * fidelity per runtime on held-out images (never the calibration ones): INT8 vs FP32 logit cosine
+    (mean per sample) and top-1 agreement, both through edgekit.runtime.open_runner;
+  * speed per runtime: INT8 speed-up over FP32 (FP32 p50 / INT8 p50, interleaved, 2 threads).
+
+A stage that fails where a weaker variant still gives figures (export parity, the ORT sensitivity
+step, TFLite ops left in float) is recorded as failed and the variant's figures are kept, flagged.
+The parent enforces a per-stage timeout and an RSS cap (psutil, summed over the child's tree; not
+RLIMIT_AS, which TensorFlow's address-space reservations trip long before real memory runs out).
+
+Rows go to benchmarks/results/zoo.jsonl; a re-run skips architectures already there unless --force.
+
+    PYTHONPATH=. python benchmarks/zoo.py --only resnet18,mobilenet_v3_large --timeout 600
+    PYTHONPATH=. python benchmarks/zoo.py --table        # the stored rows as Markdown
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, interleaved_p50_ms, log, markdown  # noqa: E402
+
+ROWS = RESULTS / "zoo.jsonl"
+THREADS = 2
+RATIO = 0.5
+IMAGES = 64  # half calibrate (and set BatchNorm statistics), half are held out for fidelity
+MIN_SIZE = {"inception_v3": 299}
+STAGES = ("prune", "build", "export", "ort", "tflite")
+PARTS = {"prune": ("prune",), "export": ("build", "export"), "ort": ("ort",), "tflite": ("tflite",)}
+FP32 = "fp32.onnx"
+REFERENCE = "reference.npy"  # FP32 ONNX logits on the held-out images, written by the export part
+
+
+# --- child side: the stages -------------------------------------------------------------------------
+
+class State:
+    """The child's progress file: finished stages and the one running, rewritten atomically so the
+    parent can name the stage it kills and keep what finished before."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.current: dict[str, Any] | None = None
+
+    def start(self, stage: str) -> None:
+        self.current = {"stage": stage, "started": time.time()}
+        self._write()
+
+    def finish(self, stage: str, result: dict[str, Any]) -> None:
+        assert self.current is not None
+        self.stages[stage] = {**result, "s": round(time.time() - self.current["started"], 1)}
+        self.current = None
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stages": self.stages, "current": self.current}))
+        os.replace(tmp, self.path)
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: first line``, plus the innermost library frame when the message names no place."""
+    from edgekit.errors import first_line
+
+    text = f"{type(exc).__name__}: {first_line(exc, 240)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and "edgekit" not in frames[-1].filename:
+        text += f" [at {Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}]"
+    return text
+
+
+def run_stage(state: State, stage: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """Run one stage; an exception becomes the stage's one-line error, never the child's end."""
+    state.start(stage)
+    try:
+        result = body()
+    except Exception as exc:  # noqa: BLE001 - every failure is a row entry
+        state.finish(stage, {"ok": False, "error": error_text(exc)})
+        return None
+    state.finish(stage, {"ok": True, **result})
+    return result
+
+
+def input_size(name: str) -> int:
+    return MIN_SIZE.get(name, 224)
+
+
+def images(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration and held-out images, disjoint: one draw of bench_parity's digits + 1/f fields, split
+    alternately (each half gets half digits, half fields)."""
+    from bench_parity import bn_images
+
+    drawn = bn_images("digits", IMAGES, size, seed=0)
+    return drawn[0::2], drawn[1::2]
+
+
+def prune_child(name: str, state: State) -> None:
+    """Prune 0.5 (L1) and record MACs kept and this process's peak RSS (pruning is what it ran)."""
+    import torch
+    from bench_parity import calibrated_model
+
+    from edgekit.prune import prune
+
+    size = input_size(name)
+    calib, _ = images(size)
+
+    def body() -> dict[str, Any]:
+        model = calibrated_model(name, size, calib[:4])  # few images: the peak below is pruning's, not BatchNorm's
+        before = peak_rss_mb()
+        report = prune(model, torch.zeros(1, 3, size, size), ratio=RATIO, progress=None)
+        return {"macs_kept": report["macs_after"] / report["macs_before"], "gmacs": report["macs_before"] / 1e9,
+                "params_m": report["params_before"] / 1e6, "peak_mb": round(peak_rss_mb()), "rss_before_mb": round(before)}
+
+    run_stage(state, "prune", body)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def export_child(name: str, state: State, work: Path) -> None:
+    """Build (BatchNorm statistics on the calibration images) and export the unpruned model; keep the
+    FP32 ONNX logits on the held-out images, the reference both INT8 models are held to."""
+    import torch
+    from bench_parity import calibrated_model
+
+    size = input_size(name)
+    calib, held_out = images(size)
+    built: dict[str, Any] = {}
+
+    def build() -> dict[str, Any]:
+        built["model"] = calibrated_model(name, size, calib)
+        return {"input": size, "params_m": sum(p.numel() for p in built["model"].parameters()) / 1e6}
+
+    def export_stage() -> dict[str, Any]:
+        result = export(built.pop("model"), torch.zeros(1, 3, size, size), work / FP32, held_out)
+        np.save(work / REFERENCE, open_runner_2(work / FP32).predict(held_out))
+        return result
+
+    if run_stage(state, "build", build) is not None:
+        run_stage(state, "export", export_stage)
+
+
+def runtime_child(name: str, part: str, state: State, work: Path) -> None:
+    """ORT or TFLite INT8 of the exported model, with its fidelity and speed."""
+    calib, held_out = images(input_size(name))
+    reference = np.load(work / REFERENCE)
+    stage = {"ort": ort_stage, "tflite": tflite_stage}[part]
+    run_stage(state, part, lambda: stage(work / FP32, work, calib, held_out, reference))
+
+
+def export(model: Any, example: Any, path: Path, samples: np.ndarray) -> dict[str, Any]:
+    """Export with the parity gate; a parity failure is recorded and the unchecked export kept, so
+    quantization is still measured."""
+    from edgekit.errors import ParityError, first_line
+    from edgekit.export import export_onnx
+
+    try:
+        result = export_onnx(model, example, path, samples=samples[:2], force=True)
+        return {"exporter": result.exporter, "mb": round(path.stat().st_size / 1e6, 1)}
+    except ParityError as exc:
+        export_onnx(model, example, path, parity_count=0, force=True)
+        return {"ok": False, "error": f"ParityError: {first_line(exc, 240)}", "fallback": "quantized the unchecked export"}
+
+
+def open_runner_2(path: Path) -> Any:
+    from edgekit.runtime import open_runner
+
+    return open_runner(str(path), threads=THREADS)
+
+
+def ort_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """quantize_ort_workflow as the CLI runs it (sensitivity ranking on); if it fails after the INT8
+    model could be made, the failure is recorded and a plain quantize_ort gives the figures."""
+    from edgekit.quantize.ort import quantize_ort, quantize_ort_workflow
+
+    out = work / "int8.onnx"
+    outcome: dict[str, Any] = {}
+    try:
+        quantize_ort_workflow(fp32, out, calib, threads=THREADS, force=True, progress=False, log=lambda _: None)
+    except Exception as exc:  # noqa: BLE001
+        outcome = {"ok": False, "error": error_text(exc), "fallback": "quantize_ort without the sensitivity step"}
+        fallback(exc, lambda: quantize_ort(fp32, out, calib, force=True, progress=False))
+    return {**fidelity(fp32, out, held_out, reference), **outcome}
+
+
+def tflite_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Full-integer TFLite; where ops stay in float it is a failure, and the float-op model's figures
+    are kept (flagged) so fidelity is still known."""
+    from edgekit.quantize.tflite import quantize_tflite
+
+    out = work / "m.int8.tflite"
+    outcome: dict[str, Any] = {}
+    try:
+        quantize_tflite(fp32, out, calib, force=True, progress=False)
+    except Exception as exc:  # noqa: BLE001
+        if "not full-integer" not in str(exc):
+            raise
+        outcome = {"ok": False, "error": error_text(exc), "fallback": "float ops allowed"}
+        fallback(exc, lambda: quantize_tflite(fp32, out, calib, force=True, progress=False, allow_float_ops=True))
+    return {**fidelity(work / "m.fp32.tflite", out, held_out, reference), **outcome}
+
+
+def fallback(original: Exception, attempt: Callable[[], Any]) -> None:
+    """Try the weaker variant; if it fails too, the stage's error is the first failure, not the retry's."""
+    try:
+        attempt()
+    except Exception:  # noqa: BLE001
+        raise original from None
+
+
+def fidelity(fp32: Path, int8: Path, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """INT8 vs FP32 (``reference``: the FP32 ONNX logits) on held-out images, and INT8's speed-up over
+    its own runtime's FP32 model (``fp32``), timed interleaved on the same runner as bench."""
+    from edgekit.tasks.base import output_cosine
+
+    runners = {"fp32": open_runner_2(fp32), "int8": open_runner_2(int8)}
+    got = runners["int8"].predict(held_out)
+    feeds = {k: r.example_feeds() for k, r in runners.items()}
+    p50 = interleaved_p50_ms({k: (lambda r=r, f=feeds[k]: r.run(f)) for k, r in runners.items()},
+                             rounds=5, per_round=4, warmup=3)
+    return {"cosine": round(output_cosine(got, reference), 5),
+            "agree": round(float(np.mean(got.argmax(1) == reference.argmax(1))), 3),
+            "speedup": round(p50["fp32"] / p50["int8"], 2), "fp32_ms": round(p50["fp32"], 2),
+            "int8_ms": round(p50["int8"], 2), "mb": round(int8.stat().st_size / 1e6, 1)}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """One part (a key of PARTS) of one architecture, progress in ``--state``."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import torch
+
+    torch.set_num_threads(THREADS)
+    state = State(Path(args.state))
+    work = Path(args.state).parent
+    if args.child_part == "prune":
+        prune_child(args.child, state)
+    elif args.child_part == "export":
+        export_child(args.child, state, work)
+    else:
+        runtime_child(args.child, args.child_part, state, work)
+
+
+# --- parent side: children, limits, rows ------------------------------------------------------------
+
+def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Run one part in a child process; kill it past ``--timeout`` per stage or ``--max-rss-gb``;
+    return its stages, the killed or crashed one named with why."""
+    state_path = work / f"{part}.json"
+    stderr_path = work / f"{part}.stderr"
+    command = [sys.executable, __file__, "--child", name, "--child-part", part, "--state", str(state_path)]
+    with open(stderr_path, "wb") as stderr:
+        # cwd: the scratch folder, where a killed ORT child's temporary files (shape inference) go too
+        proc = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+        killed, peak_mb = watch(proc, state_path, args.timeout, args.max_rss_gb * 1024)
+    state = read_state(state_path)
+    stages = state["stages"]
+    if state["current"] is not None:
+        stage = state["current"]["stage"]
+        reason = killed or f"child died ({exit_reason(proc.returncode)}): {last_line(stderr_path)}"
+        stages[stage] = {"ok": False, "error": reason, "s": round(time.time() - state["current"]["started"], 1)}
+    elif killed or proc.returncode:  # between stages: charged to the next one
+        stage = next((s for s in PARTS[part] if s not in stages), PARTS[part][-1])
+        stages[stage] = {"ok": False, "error": killed or f"child died ({exit_reason(proc.returncode)}): {last_line(stderr_path)}"}
+    for entry in stages.values():
+        entry["part_rss_mb"] = round(peak_mb)  # the child's process tree, sampled every 0.5 s
+    return stages
+
+
+def watch(proc: subprocess.Popen, state_path: Path, timeout: float, max_rss_mb: float) -> tuple[str | None, float]:
+    """Poll the child until it ends; kill its process group on a stage timeout or the RSS cap and say
+    which; also the peak RSS seen. Outside a stage (imports, between stages) the clock runs from the
+    last progress."""
+    launched, peak = time.time(), 0.0
+    while proc.poll() is None:
+        time.sleep(0.5)
+        current = read_state(state_path)["current"]
+        since = current["started"] if current else (state_path.stat().st_mtime if state_path.exists() else launched)
+        reason = None
+        if time.time() - since > timeout:
+            reason = f"timeout: stage ran over {timeout:g} s"
+        rss = tree_rss_mb(proc.pid)
+        peak = max(peak, rss)
+        if reason is None and rss > max_rss_mb:
+            reason = f"out of memory: RSS over {max_rss_mb / 1024:.1f} GB"
+        if reason:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return reason, peak
+    return None, peak
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its children (TFLite verification runs in a child interpreter)."""
+    import psutil
+
+    total = 0
+    try:
+        process = psutil.Process(pid)
+        for p in [process, *process.children(recursive=True)]:
+            total += p.memory_info().rss
+    except psutil.Error:
+        pass
+    return total / 2**20
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"stages": {}, "current": None}
+
+
+def exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+def last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:240] if lines else "no output"
+
+
+def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Each part of one architecture in its own child, in a scratch folder deleted with its artifacts:
+    pruning, export and each runtime fail alone (an ORT OOM still leaves TFLite's figures)."""
+    started = time.time()
+    parts = ["prune", "export", "ort"] + ([] if args.skip_tflite else ["tflite"])
+    stages: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as folder:
+        for part in parts:
+            if part in ("ort", "tflite") and not (Path(folder) / REFERENCE).exists():
+                break  # no exported model to quantize
+            stages.update(run_part(name, part, Path(folder), args))
+    for entry in stages.values():  # the scratch folder is gone: errors name the file alone
+        if "error" in entry:
+            entry["error"] = entry["error"].replace(folder + os.sep, "")
+    return {"arch": name, "stages": stages, "total_s": round(time.time() - started, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["arch"]: row for row in rows}
+
+
+def save_row(path: Path, row: dict[str, Any]) -> None:
+    """Append (a --force re-run appends again; the last row of an architecture wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        file.write(json.dumps(row) + "\n")
+
+
+# --- printing ----------------------------------------------------------------------------------------
+
+HEADERS = ["arch", "prune", "MACs kept", "prune peak MB (+in prune)", "build", "export", "ORT", "ORT cos", "ORT agree",
+           "ORT speed-up", "TFLite", "TFLite cos", "TFLite agree", "TFLite speed-up", "stage s (prune/build/exp/ort/tfl)"]
+
+
+def verdict(stage: dict[str, Any] | None) -> str:
+    if stage is None:
+        return "-"
+    if stage.get("ok"):
+        return "ok"
+    return "FAIL*" if "fallback" in stage else "FAIL"
+
+
+def figure(stage: dict[str, Any] | None, key: str, fmt: str) -> str:
+    value = (stage or {}).get(key)
+    return "" if value is None else format(value, fmt)
+
+
+def table_row(row: dict[str, Any]) -> list[str]:
+    s = row["stages"]
+    times = "/".join(figure(s.get(k), "s", ".3g") or "-" for k in STAGES)
+    return [row["arch"], verdict(s.get("prune")), figure(s.get("prune"), "macs_kept", ".0%"), prune_memory(s.get("prune")),
+            verdict(s.get("build")), verdict(s.get("export")),
+            verdict(s.get("ort")), figure(s.get("ort"), "cosine", ".4f"), figure(s.get("ort"), "agree", ".0%"), figure(s.get("ort"), "speedup", ".2f"),
+            verdict(s.get("tflite")), figure(s.get("tflite"), "cosine", ".4f"), figure(s.get("tflite"), "agree", ".0%"),
+            figure(s.get("tflite"), "speedup", ".2f"), times]
+
+
+def prune_memory(stage: dict[str, Any] | None) -> str:
+    """The pruning child's peak RSS and how much of it came after the model was built."""
+    if not stage or "peak_mb" not in stage:
+        return ""
+    return f"{stage['peak_mb']:.0f} (+{stage['peak_mb'] - stage['rss_before_mb']:.0f})"
+
+
+def failures(row: dict[str, Any]) -> list[str]:
+    """One line per failed stage: the architecture, the stage, the error's first line (and fallback)."""
+    lines = []
+    for stage in STAGES:
+        entry = row["stages"].get(stage)
+        if entry and not entry.get("ok"):
+            extra = f" (figures from: {entry['fallback']})" if "fallback" in entry else ""
+            lines.append(f"{row['arch']}: {stage}: {entry.get('error')}{extra}")
+    return lines
+
+
+def coverage(rows: list[dict[str, Any]]) -> str:
+    """Per stage N/M passed, median cosine per runtime, and the slowest stages."""
+    parts = []
+    for stage in STAGES:
+        tried = [r["stages"][stage] for r in rows if stage in r["stages"]]
+        parts.append(f"{stage} {sum(bool(t.get('ok')) for t in tried)}/{len(rows)}")
+    for runtime in ("ort", "tflite"):
+        cosines = [r["stages"][runtime]["cosine"] for r in rows if "cosine" in r["stages"].get(runtime, {})]
+        if cosines:
+            parts.append(f"median {runtime} cosine {statistics.median(cosines):.4f} (n={len(cosines)})")
+    timed = sorted(((e["s"], f"{r['arch']}/{k}") for r in rows for k, e in r["stages"].items() if "s" in e), reverse=True)
+    parts.append("slowest: " + (", ".join(f"{label} {s:.0f} s" for s, label in timed[:3]) or "-"))
+    return "coverage: " + "; ".join(parts)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(markdown([table_row(r) for r in rows], HEADERS))
+    print("\nFAIL* = the stage failed; its figures come from the fallback named below.\n")
+    for row in rows:
+        for line in failures(row):
+            print(f"- {line}")
+    print(f"\n{coverage(rows)}")
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def architectures(args: argparse.Namespace) -> list[str]:
+    import torchvision
+
+    names = args.only.split(",") if args.only else torchvision.models.list_models(module=torchvision.models)
+    return names[: args.limit] if args.limit else names
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated architectures (default: every torchvision classifier)")
+    parser.add_argument("--limit", type=int, help="the first N architectures only")
+    parser.add_argument("--force", action="store_true", help="redo architectures already in zoo.jsonl")
+    parser.add_argument("--skip-tflite", action="store_true", help="no TFLite stage")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per stage before the child is killed")
+    parser.add_argument("--max-rss-gb", type=float, default=12, help="memory cap of a child's process tree")
+    parser.add_argument("--rows", type=Path, default=ROWS, help="the JSON-lines file rows are kept in")
+    parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child_main(args)
+        return
+    stored = load_rows(args.rows)
+    names = architectures(args)
+    if not args.table:
+        for name in names:
+            if name in stored and not args.force:
+                log(f"{name}: done before (--force redoes it)")
+                continue
+            log(f"{name}: running ...")
+            stored[name] = run_architecture(name, args)
+            save_row(args.rows, stored[name])
+            print(" | ".join(table_row(stored[name])), flush=True)
+            for line in failures(stored[name]):
+                print(f"  {line}", flush=True)
+    print_table([stored[n] for n in names if n in stored] if args.only or args.limit else list(stored.values()))
+
+
+if __name__ == "__main__":
+    main()
