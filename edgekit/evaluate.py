@@ -19,6 +19,7 @@ from edgekit.data import load_recipe
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.settings import host_numerics_warning
 from edgekit.runtime.device_runner import isa_flags
+from edgekit.runtime.registry import runtime_for, runtimes_for
 from edgekit.runtime.verify import check_model_file, verify_tflite
 from edgekit.tasks import DEFAULT_TASK, EvalData, Task, get_task
 
@@ -36,6 +37,7 @@ class EvalResult:
     metrics: dict[str, float | None]
     reference: str | None
     warning: str | None
+    runtime: str | None = None  # what ran the artifact (the registry name); None: the default for its suffix
     created: str = dataclasses.field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -50,6 +52,7 @@ class EvalResult:
             "recipe": self.data.recipe, "task": self.task.name, "num_samples": self.data.num_samples,
             **{k: v for k, v in self.metrics.items() if k not in ("agreement", "cosine")},
             "reference": self.reference, "agreement": self.metrics.get("agreement"), "cosine": self.metrics.get("cosine"),
+            "runtime": self.runtime,
             "created": self.created, "measured_on": {"machine": platform.machine(), "isa_flags": isa_flags()},
             "warning": self.warning,
         }
@@ -63,6 +66,7 @@ def evaluate_many(
     reference: str | Path | None = None,
     task: str | Task = DEFAULT_TASK,
     runtime: str | None = None,
+    also_on: Sequence[str] = (),
     threads: int | None = None,
     num_samples: int | None = None,
     seed: int = 0,
@@ -71,7 +75,9 @@ def evaluate_many(
 ) -> list[EvalResult]:
     """Every artifact on ``data``, decoded once; the reference runs once (an artifact that is the
     reference reuses its outputs). ``runtime`` picks the runtime for the artifacts (the reference
-    opens with the one its extension implies)."""
+    opens with the one its extension implies). ``also_on``: more runtimes to measure each artifact
+    on where they run its format and are installed here (OpenVINO beside ONNX Runtime on an .onnx):
+    INT8 arithmetic differs between runtimes, so each runtime's accuracy is its own figure."""
     from edgekit.log import progress as progress_bar
 
     scorer = get_task(task)
@@ -85,13 +91,21 @@ def evaluate_many(
     ref_path = Path(reference) if reference is not None else None
     ref_outputs = _predict(ref_path, eval_data, scorer, threads, None) if ref_path is not None else None
     results = []
-    for artifact in progress_bar([Path(a) for a in artifacts], desc="evaluating", unit="artifact",
-                                 disable=None if progress else True):
-        reuse = ref_path is not None and runtime is None and artifact.resolve() == ref_path.resolve()
-        outputs = ref_outputs if reuse else _predict(artifact, eval_data, scorer, threads, runtime)
+    jobs = [(Path(a), name) for a in artifacts for name in [runtime, *_other_runtimes(Path(a), runtime, also_on)]]
+    for artifact, name in progress_bar(jobs, desc="evaluating", unit="artifact", disable=None if progress else True):
+        reuse = ref_path is not None and name is None and artifact.resolve() == ref_path.resolve()
+        outputs = ref_outputs if reuse else _predict(artifact, eval_data, scorer, threads, name)
         results.append(EvalResult(artifact, eval_data, scorer, scorer.score(outputs, eval_data, ref_outputs),
-                                  ref_path.name if ref_path is not None else None, host_numerics_warning(artifact)))
+                                  ref_path.name if ref_path is not None else None, host_numerics_warning(artifact),
+                                  runtime=name or runtime_for(artifact).name))
     return results
+
+
+def _other_runtimes(path: Path, first: str | None, names: Sequence[str]) -> list[str]:
+    """Of ``names``, those that run ``path`` and are installed here, other than the one it runs on first."""
+    done = runtime_for(path, first).name
+    return [spec.name for spec in runtimes_for(str(path)) if spec.name in names and spec.name != done
+            and spec.installed()]
 
 
 def evaluate(

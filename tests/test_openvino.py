@@ -155,3 +155,33 @@ def test_runner_folder_runs_alone_with_openvino(digits_fp32_onnx: Path, tmp_path
     assert proc.returncode == 0, proc.stderr
     document = json.loads(proc.stdout)
     assert document["results"][0]["runtime"] == "openvino" and "openvino" in document["system"]["runtimes"]
+
+
+def test_each_runtime_has_its_own_accuracy_in_the_report(digits_fp32_onnx: Path, int8_onnx: Path,
+                                                          tmp_path: Path) -> None:
+    """A report row of OpenVINO carries the accuracy OpenVINO computed, not ONNX Runtime's: INT8
+    arithmetic differs between runtimes (rounding, fused requantization)."""
+    from edgekit.evaluate import evaluate_many
+    from edgekit.report.collect import collect
+
+    run = tmp_path / "run"
+    (run / "artifacts").mkdir(parents=True)
+    (run / "eval").mkdir()
+    results = evaluate_many([digits_fp32_onnx, int8_onnx], "builtin:digits/test", "digits",
+                            reference=digits_fp32_onnx, also_on=["openvino", "tflite"])  # tflite runs no .onnx
+    assert [(r.path.name, r.runtime) for r in results] == [
+        (digits_fp32_onnx.name, "onnxruntime"), (digits_fp32_onnx.name, "openvino"),
+        (int8_onnx.name, "onnxruntime"), (int8_onnx.name, "openvino")]
+    by_runtime = {r.runtime: r.metrics for r in results if r.path == int8_onnx}
+    assert by_runtime["onnxruntime"]["cosine"] > 0.99 and by_runtime["openvino"]["cosine"] > 0.99
+    for r in results:
+        suffix = "" if r.runtime == "onnxruntime" else f".{r.runtime}"
+        document = r.as_dict()
+        if r.path == int8_onnx and r.runtime == "openvino":
+            document["top1"] = -1.0  # a marker: the report must take this document for the OpenVINO row
+        (run / "eval" / f"{r.path.name}{suffix}.json").write_text(json.dumps(document))
+    assert main(["bench", str(digits_fp32_onnx), str(int8_onnx), "--target", "x86-64-avx2", "--runs", "5",
+                 "--warmup", "1", "--out-dir", str(run / "bench")]) == 0
+    rows = {(r["artifact"], r["runtime"]): r for r in collect(run)["rows"]}
+    assert rows[(int8_onnx.name, "openvino")]["top1"] == -1.0
+    assert rows[(int8_onnx.name, "onnxruntime")]["top1"] == by_runtime["onnxruntime"]["top1"]

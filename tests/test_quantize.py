@@ -366,7 +366,8 @@ def test_sensitivity_survives_graphs_that_trip_ort_helper(digits_calib: np.ndarr
     out = tmp_path / "hs.int8.onnx"
     lines: list[str] = []
     result = quantize_ort_workflow(fp32, out, digits_calib[:32], progress=False, log=lines.append)
-    assert result.sensitivity and result.warnings == [] and lines == []
+    assert result.sensitivity and result.sensitivity_note is None  # ranked, no failure turned into a note
+    assert not [line for line in [*lines, *result.warnings] if "sensitiv" in line.lower()]
     assert {r["op"] for r in result.sensitivity} >= {"Conv", "HardSwish"}
     assert read_manifest(out)["stages"][-1]["sensitivity"] == result.sensitivity[:25]
     # the old code path, on the very same pair of models, still trips ORT's helper: the test can fail

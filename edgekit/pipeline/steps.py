@@ -387,8 +387,17 @@ def _this_machine(*keys: str) -> dict[str, Any]:
     return {key: info.get(key) for key in keys}
 
 
+def _eval_runtimes(ctx: StepContext) -> list[str]:
+    """The runtimes the bench targets list: each artifact's accuracy is measured on every runtime it
+    is benchmarked on here (OpenVINO's INT8 arithmetic is not ONNX Runtime's)."""
+    from edgekit.targets import load_target
+
+    names = [name for target in ctx.config.bench.targets for name in load_target(target, ctx.targets_dir).runtimes]
+    return list(dict.fromkeys(names))
+
+
 def reads_eval(ctx: StepContext) -> dict[str, Any]:
-    return {"task": ctx.config.task, "data": _data(ctx.config, "eval"),
+    return {"task": ctx.config.task, "runtimes": _eval_runtimes(ctx), "data": _data(ctx.config, "eval"),
             "machine": _this_machine("machine", "isa_flags"),
             **versions("onnxruntime", "tensorflow", "ai-edge-litert", "openvino")}
 
@@ -400,9 +409,13 @@ def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
 
     config, eval_dir = ctx.config, ctx.run_dir / "eval"
     written = []
-    for result in evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0],
-                                task=config.task, progress=True):
-        path = eval_dir / f"{result.path.name}.json"
+    results = evaluate_many(artifacts, config.data.eval, config.data.recipe, reference=artifacts[0], task=config.task,
+                            also_on=_eval_runtimes(ctx), progress=True)
+    first = {}
+    for result in results:
+        first.setdefault(result.path, result.runtime)  # the artifact's default runtime: plain <artifact>.json
+        suffix = "" if result.runtime == first[result.path] else f".{result.runtime}"
+        path = eval_dir / f"{result.path.name}{suffix}.json"
         write_text_atomic(path, json.dumps(result.as_dict(), indent=1) + "\n", force=True)
         written.append(path)
     return _keep_only(eval_dir, written)

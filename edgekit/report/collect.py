@@ -69,11 +69,15 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
         if data.get("schema") == "edgekit.manifest/1":
             check_manifest(data, path)
             manifests[path.name[: -len(".json")]] = data  # by file name: a copied artifact keeps its manifest
-    evals = {}
+    evals: dict[str, Any] = {}
+    evals_on: dict[tuple[str, str], Any] = {}
     for path in _json_files(run_dir / "eval"):
         data = _load(path, "edgekit.eval/1")
         check_eval(data, path)
-        evals[data["artifact"]] = data
+        if path.name == f"{data['artifact']}.json" or data["artifact"] not in evals:
+            evals[data["artifact"]] = data  # on the artifact's default runtime: <artifact>.json
+        if data.get("runtime"):
+            evals_on[(data["artifact"], data["runtime"])] = data  # per runtime: <artifact>.<runtime>.json
     benches = []
     for path in _json_files(run_dir / "bench"):
         data = _load(path, "edgekit.bench/1")
@@ -90,11 +94,12 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
         host_key = f"{bench.get('target') or '-'} @ {bench['host']}"
         hosts[host_key] = bench.get("system", {})
         for result in bench["results"]:
-            rows.append(_row(result["artifact"], manifests, evals, labels, host_key, result))
+            evaluation = evals_on.get((result["artifact"], result.get("runtime"))) or evals.get(result["artifact"], {})
+            rows.append(_row(result["artifact"], manifests, evaluation, labels, host_key, result))
             measured.add(result["artifact"])
     for name in evals:
         if name not in measured:
-            rows.append(_row(name, manifests, evals, labels, None, None))
+            rows.append(_row(name, manifests, evals[name], labels, None, None))
     _relate_to_baseline(rows, baseline)
     _mark_pareto(rows)
     return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows}
@@ -115,10 +120,10 @@ def _default_baseline(manifests: dict, evals: dict, benches: list) -> str | None
     return names[0] if names else None
 
 
-def _row(name: str, manifests: dict, evals: dict, labels: dict, host: str | None, result: dict | None) -> dict[str, Any]:
+def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str | None, result: dict | None) -> dict[str, Any]:
+    """One (artifact, runtime, host) row; ``evaluation``: its eval document on that runtime, if any."""
     manifest = manifests.get(name)
     info = describe_variant(manifest, name)
-    evaluation = evals.get(name, {})
     row = {
         "artifact": name, "label": labels.get(name, info["label"]), "host": host,
         "format": format_of(name),

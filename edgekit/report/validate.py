@@ -69,7 +69,7 @@ def check_eval(document: dict[str, Any], path: Path) -> None:
     field(document, path, "artifact", TEXT)
     for name in ("top1", "top5", "agreement", "cosine"):
         field(document, path, name, NUMBER, required=False)
-    for name in ("warning", "task"):
+    for name in ("warning", "task", "runtime"):
         field(document, path, name, TEXT, required=False)
 
 
