@@ -50,13 +50,14 @@ def test_classification_declares_its_metrics_and_formats() -> None:
 
 def _image_folder(root: Path, per_class: int = 6) -> Path:
     """A real on-disk labelled folder: digits images saved as PNG under class sub-folders."""
-    from sklearn.datasets import load_digits
+    from edgekit.data.datasets import digits_file
 
-    digits = load_digits()
+    with np.load(digits_file()) as digits:
+        images, labels = digits["images"], digits["labels"]
     for label in range(10):
         (root / str(label)).mkdir(parents=True)
-        for i, index in enumerate(np.flatnonzero(digits.target == label)[:per_class]):
-            Image.fromarray((digits.images[index] * 255 / 16).astype(np.uint8)).save(root / str(label) / f"{i}.png")
+        for i, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            Image.fromarray(images[index]).save(root / str(label) / f"{i}.png")
     return root
 
 

@@ -1,4 +1,4 @@
-"""``edgekit demo``: the whole pipeline on the built-in default (ResNet-18 on scikit-learn's digits)."""
+"""``edgekit demo``: the whole pipeline on the built-in default (ResNet-18 on the shipped UCI digits)."""
 from __future__ import annotations
 
 import argparse

@@ -4,7 +4,7 @@ Sources:
   ``path/to/folder``       images, recursively (jpg/jpeg/png/bmp/webp); class sub-folders give labels
   ``file.npy`` / ``.npz``  float N,C,H,W tensors (already preprocessed) or uint8 N,H,W,C images;
                            an .npz may carry labels as ``y`` or ``labels``
-  ``builtin:digits``       scikit-learn's bundled handwritten digits (real data, no download), with
+  ``builtin:digits``       the UCI handwritten digits, shipped (real data, no download), with
                            deterministic stratified splits ``/train`` (70%), ``/val`` (15%), ``/test`` (15%)
 """
 from __future__ import annotations
