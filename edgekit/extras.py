@@ -33,12 +33,16 @@ def missing_message(what: str, extra: str) -> str:
     return f"{what} needs {EXTRAS[extra][0]}, which is not installed: {install_hint(extra)}"
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (found, not imported: cheap)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require(extra: str, what: str) -> None:
-    """Fail with one line, before any work, when ``what`` needs an extra that is not installed."""
-    for module in EXTRAS[extra][1][:2]:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise EdgekitError(missing_message(what, extra))
+    """Fail with one line, before any work, when ``what`` needs an extra that is not installed
+    (judged by the extra's first two modules, the ones its commands import first)."""
+    if not all(installed(module) for module in EXTRAS[extra][1][:2]):
+        raise EdgekitError(missing_message(what, extra))

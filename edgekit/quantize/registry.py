@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError
-from edgekit.extras import require
+from edgekit.extras import installed, require
 from edgekit.quantize.result import QuantizeResult
 
 
@@ -30,7 +29,7 @@ class Backend:
         """The library function, after checking its libraries are installed."""
         if self.extra:
             require(self.extra, f"--backend {self.name}")
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in self.requires if not installed(m)]
         if missing:
             raise EdgekitError(f"--backend {self.name}: needs {', '.join(missing)} (pip install {' '.join(missing)})")
         module, _, attribute = self.function.partition(":")
