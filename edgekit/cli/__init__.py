@@ -35,7 +35,7 @@ COMMAND_EXTRAS = {"export": "torch", "prune": "torch", "sparsify": "torch", "run
 def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
-                       help="only warnings and errors")
+                       help="no status lines or progress bars: the result (tables, JSON), warnings and errors only")
     group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
                        help="also debug lines and other libraries' own output (TensorFlow, ONNX Runtime, ...)")
 
