@@ -72,6 +72,9 @@ def test_pipeline_runs_caches_and_redoes_only_what_changed(tmp_path: Path, capsy
     ({"prune": {"ratio": "half"}}, "key 'prune.ratio'"),
     ({"model": None}, "key 'model'"),
     ({"extra": 1}, "key 'extra': unknown key"),
+    ({"task": "detection"}, "key 'task': Value error, 'detection' is not one of classification"),
+    ({"quantize": {"accuracy_budget": 101}}, "key 'quantize.accuracy_budget'"),
+    ({"quantize": {"remedies": "sometimes"}}, "key 'quantize.remedies'"),
 ])
 def test_config_errors_name_the_key(patch: dict, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, {**SMALL, **patch})
