@@ -185,3 +185,17 @@ def test_each_runtime_has_its_own_accuracy_in_the_report(digits_fp32_onnx: Path,
     rows = {(r["artifact"], r["runtime"]): r for r in collect(run)["rows"]}
     assert rows[(int8_onnx.name, "openvino")]["top1"] == -1.0
     assert rows[(int8_onnx.name, "onnxruntime")]["top1"] == by_runtime["onnxruntime"]["top1"]
+
+
+@pytest.mark.parametrize(("runtime", "message"), [
+    ("tensorrt", "unknown runtime 'tensorrt'"),
+    ("tflite", "tflite does not run .onnx files"),
+])
+def test_eval_with_a_runtime_that_cannot_run_the_file_is_one_line(
+        digits_fp32_onnx: Path, tmp_path: Path, runtime: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "e.json"
+    assert main(["eval", str(digits_fp32_onnx), "--data", "builtin:digits/test", "--recipe", "digits",
+                 "--runtime", runtime, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
