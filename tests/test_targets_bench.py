@@ -127,26 +127,26 @@ def test_bench_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_harness_adds_almost_nothing(digits_fp32_onnx: Path) -> None:
-    """The harness p50 against a bare session.run loop on the same model and threads (loose bound here;
-    benchmarks/bench_harness.py reports the exact ratio)."""
-    import time
+    """The harness p50 against a bare session.run loop on the same model and threads, each in a fresh
+    process (a loop inside this pytest process, with torch and TensorFlow loaded, ran slower than the
+    harness's own process and failed the lower bound once); loose bound here, exact in benchmarks/."""
+    import subprocess
+    import sys
 
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(digits_fp32_onnx), options)
-    x = np.zeros((1, 3, 32, 32), np.float32)
-    for _ in range(20):
-        session.run(None, {"input": x})
-    bare = []
-    for _ in range(200):
-        start = time.perf_counter()
-        session.run(None, {"input": x})
-        bare.append(time.perf_counter() - start)
+    bare_loop = (
+        "import sys, time, numpy as np, onnxruntime as ort\n"
+        "o = ort.SessionOptions(); o.intra_op_num_threads = 1\n"
+        "s = ort.InferenceSession(sys.argv[1], o); x = np.zeros((1, 3, 32, 32), np.float32)\n"
+        "for _ in range(20): s.run(None, {'input': x})\n"
+        "t = []\n"
+        "for _ in range(200):\n"
+        "    a = time.perf_counter(); s.run(None, {'input': x}); t.append(time.perf_counter() - a)\n"
+        "print(1000 * float(np.median(t)))\n")
+    bare_ms = float(subprocess.run([sys.executable, "-c", bare_loop, str(digits_fp32_onnx)], capture_output=True,
+                                   text=True, check=True).stdout)
     harness = benchmark([digits_fp32_onnx], runs=200, warmup=20, threads=1)["results"][0]["latency_ms"]["p50"]
-    ratio = harness / (1000 * float(np.median(bare)))
-    assert 0.6 < ratio < 1.6, ratio  # a separate process vs in-process: loose here, exact in benchmarks/
+    ratio = harness / bare_ms
+    assert 0.6 < ratio < 1.6, ratio  # a separate process each: loose here, exact in benchmarks/
 
 
 def test_peak_memory_is_the_artifacts_not_the_parents(digits_fp32_onnx: Path) -> None:
