@@ -360,7 +360,6 @@ def test_sensitivity_survives_graphs_that_trip_ort_helper(digits_calib: np.ndarr
     )
 
     from edgekit.quantize.ort import quantize_ort_workflow
-    from edgekit.quantize.ort.sensitivity import _Reader
 
     fp32 = _hardswish_se_onnx(tmp_path / "hs.onnx")
     out = tmp_path / "hs.int8.onnx"
@@ -374,8 +373,8 @@ def test_sensitivity_survives_graphs_that_trip_ort_helper(digits_calib: np.ndarr
     aug_f, aug_q = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
     modify_model_output_intermediate_tensors(str(fp32), aug_f)
     modify_model_output_intermediate_tensors(str(out), aug_q)
-    matching = create_activation_matching(collect_activations(aug_q, _Reader("input", digits_calib[:2])),
-                                          collect_activations(aug_f, _Reader("input", digits_calib[:2])))
+    feeds = [{"input": x[None]} for x in digits_calib[:2]]
+    matching = create_activation_matching(collect_activations(aug_q, iter(feeds)), collect_activations(aug_f, iter(feeds)))
     assert any("float" not in m for m in matching), "ORT no longer adds tensors the float model lacks"
     with pytest.raises(KeyError, match="float"):
         compute_activation_error(matching)

@@ -35,8 +35,11 @@ def sqnr_db(reference: Any, approximation: Any) -> float:
     approx = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in _as_list(approximation)])
     if ref.shape != approx.shape:
         raise ValueError(f"cannot compare {ref.size} values with {approx.size}")
-    noise = float(np.mean((ref - approx) ** 2))
-    signal = float(np.mean(ref ** 2))
+    return sqnr_from_powers(float(np.sum(ref ** 2)), float(np.sum((ref - approx) ** 2)))
+
+
+def sqnr_from_powers(signal: float, noise: float) -> float:
+    """SQNR in dB from summed signal and noise powers over the same values (summed as they stream in)."""
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 

@@ -13,7 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.ort.calibration_memory import chunked_calibration
 from edgekit.quantize.ort.settings import OrtQuantSettings
+
+CALIBRATION_SAMPLES_HELD = 8  # images whose activations ORT's calibrator holds at once (calibration_memory)
 
 
 class _TensorReader:
@@ -110,7 +113,7 @@ def quantize_prepared(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     settings = settings.for_host()
-    with _quiet():
+    with _quiet(), chunked_calibration(max(1, CALIBRATION_SAMPLES_HELD // max(feed.batch, 1))):
         try:
             quantize_static(
                 str(prepared), str(out), _TensorReader(feed.input_name, feed.tensors, feed.batch, progress),

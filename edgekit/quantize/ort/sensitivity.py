@@ -23,17 +23,6 @@ from edgekit.quantize.ort.settings import OrtQuantSettings
 _log = logging.getLogger(__name__)
 
 
-class _Reader:
-    def __init__(self, name: str, tensors: np.ndarray) -> None:
-        self.items = iter([{name: t[None].astype(np.float32)} for t in tensors])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
-
-    def __iter__(self):  # collect_activations iterates; quantize_static calls get_next
-        return self.items
-
-
 def layer_sensitivity(model: Any, fp32_path: str | Path, qdq_path: str | Path,
                       samples: np.ndarray) -> list[dict[str, Any]]:
     """Layers ranked worst first: ``{"node", "op", "tensor", "sqnr_db", "weight_sqnr_db"}`` for the
@@ -44,34 +33,60 @@ def layer_sensitivity(model: Any, fp32_path: str | Path, qdq_path: str | Path,
     the QDQ model has tensors the float model lacks (ORT's pre-processing inlines HardSwish into
     HardSigmoid+Mul, named ``_inlfunc_HardSwish_*``), so on MobileNetV3 it raised ``KeyError: 'float'``.
     Such tensors have no float twin to compare with and are skipped.
+
+    One sample at a time, summing signal and noise power per tensor: ORT's ``collect_activations``
+    keeps every activation of every sample of both models, several GB for a ConvNeXt at 224x224.
     """
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, create_activation_matching, modify_model_output_intermediate_tensors,
+        create_activation_matching, modify_model_output_intermediate_tensors,
     )
 
     input_name = next(i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer})
     producers = {out: node for node in model.graph.node for out in node.output}
+    signal: dict[str, float] = {}
+    noise: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as work, contextlib.redirect_stdout(io.StringIO()):
         float_aug = str(Path(work) / "float.onnx")
         qdq_aug = str(Path(work) / "qdq.onnx")
         modify_model_output_intermediate_tensors(str(fp32_path), float_aug)
         modify_model_output_intermediate_tensors(str(qdq_path), qdq_aug)
-        float_acts = collect_activations(float_aug, _Reader(input_name, samples))
-        qdq_acts = collect_activations(qdq_aug, _Reader(input_name, samples))
-        matching = create_activation_matching(qdq_acts, float_acts)
+        float_run, qdq_run = _activation_reader(float_aug, input_name), _activation_reader(qdq_aug, input_name)
+        for sample in samples:
+            x = sample[None].astype(np.float32)
+            for tensor, match in create_activation_matching(qdq_run(x), float_run(x)).items():
+                float_side, qdq_side = match.get("float"), match.get("post_qdq")
+                if tensor not in producers or float_side is None or qdq_side is None:
+                    continue
+                ref = np.asarray(float_side[0], np.float64)
+                signal[tensor] = signal.get(tensor, 0.0) + float(np.sum(ref ** 2))
+                noise[tensor] = noise.get(tensor, 0.0) + float(np.sum((ref - np.asarray(qdq_side[0], np.float64)) ** 2))
     weight_sqnr = _weight_sqnr(model)
     ranked = []
-    for tensor, match in matching.items():
-        node = producers.get(tensor)
-        float_side, qdq_side = match.get("float"), match.get("post_qdq")
-        if node is None or float_side is None or qdq_side is None:
-            continue
-        value = simulate.sqnr_db(float_side, qdq_side)
+    for tensor in signal:
+        node = producers[tensor]
+        value = simulate.sqnr_from_powers(signal[tensor], noise[tensor])
         ranked.append({"node": node.name, "op": node.op_type, "tensor": tensor,
                        "sqnr_db": round(value, 2) if np.isfinite(value) else None,
                        "weight_sqnr_db": weight_sqnr.get(node.name)})
     ranked.sort(key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
     return ranked
+
+
+def _activation_reader(augmented: str, input_name: str) -> Callable[[np.ndarray], dict[str, list[np.ndarray]]]:
+    """One session over a model whose every tensor is an output (as ORT's ``collect_activations``
+    opens it: no graph optimization); a function from one input to ``{tensor: [activation]}``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.qdq_loss_debug import _TENSOR_SAVE_POSTFIX
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(augmented, sess_options=options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(x: np.ndarray) -> dict[str, list[np.ndarray]]:
+        return {name[:-len(_TENSOR_SAVE_POSTFIX)]: [value] for name, value in zip(names, session.run(None, {input_name: x}))
+                if name.endswith(_TENSOR_SAVE_POSTFIX)}
+    return run
 
 
 def ranking_or_reason(model: Any, fp32_path: str | Path, qdq_path: str | Path, samples: np.ndarray,

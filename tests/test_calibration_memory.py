@@ -1,0 +1,113 @@
+"""ORT calibration and the sensitivity ranking in bounded memory: the same result, a fraction of the peak.
+
+Real ONNX Runtime calibration throughout; memory is numpy's, traced by tracemalloc (ORT returns
+its outputs as numpy arrays, which is what its calibrators held by the thousand)."""
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgekit.quantize.ort import quantizer
+from edgekit.quantize.ort.sensitivity import layer_sensitivity
+from edgekit.quantize.ort.settings import OrtQuantSettings
+from edgekit.quantize.ort.workflow import quantize_ort
+
+
+@pytest.fixture(scope="module")
+def wide_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Large activations (4 x 64 channels at 64x64, 1 MB a tensor a sample) next to small weights."""
+    import torch
+
+    from edgekit.export import export_onnx
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU()]
+    for _ in range(3):
+        layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    path = tmp_path_factory.mktemp("wide") / "wide.onnx"
+    export_onnx(net.eval(), torch.zeros(1, 3, 64, 64), path)
+    return path
+
+
+def _calib(n: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 3, 64, 64)).astype(np.float32)
+
+
+def _scales(path: Path) -> dict[str, np.ndarray]:
+    model = onnx.load(str(path))
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if "scale" in i.name or "zero_point" in i.name}
+
+
+def _quantize(src: Path, out: Path, calib: np.ndarray, held: int, method: str,
+              monkeypatch: pytest.MonkeyPatch) -> int:
+    """Quantize holding ``held`` samples' activations at once; numpy's peak traced bytes."""
+    monkeypatch.setattr(quantizer, "CALIBRATION_SAMPLES_HELD", held)
+    tracemalloc.start()
+    try:
+        quantize_ort(src, out, calib, OrtQuantSettings(calibrate_method=method), progress=False)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_minmax_in_chunks_gives_the_very_same_ranges(wide_onnx: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calib = _calib(24)
+    _quantize(wide_onnx, tmp_path / "all.onnx", calib, 10**6, "MinMax", monkeypatch)
+    _quantize(wide_onnx, tmp_path / "chunked.onnx", calib, 1, "MinMax", monkeypatch)
+    whole, chunked = _scales(tmp_path / "all.onnx"), _scales(tmp_path / "chunked.onnx")
+    assert whole.keys() == chunked.keys() and len(whole) > 8
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], chunked[name], err_msg=name)
+
+
+def test_histogram_calibration_memory_is_bounded_by_the_chunk(wide_onnx: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calib = _calib(48)
+    whole_peak = _quantize(wide_onnx, tmp_path / "all.onnx", calib, 10**6, "Percentile", monkeypatch)
+    chunked_peak = _quantize(wide_onnx, tmp_path / "chunked.onnx", calib, 4, "Percentile", monkeypatch)
+    assert whole_peak > 48 * 2**20, whole_peak  # ORT held 1 MB activations of every sample at once
+    assert chunked_peak < 0.25 * whole_peak, (chunked_peak, whole_peak)
+    whole, chunked = _scales(tmp_path / "all.onnx"), _scales(tmp_path / "chunked.onnx")
+    for name in whole:  # histograms re-binned as they widen: close, not equal
+        np.testing.assert_allclose(whole[name], chunked[name], rtol=0.1, err_msg=name)
+
+
+def test_sensitivity_holds_one_sample_and_ranks_as_before(wide_onnx: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit.quantize import simulate
+
+    calib = _calib(16)
+    qdq = tmp_path / "q.onnx"
+    _quantize(wide_onnx, qdq, calib, 8, "MinMax", monkeypatch)
+    model = onnx.load(str(wide_onnx))
+    tracemalloc.start()
+    try:
+        ranked = layer_sensitivity(model, wide_onnx, qdq, calib[:8])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2 * 4 * 2**20, peak  # less than all eight samples' activations of both models
+    assert [r["op"] for r in ranked].count("Relu") == 4  # Conv+Relu quantize as one: Relu's output is compared
+    # the streamed SQNR equals the one computed over all samples at once
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    name = model.graph.input[0].name
+
+    def reader() -> list[dict[str, np.ndarray]]:
+        return [{name: x[None]} for x in calib[:8]]
+
+    modify_model_output_intermediate_tensors(str(wide_onnx), str(tmp_path / "f.aug.onnx"))
+    modify_model_output_intermediate_tensors(str(qdq), str(tmp_path / "q.aug.onnx"))
+    matching = create_activation_matching(collect_activations(str(tmp_path / "q.aug.onnx"), reader()),
+                                          collect_activations(str(tmp_path / "f.aug.onnx"), reader()))
+    for row in ranked:
+        match = matching[row["tensor"]]
+        assert row["sqnr_db"] == pytest.approx(simulate.sqnr_db(match["float"], match["post_qdq"]), abs=0.011)
