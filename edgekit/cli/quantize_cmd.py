@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="keep the INT8 model as configured even when its fidelity to FP32 is below the threshold")
     tfl = parser.add_argument_group("TFLite")
     tfl.add_argument("--float-io", action="store_true", help="keep float input/output (int8 inside)")
-    tfl.add_argument("--allow-float-ops", action="store_true", help="accept ops left in float")
+    tfl.add_argument("--float-fallback", "--allow-float-ops", dest="float_fallback", action="store_true",
+                     help="keep ops that have no integer kernel in float; the model is then labelled not full-integer")
     tfl.add_argument("--no-fp32", action="store_true", help="do not write the FP32 .tflite reference")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.set_defaults(handler=run)
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         open_dataset(args.eval, args.recipe)  # fail now, not after calibrating
     recipe = load_recipe(args.recipe)
     options = _ort_options(args, evaluate) if args.backend == "ort" else {
-        "float_io": args.float_io, "allow_float_ops": args.allow_float_ops, "write_fp32": not args.no_fp32}
+        "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32}
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
     if args.eval:  # fidelity on the evaluation images rather than a slice held out of the calibration ones

@@ -34,9 +34,11 @@ def to_tflite(
     *,
     float_io: bool = False,
     per_channel: bool = True,
+    float_fallback: bool = False,
     progress: bool = True,
 ) -> bytes:
-    """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io)."""
+    """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io).
+    ``float_fallback``: ops with no integer kernel stay float instead of failing the conversion."""
     from edgekit.log import progress as progress_bar
 
     with quiet_tensorflow():
@@ -52,7 +54,8 @@ def to_tflite(
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])
         converter._experimental_disable_per_channel = not per_channel
         if not float_io:
             converter.inference_input_type = tf.int8
@@ -62,4 +65,15 @@ def to_tflite(
             return converter.convert()
         except Exception as exc:
             kind = "full-integer INT8" if calib_nhwc is not None else "FP32"
-            raise EdgekitError(f"TFLite {kind} conversion failed ({first_line(exc)})") from exc
+            hint = ("; --float-fallback keeps ops that have no integer kernel in float"
+                    if calib_nhwc is not None and not float_fallback else "")
+            raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+
+
+def _op_problem(message: str) -> str:
+    """The converter's MLIR error, from its ``'tf.Erf' op is neither a custom op nor a flex op`` part
+    when there is one (the rest is a path into edgekit's own source)."""
+    import re
+
+    found = re.search(r"'([\w.]+)' op (is neither a custom op nor a flex op|.*?)(?:$|\n)", message)
+    return f"{found.group(1)}: {found.group(2)}" if found else message

@@ -31,6 +31,13 @@ def fp32_path_for(output: str | Path) -> Path:
     return output.with_name(".".join([*parts, "fp32", "tflite"]))
 
 
+def _label(float_ops: list[str], float_io: bool) -> str:
+    """What the model is, for the output, the manifest and the report: full-integer or not."""
+    kind = (f"TFLite INT8 with float fallback (not full-integer: {', '.join(float_ops)} in float)" if float_ops
+            else "TFLite full-integer INT8")
+    return kind + (" (float I/O)" if float_io else "")
+
+
 ADVICE = ("try more representative --calib images, --backend ort (its remedies can keep the most sensitive "
           "layers in float), or quantization-aware training")
 
@@ -51,7 +58,7 @@ def quantize_tflite(
     *,
     float_io: bool = False,
     per_channel: bool = True,
-    allow_float_ops: bool = False,
+    float_fallback: bool = False,
     write_fp32: bool = True,
     force: bool = False,
     progress: bool = True,
@@ -91,7 +98,8 @@ def quantize_tflite(
         timings["onnx2tf_s"] = time.perf_counter() - started
         phase(f"Keras -> full-integer INT8 ({len(calib_nhwc)} calibration samples)")
         t0 = time.perf_counter()
-        int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel, progress=progress)
+        int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
+                               float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
@@ -104,10 +112,10 @@ def quantize_tflite(
             tmp.write_bytes(int8_bytes)
             phase("checking: integer-only ops, and one inference in a child interpreter")
             leftovers = float_ops(tmp)
-            if leftovers and not allow_float_ops:
+            if leftovers and not float_fallback:
                 raise EdgekitError(
                     f"{output_path}: not full-integer: ops left in float: {', '.join(leftovers)} "
-                    "(use --allow-float-ops to keep it anyway)"
+                    "(--float-fallback keeps such a model, labelled as not full-integer)"
                 )
             verify_tflite(tmp, invoke=True, any_name=True, label=str(output_path))
         written["int8"] = output_path
@@ -123,8 +131,8 @@ def quantize_tflite(
 
     int_info = inspect_tflite(output_path)
     result = QuantizeResult(
-        backend="tflite", label="TFLite full-integer INT8" + (" (float I/O)" if float_io else ""), paths=written,
-        settings={"float_io": float_io, "per_channel": per_channel},
+        backend="tflite", label=_label(leftovers, float_io), paths=written,
+        settings={"float_io": float_io, "per_channel": per_channel, "float_fallback": float_fallback},
         calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
