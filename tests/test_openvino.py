@@ -58,7 +58,8 @@ def test_openvino_ir_runs_by_suffix_and_needs_its_weights(digits_fp32_onnx: Path
     from edgekit.runtime import open_runner
 
     xml = tmp_path / "digits.xml"
-    openvino.save_model(openvino.convert_model(str(digits_fp32_onnx)), str(xml), compress_to_fp16=False)
+    # Core.read_model, the path the runner takes, rather than the converter's Python front end
+    openvino.save_model(openvino.Core().read_model(str(digits_fp32_onnx)), str(xml), compress_to_fp16=False)
     runner = open_runner(str(xml), 1)
     assert runner.backend == "openvino"  # .xml has one runtime: the registry's default for the suffix
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
