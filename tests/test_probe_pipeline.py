@@ -198,3 +198,18 @@ def test_a_model_that_cannot_be_built_or_run_is_named_by_its_key(model: dict, ke
     code, err = _run(yaml.safe_dump(data), tmp_path, capsys)
     assert_one_line_error(code, err, "pipeline.yaml", f"key '{key}'")
     assert not (tmp_path / "run").exists()
+
+
+def test_tflite_float_fallback_is_a_quantize_input(tmp_path: Path) -> None:
+    """``quantize.tflite.float_fallback`` reaches the backend and changes the quantize stage's key."""
+    from edgekit.pipeline.config import parse_config
+    from edgekit.pipeline.stages import StepContext
+    from edgekit.pipeline.steps import _backend_options, reads_quantize
+
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["quantize"]["tflite"] = {}
+    ctx = StepContext(parse_config(data, "p.yaml"), tmp_path / "run")
+    data["quantize"]["tflite"] = {"float_fallback": True}
+    fallback = StepContext(parse_config(data, "p.yaml"), tmp_path / "run")
+    assert reads_quantize(fallback) != reads_quantize(ctx)
+    assert _backend_options(fallback)["tflite"]["float_fallback"] and not _backend_options(ctx)["tflite"]["float_fallback"]

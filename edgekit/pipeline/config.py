@@ -113,6 +113,7 @@ class DistillConfig(_Strict):
 
 class TfliteQuantConfig(_Strict):
     float_io: bool = False
+    float_fallback: bool = False  # ops with no integer kernel stay float; the artifact is labelled not full-integer
 
 
 class QuantizeConfig(_Strict):

@@ -348,7 +348,7 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
                           "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log,
                           "remedies": q.remedies}
     if q.tflite is not None:
-        options["tflite"] = {"float_io": q.tflite.float_io}
+        options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback}
     return options
 
 
