@@ -28,6 +28,13 @@ class OpenVinoRunner(Runner):
                          [_port_info(p, i) for i, p in enumerate(self.compiled.outputs)])
         self.version = ov.__version__
 
+    def describe(self) -> dict[str, Any]:
+        """Also the precisions OpenVINO chose for the compiled graph's nodes (``u8``/``i8``: INT8 kernels ran)."""
+        graph = self.compiled.get_runtime_model()
+        precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in graph.get_ops()
+                      if "runtimePrecision" in op.get_rt_info()}
+        return {**super().describe(), "precisions": sorted(precisions)}
+
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         results = self.request.infer(dict(enumerate(feeds)))
         return [np.asarray(results[port]) for port in self.compiled.outputs]

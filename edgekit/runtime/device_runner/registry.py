@@ -36,6 +36,8 @@ class RuntimeSpec:
     module: str
     runner: str
     aliases: tuple[str, ...] = ()
+    # opened by edgekit in a child process (runtime/child.py), not in edgekit's own
+    in_child: bool = False
 
     def runs(self, path: str) -> bool:
         return suffix_of(path) in self.suffixes
@@ -65,8 +67,10 @@ RUNTIMES = (
     RuntimeSpec("tflite", "TFLite", (".tflite",), ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                 "pip install ai-edge-litert (or tflite-runtime)", "tflite_runner", "TfliteRunner",
                 aliases=("litert", "ai_edge_litert", "tflite_runtime", "tensorflow")),
+    # in a child: its TBB pools and JIT kernels beside PyTorch's, TensorFlow's and ORT's in one process
+    # once ended a CI run with SIGSEGV (not reproduced here); a child's crash is one line instead
     RuntimeSpec("openvino", "OpenVINO", (".onnx", ".xml"), ("openvino",), "pip install openvino",
-                "openvino_runner", "OpenVinoRunner", aliases=("ov",)),
+                "openvino_runner", "OpenVinoRunner", aliases=("ov",), in_child=True),
 )
 
 NAMES = tuple(spec.name for spec in RUNTIMES)

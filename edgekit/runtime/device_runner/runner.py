@@ -155,11 +155,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per model at most")
     parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
+    parser.add_argument("--serve", action="store_true",
+                        help="open the one model and run the tensors its caller sends on stdin (see serve.py)")
     parser.add_argument("--watch-stdin", action="store_true",
                         help="exit as soon as stdin closes or the parent dies (the client is gone)")
     parser.add_argument("--cleanup", choices=("abort", "always"),
                         help="remove this runner's own edgekit.* directory when aborted, or also at the end")
     args = parser.parse_args(argv)
+    if args.serve:
+        from .serve import serve
+
+        if len(args.models) != 1:
+            parser.error("--serve takes exactly one model")
+        sys.stdout.flush()
+        frames = os.fdopen(os.dup(1), "wb")  # the frames' own channel: whatever a runtime prints to
+        os.dup2(2, 1)                        # file descriptor 1 goes to stderr, not into a frame
+        return serve(args.models[0], args.threads, args.runtime, sys.stdin.buffer, frames)
     if args.watch_stdin:
         start_watchdog(cleanup=args.cleanup is not None)
     if args.cpus and hasattr(os, "sched_setaffinity"):
