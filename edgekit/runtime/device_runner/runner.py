@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         frames = os.fdopen(os.dup(1), "wb")  # the frames' own channel: whatever a runtime prints to
         os.dup2(2, 1)                        # file descriptor 1 goes to stderr, not into a frame
-        return serve(args.models[0], args.threads, args.runtime, sys.stdin.buffer, frames)
+        return serve(lambda: open_runner(args.models[0], args.threads, args.runtime), sys.stdin.buffer, frames)
     if args.watch_stdin:
         start_watchdog(cleanup=args.cleanup is not None)
     if args.cpus and hasattr(os, "sched_setaffinity"):

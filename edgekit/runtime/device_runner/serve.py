@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import json
 import struct
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
+
+from .base import Runner
 
 HEADER = struct.Struct("<cQ")
 
@@ -49,11 +51,10 @@ def unpack_arrays(payload: bytes) -> list[np.ndarray]:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
-def serve(path: str, threads: int | None, runtime: str | None, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    from .runner import open_runner
-
+def serve(open_model: Callable[[], Runner], stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Open the model with ``open_model`` and answer frames until end of input."""
     try:
-        runner = open_runner(path, threads, runtime)
+        runner = open_model()
     except Exception as exc:  # told to the caller, who raises it as its own
         write_frame(stdout, b"J", json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         return 1
