@@ -30,6 +30,8 @@ class PruneReport:
     params_before: int
     params_after: int
     layers: dict[str, dict[str, list[int] | None]]
+    prunable_share: float | None = None  # of the conv/linear MACs, those in layers whose outputs may narrow
+    attention: str | None = None         # "multi-head" or "windowed" (MLP widths only), see prune/attention.py
 
     def manifest_stage(self) -> dict[str, Any]:
         """The manifest's ``prune`` stage (``macs``/``params`` are what the report reads)."""
@@ -40,9 +42,11 @@ class PruneReport:
             "steps": self.steps, "macs_before": self.macs_before, "macs_after": self.macs_after,
             "params_before": self.params_before, "params_after": self.params_after,
             "macs": self.macs_after, "params": self.params_after, "layers": self.layers,
+            "prunable_macs_share": self.prunable_share, "attention": self.attention,
         }
 
     def summary(self) -> str:
         return (f"MACs {self.macs_before / 1e6:.1f}M -> {self.macs_after / 1e6:.1f}M "
                 f"({self.macs_after / self.macs_before:.1%}), params {self.params_before / 1e6:.2f}M -> "
-                f"{self.params_after / 1e6:.2f}M")
+                f"{self.params_after / 1e6:.2f}M"
+                + (f"; {self.prunable_share:.0%} of the conv/linear MACs were prunable" if self.prunable_share is not None else ""))

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
+from edgekit.prune import attention
 from edgekit.prune.report import PruneReport, PruneSettings
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
 
@@ -124,7 +125,8 @@ def prune_model(
     widths_before = layer_widths(model)
     # a MACs target is approached in small steps and stops as soon as it is reached
     step_count = s.steps if s.target_macs is None else max(s.steps, 20)
-    ignored = _output_layers(model, example_input, s.protect)
+    plan = attention.plan_for(model)
+    ignored = _output_layers(model, example_input, s.protect) + plan.protected
     shuffle = is_shufflenet(model)
     guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
     with guard:
@@ -133,15 +135,40 @@ def prune_model(
         pruner = tp.pruner.MetaPruner(
             model, example_input, importance=crit, global_pruning=s.global_pruning,
             pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
-            ignored_layers=ignored, round_to=s.round_to,
+            ignored_layers=ignored, round_to=attention.combined_round_to(s.round_to, plan),
         )
+        share = _prunable_share(model, example_input, ignored)
         history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
                              params_before, batches, between_steps, progress)
     model.eval()
     macs_after, params_after = count_macs_params(model, example_input)
     after = layer_widths(model)
     return PruneReport(settings, history, macs_before, macs_after, params_before, params_after,
-                       {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before})
+                       {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
+                       prunable_share=share, attention=plan.kind)
+
+
+def _prunable_share(model: Any, example_input: Any, ignored: Sequence[Any]) -> float | None:
+    """Of the MACs in Conv2d/Linear modules, the share in those whose output width may narrow (not
+    protected: classifier, --protect, block boundaries, attention internals). Modules called
+    functionally (a MultiheadAttention's projections) are not counted."""
+    import torch
+
+    frozen = set(map(id, ignored))
+    macs: dict[int, int] = {}
+
+    def count(module: Any, _inputs: Any, output: Any) -> None:
+        macs[id(module)] = macs.get(id(module), 0) + output.numel() * module.weight[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    total = sum(macs.values())
+    return round(sum(v for k, v in macs.items() if k not in frozen) / total, 4) if total else None
 
 
 def _run_steps(model: Any, example_input: Any, pruner: Any, importance: str, step_count: int,
@@ -153,6 +180,7 @@ def _run_steps(model: Any, example_input: Any, pruner: Any, importance: str, ste
         if importance == "taylor":
             _accumulate_gradients(model, example_input, batches)
         pruner.step()
+        attention.after_pruning(model)
         model.zero_grad(set_to_none=True)
         macs, params = count_macs_params(model, example_input)
         history.append({"step": step + 1, "macs": macs, "params": params})

@@ -11,7 +11,11 @@ from edgekit.errors import EdgekitError
 def torch_weight_shapes(model: Any) -> Counter:
     import torch
 
-    return Counter(tuple(m.weight.shape) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    shapes = Counter(tuple(m.weight.shape) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    for m in model.modules():  # attention's packed q/k/v projection is a parameter, exported as a MatMul weight
+        if isinstance(m, torch.nn.MultiheadAttention) and m.in_proj_weight is not None:
+            shapes[tuple(m.in_proj_weight.shape)] += 1
+    return shapes
 
 
 def onnx_weight_shapes(onnx_path: str | Path) -> Counter:

@@ -1,0 +1,71 @@
+"""Attention blocks, made prunable within what torch-pruning 1.6 maps correctly.
+
+* ``nn.MultiheadAttention`` (torchvision's ViT): torch-pruning narrows the embedding width and
+  updates the module's ``embed_dim``/``head_dim`` when the widths stay a multiple of the head count
+  (every head keeps an equal share). Handing it the head counts (``num_heads=``) instead made it
+  leave the embedding width alone (measured: a 64-wide ViT stayed 64 wide, only its MLPs shrank).
+  torchvision's ViT reshapes its patch embedding with ``self.hidden_dim``, a plain int that
+  pruning does not touch: it is set from the pruned ``conv_proj`` afterwards.
+* Windowed attention (Swin V1/V2): its relative-position tables and shifted-window masks are
+  indexed by head and position, which torch-pruning cannot map (building the groups of swin_t grew
+  past 10 GB here). Only the MLP hidden width of each block is pruned (fc1's outputs, fc2's
+  inputs): the attention and the residual stream are protected, and the report's prunable share
+  of MACs says how much that leaves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+
+@dataclasses.dataclass
+class AttentionPlan:
+    round_to: int | None       # channel multiple that keeps heads equal (combined with the user's)
+    protected: list[Any]       # layers whose outputs must keep their width
+    kind: str | None           # "multi-head", "windowed" or None: for the report
+
+
+def plan_for(model: Any) -> AttentionPlan:
+    import torch
+
+    heads = [m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    if _has_windowed_attention(model):
+        hidden = _mlp_hidden_layers(model)
+        protected = [m for m in model.modules()
+                     if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m not in hidden]
+        return AttentionPlan(None, protected, "windowed")
+    if heads:
+        return AttentionPlan(math.lcm(*heads), [], "multi-head")
+    return AttentionPlan(None, [], None)
+
+
+def combined_round_to(user: int | None, plan: AttentionPlan) -> int | None:
+    if plan.round_to is None:
+        return user
+    return math.lcm(user or 1, plan.round_to)
+
+
+def after_pruning(model: Any) -> None:
+    """Bring plain-int widths that forward() reads back in line with the pruned tensors."""
+    conv_proj = getattr(model, "conv_proj", None)
+    if conv_proj is not None and hasattr(model, "hidden_dim"):  # torchvision VisionTransformer
+        model.hidden_dim = conv_proj.out_channels
+
+
+def _has_windowed_attention(model: Any) -> bool:
+    return any("WindowAttention" in type(m).__name__ for m in model.modules())
+
+
+def _mlp_hidden_layers(model: Any) -> set[Any]:
+    """The first Linear of every transformer MLP (``block.mlp``: Linear, activation, ..., Linear)."""
+    import torch
+
+    found = set()
+    for module in model.modules():
+        mlp = getattr(module, "mlp", None)
+        if isinstance(mlp, torch.nn.Sequential):
+            linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+            if len(linears) >= 2:
+                found.add(linears[0])
+    return found

@@ -1,0 +1,51 @@
+"""Structured pruning of attention networks: torchvision's ViT (multi-head attention) and Swin V1/V2
+(windowed attention), small configurations of the real classes, through prune, export and parity."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit.export import export_onnx
+from edgekit.prune import prune
+from edgekit.prune.verify import check_onnx_channels
+
+
+def _vit() -> torch.nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                             num_classes=10)
+
+
+def _swin(v2: bool) -> torch.nn.Module:
+    from torchvision.models import swin_transformer as swin
+
+    kind = dict(block=swin.SwinTransformerBlockV2, downsample_layer=swin.PatchMergingV2) if v2 else {}
+    return swin.SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                                num_classes=10, **kind)
+
+
+@pytest.mark.parametrize("build,kind", [(_vit, "multi-head"), (lambda: _swin(False), "windowed"),
+                                        (lambda: _swin(True), "windowed")], ids=["vit", "swin", "swin_v2"])
+def test_attention_networks_prune_export_and_keep_parity(build, kind: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build().eval()
+    example = torch.randn(1, 3, 32, 32)
+    report = prune(model, example, ratio=0.5, round_to=8, progress=None)
+    assert report["attention"] == kind
+    assert report["macs_after"] < 0.8 * report["macs_before"], report["macs_after"] / report["macs_before"]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    narrowed = {name: v for name, v in report["layers"].items() if v["after"] and v["after"] != v["before"]}
+    assert narrowed
+    result = export_onnx(model, example, tmp_path / "m.onnx")  # the parity proof included
+    assert result.parity.passed
+    check_onnx_channels(model, tmp_path / "m.onnx")
+    if kind == "multi-head":  # widths stay a multiple of the head count: every head keeps an equal share
+        heads = model.encoder.layers[0].self_attention.num_heads
+        assert model.hidden_dim == model.conv_proj.out_channels and model.hidden_dim % heads == 0
+        assert model.hidden_dim < 64 and report["prunable_macs_share"] > 0.95
+    else:  # only the MLP hidden widths: attention and the residual stream are protected, and said so
+        assert all(".mlp." in name for name in narrowed), sorted(narrowed)
+        assert 0.2 < report["prunable_macs_share"] < 0.9
