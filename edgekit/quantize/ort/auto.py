@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.quantize.ort.settings import OrtQuantSettings
-from edgekit.runtime import open_runner, time_loop
+from edgekit.quantize.speed import latency_stats
 
 _log = logging.getLogger(__name__)
+
 
 def _candidate(format: str, activation_type: str, per_channel: bool = True, reduce_range: bool = False) -> OrtQuantSettings:
     return OrtQuantSettings(format=format, activation_type=activation_type, weight_type="int8",
@@ -29,17 +30,6 @@ CANDIDATES = (
     _candidate("QOperator", "int8"),
     _candidate("QDQ", "uint8", per_channel=False),
 )
-
-
-def latency_stats(path: str | Path, threads: int | None, runs: int = 40,
-                  time_budget: float | None = None) -> dict[str, Any]:
-    """p50 with its bootstrap CI, so near-ties are called ties rather than ranked by noise;
-    ``time_budget`` (s) stops a slow model early (at least 5 runs)."""
-    from edgekit.bench.stats import summarize
-
-    runner = open_runner(str(path), threads)
-    feeds = runner.example_feeds()
-    return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs, time_budget=time_budget))
 
 
 def choose(

@@ -3,17 +3,16 @@
 ConvNeXt-Tiny's INT8 ran at 0.69x FP32 (issue 12): ORT has no integer kernel for LayerNormalization,
 Gelu/Erf or Softmax on CPU, so each one runs in float between a DequantizeLinear and a
 QuantizeLinear, and the conversions cost more than the integer convolutions save. Those ops are
-counted in the INT8 graph (deterministic) and named; the timing uses ``auto.latency_stats``.
+counted in the INT8 graph (deterministic) and named; the timing is ``edgekit.quantize.speed``'s.
 """
 from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from edgekit.quantize.speed import small_model_reason
 
-Stats = dict[str, Any]  # edgekit.bench.stats.summarize's p50 and p50_ci95
-Timer = Callable[[Path], Stats]
 
 # ops ORT's CPU provider runs on int8 once its QDQ transformers fuse or drop the Q/DQ pairs around them
 INTEGER_OPS = frozenset({
@@ -22,9 +21,6 @@ INTEGER_OPS = frozenset({
     "Flatten", "Resize", "Split", "Gather", "Pad", "Slice", "Expand", "Tile", "Where", "ArgMax", "Identity",
 })
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
-SMALL_MS = 1.0
-_TIMING_RUNS = 30
-_TIMING_SECONDS = 1.5  # per model: the check must stay a couple of seconds
 
 
 def float_ops_between_qdq(model: Any) -> collections.Counter[str]:
@@ -60,36 +56,4 @@ def reason(int8: str | Path, settings: dict[str, Any], fp32_p50_ms: float | None
 
     if settings.get("activation_type") == "uint8" and settings.get("weight_type") == "int8" and host_u8s8_saturates():
         return "U8S8 on an x86-64 CPU without VNNI: int8 dot products have no fast path here"
-    if fp32_p50_ms is not None and fp32_p50_ms < SMALL_MS:
-        return (f"the model runs in {fp32_p50_ms:.3f} ms: quantizing and dequantizing its tensors costs more than "
-                "the int8 arithmetic saves; FP32 is the faster choice on this CPU")
-    return None
-
-
-def default_timer(threads: int | None) -> Timer:
-    """``auto.latency_stats`` with a small run count and a time cap."""
-    from edgekit.quantize.ort.auto import latency_stats
-
-    return lambda path: latency_stats(path, threads, runs=_TIMING_RUNS, time_budget=_TIMING_SECONDS)
-
-
-def int8_vs_fp32(fp32: str | Path, int8: str | Path, settings: dict[str, Any], timer: Timer) -> dict[str, Any]:
-    """The manifest's ``int8_vs_fp32_speed``: p50s, ratio (FP32 p50 / INT8 p50, >1 is faster), verdict
-    (``bench.stats.compare``: CIs that overlap are no measurable difference) and, when slower, the reason."""
-    fp32_stats, int8_stats = timer(Path(fp32)), timer(Path(int8))
-    from edgekit.bench.stats import compare  # here: edgekit.bench's package imports targets, which import us
-
-    verdict = compare(int8_stats, fp32_stats)
-    record = {"fp32_p50_ms": round(fp32_stats["p50"], 4), "int8_p50_ms": round(int8_stats["p50"], 4),
-              "ratio": round(fp32_stats["p50"] / int8_stats["p50"], 3), "verdict": verdict}
-    if verdict == "slower":
-        record["reason"] = reason(int8, settings, fp32_stats["p50"])
-    return record
-
-
-def warning(record: dict[str, Any]) -> str | None:
-    if record.get("verdict") != "slower":
-        return None
-    why = f": {record['reason']}" if record.get("reason") else ""
-    return (f"INT8 runs at {record['ratio']:.2f}x FP32 speed on this machine (p50 {record['int8_p50_ms']:.3f} ms "
-            f"vs {record['fp32_p50_ms']:.3f} ms){why}")
+    return small_model_reason(fp32_p50_ms) if fp32_p50_ms is not None else None

@@ -1,7 +1,7 @@
 """ORT quantization as the CLI and the pipeline both run it: optional ``auto`` choice of settings,
 one quantization, the per-layer sensitivity ranking (once), its fidelity to FP32 on held-out samples
 and, below the threshold, the remedies (``remedies.py``), the optional accuracy-budget search, the
-INT8-vs-FP32 speed check (``speed.py``), then the artifact and its manifest written once.
+INT8-vs-FP32 speed check (``edgekit.quantize.speed``), then the artifact and its manifest written once.
 
 Everything happens in a scratch folder beside the output (pre-processing once, every candidate and
 budget step there); only the final model is renamed into place, so an interrupted search leaves
@@ -27,7 +27,8 @@ from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
 from edgekit.quantize.ort import remedies as remedies_mod
-from edgekit.quantize.ort import speed
+from edgekit.quantize import speed
+from edgekit.quantize.ort import speed as ort_speed
 from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -150,7 +151,8 @@ def quantize_ort_workflow(
         if top1 is not None:
             extra["top1"] = top1
         faithful = check(final)
-        extra["int8_vs_fp32_speed"] = _speed_check(fp32, final, settings, timer or speed.default_timer(threads), timings)
+        extra["int8_vs_fp32_speed"] = speed.checked(fp32, final, timer or speed.default_timer(threads),
+                                                    lambda p50: ort_speed.reason(final, settings.as_dict(), p50), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(final, tmp)
     timings["total_s"] = time.perf_counter() - started
@@ -179,18 +181,6 @@ def _advice(remedies: bool, tried: bool) -> str:
         return ("no remedy reached the threshold: try more representative --calib images, --exclude the layers "
                 "ranked most sensitive, or quantization-aware training")
     return "try more representative --calib images or --exclude the layers ranked most sensitive"
-
-
-def _speed_check(fp32: Path, int8: Path, settings: OrtQuantSettings, timer: speed.Timer,
-                 timings: dict[str, float]) -> dict[str, Any]:
-    """``speed.int8_vs_fp32``, timed; a diagnosis, so a failure to measure is recorded, never raised."""
-    t0 = time.perf_counter()
-    try:
-        return speed.int8_vs_fp32(fp32, int8, settings.as_dict(), timer)
-    except Exception as exc:  # noqa: BLE001 - a runtime that cannot time a model must not cost the quantization
-        return {"verdict": None, "error": f"{type(exc).__name__}: {first_line(exc)}"}
-    finally:
-        timings["speed_check_s"] = time.perf_counter() - t0
 
 
 def quantize_ort(

@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize import fidelity as fidelity_mod
+from edgekit.quantize import speed
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import calibration_feed
@@ -36,6 +37,16 @@ def _label(float_ops: list[str], float_io: bool) -> str:
     kind = (f"TFLite INT8 with float fallback (not full-integer: {', '.join(float_ops)} in float)" if float_ops
             else "TFLite full-integer INT8")
     return kind + (" (float I/O)" if float_io else "")
+
+
+def _slow_reason(float_ops: list[str]) -> speed.Reason:
+    """Why this TFLite INT8 model can be slower than its FP32 twin, where known."""
+    def why(fp32_p50_ms: float) -> str | None:
+        if float_ops:
+            return (f"{', '.join(float_ops)} run in float, with a dequantize and a quantize around each: "
+                    "use FP32 on this CPU or find an integer form for those ops")
+        return speed.small_model_reason(fp32_p50_ms)
+    return why
 
 
 ADVICE = ("try more representative --calib images, --backend ort (its remedies can keep the most sensitive "
@@ -127,6 +138,8 @@ def quantize_tflite(
             written["fp32"] = fp32_path
 
     faithful, note = _fidelity(onnx_path, output_path, samples, source)
+    pace = speed.checked(fp32_path, output_path, speed.default_timer(None), _slow_reason(leftovers), timings) \
+        if write_fp32 else None
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
@@ -136,8 +149,10 @@ def quantize_tflite(
         calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
-        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({"fidelity_note": note} if note else {})},
-        fidelity=faithful, warnings=[w for w in (note, faithful and faithful.warning(ADVICE)) if w],
+        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({"fidelity_note": note} if note else {}),
+                 **({"int8_vs_fp32_speed": pace} if pace else {})},
+        fidelity=faithful,
+        warnings=[w for w in (note, faithful and faithful.warning(ADVICE), pace and speed.warning(pace)) if w],
     )
     if faithful is not None:
         _log.info(faithful.line())
