@@ -17,19 +17,21 @@ import io
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from edgekit import log
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
 
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # onnx2tf's rewrites into ops TFLite has (integer) kernels for: the Erf-GELU pattern becomes
 # TFLite's GELU (int8 by lookup table), a lone Erf a polynomial of builtins. Without them ``tf.Erf``
 # "is neither a custom op nor a flex op" and the conversion of ConvNeXt, ViT or Swin fails.
 PSEUDO_OPERATORS = ("gelu", "erf")
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
 
 
 @contextlib.contextmanager
@@ -74,10 +76,11 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,
     # never the user's model (measured: the FP32 .onnx changed on disk after a conversion)
     private_copy = work_dir / "model.onnx"
-    _write_for_onnx2tf(onnx_path, private_copy)
+    prepare_for_onnx2tf(onnx_path, private_copy)
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
-    with _in_directory(work_dir), quiet_tensorflow():
+    printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints
+    with _in_directory(work_dir), quiet_tensorflow(), contextlib.redirect_stdout(printed):
         try:
             return onnx2tf.convert(
                 input_onnx_file_path=str(private_copy),
@@ -89,52 +92,20 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
                 verbosity="error",
             )
         except SystemExit as exc:  # onnx2tf calls sys.exit on some errors
-            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate the graph (exit {exc.code})") from exc
+            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
+                               f"(exit {exc.code})") from exc
         except Exception as exc:
-            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate the graph ({first_line(exc)})") from exc
+            raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
+                               f"({first_line(exc)})") from exc
+        finally:
+            if log.verbosity() >= log.VERBOSE:
+                sys.stdout.write(printed.getvalue())
 
 
-def _write_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
-    """The model as onnx2tf translates it best: ``Constant`` nodes become initializers, and scalar
-    operands of element-wise arithmetic become one-element arrays (the same broadcast).
+def _failed_node(printed: str) -> str:
+    """``layer /features/1/mlp/Add `` from onnx2tf's ``onnx_op_name: wa/features/1/mlp/Add`` line, else
+    ``the graph ``: which layer to --protect or report, in the one line."""
+    import re
 
-    onnx2tf reads a scalar ``Constant`` node as a Python float, which its Div validation then takes
-    for a layer: every Erf-GELU as torch exports it (``Div(x, 1.4142135)``, ConvNeXt, ViT, Swin)
-    failed with "Output tensors of a Functional model must be the output of a TensorFlow Layer ...
-    Found: 1.4142135". And its GELU fusion (Div, Erf, Add, Mul, Mul -> TFLite's GELU, which has an
-    int8 kernel) recognises the divisor only as a one-element array: as a scalar, the Erf stayed,
-    as float ops, in the "full-integer" model."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    consumers: dict[str, set[str]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, set()).add(node.op_type)
-
-    def as_operand(name: str, value: Any) -> Any:
-        array = numpy_helper.to_array(value)
-        if array.ndim == 0 and consumers.get(name, set()) <= ELEMENTWISE and consumers.get(name):
-            array = array.reshape(1)
-        return numpy_helper.from_array(array, name)
-
-    kept, changed = [], False
-    for node in graph.node:
-        value = next((a.t for a in node.attribute if a.name == "value"), None)
-        if node.op_type == "Constant" and len(node.attribute) == 1 and value is not None:
-            graph.initializer.append(as_operand(node.output[0], value))
-            changed = True
-        else:
-            kept.append(node)
-    for index, initializer in enumerate(graph.initializer):
-        if not initializer.dims and consumers.get(initializer.name, set()) <= ELEMENTWISE:
-            graph.initializer[index].CopyFrom(as_operand(initializer.name, initializer))
-            changed = True
-    if changed:
-        del graph.node[:]
-        graph.node.extend(kept)
-        onnx.save(model, str(copy))
-    else:
-        shutil.copyfile(onnx_path, copy)
+    found = re.findall(r"onnx_op_name: (\S+)", re.sub(r"\x1b\[[0-9;]*m", "", printed))
+    return f"layer {re.sub('^wa/', '/', found[-1])} " if found else "the graph "

@@ -1,0 +1,187 @@
+"""The ONNX graph rewritten into the same function in a form onnx2tf translates (its private copy only).
+
+Each rewrite is exact (same outputs, bit for bit in float) and exists because onnx2tf mistranslated
+the original form, measured on torch's own exports:
+
+* ``Constant`` nodes become initializers, and float scalars read by element-wise arithmetic become
+  one-element arrays. onnx2tf read a scalar ``Constant`` as a Python float, and its Div validation
+  then took the float for a layer: every Erf-GELU as torch exports it (``Div(x, 1.4142135)``:
+  ConvNeXt, ViT, Swin) failed with "Output tensors of a Functional model must be the output of a
+  TensorFlow Layer ... Found: 1.4142135". Its GELU fusion (Div, Erf, Add, Mul, Mul -> TFLite's GELU,
+  which has an int8 kernel) also recognises the divisor only as a one-element array.
+* Shape arithmetic on static shapes is folded to constants (``Shape`` of a tensor whose shape is
+  known, and the small integer ops computing on it). onnx2tf runs ``Shape`` on its NHWC tensors, so
+  ShuffleNet's ``x.chunk(2, dim=1)``, exported as ``Slice`` up to ``Shape(x)[1] / 2``, sliced the
+  height instead of the channels and the next convolution failed ("tf.nn.convolution ... Negative
+  dimension size").
+* ShuffleNet's channel shuffle (Reshape to [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape
+  back) becomes one ``Gather`` of the channels in shuffled order: a 5-D transpose has no channel axis
+  for onnx2tf's layout inference to follow.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
+SHUFFLE_PERM = [0, 2, 1, 3, 4]
+
+
+def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
+    """Write ``onnx_path``'s model to ``copy`` with the rewrites above (a plain copy when none applies)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    changed = _constants_to_initializers(model.graph)
+    changed = _fold_shape_arithmetic(model) or changed
+    changed = _scalar_operands_as_arrays(model.graph) or changed
+    changed = _shuffles_to_gathers(model.graph) or changed
+    if changed:
+        _drop_unused_initializers(model.graph)
+        onnx.save(model, str(copy))
+    else:
+        shutil.copyfile(onnx_path, copy)
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _constants_to_initializers(graph: Any) -> bool:
+    from onnx import numpy_helper
+
+    kept = []
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and len(node.attribute) == 1 and value is not None:
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
+        else:
+            kept.append(node)
+    if len(kept) == len(graph.node):
+        return False
+    del graph.node[:]
+    graph.node.extend(kept)
+    return True
+
+
+def _scalar_operands_as_arrays(graph: Any) -> bool:
+    """Float scalars read only by element-wise arithmetic -> one-element arrays. Float only: integer
+    scalars are shape arithmetic, where a rank is part of the value."""
+    from onnx import numpy_helper
+
+    consumers = {name: {n.op_type for n in nodes} for name, nodes in _consumers(graph).items()}
+    changed = False
+    for index, initializer in enumerate(graph.initializer):
+        array = numpy_helper.to_array(initializer)
+        ops = consumers.get(initializer.name)
+        if array.ndim == 0 and array.dtype.kind == "f" and ops and ops <= ELEMENTWISE:
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(array.reshape(1), initializer.name))
+            changed = True
+    return changed
+
+
+def _shuffles_to_gathers(graph: Any) -> bool:
+    """Reshape -> Transpose(0,2,1,3,4) -> Reshape chains with constant shapes -> Gather(axis=1)."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consumers = _consumers(graph)
+    replace: dict[int, Any] = {}  # id(first reshape) -> the Gather; the other two nodes dropped
+    dropped: set[int] = set()
+    for node in graph.node:
+        shape = initializers.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        if shape is None or shape.ndim != 1 or len(shape) != 5 or min(shape[1], shape[2]) <= 0:
+            continue
+        after = consumers.get(node.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Transpose":
+            continue
+        transpose = after[0]
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        back = consumers.get(transpose.output[0], [])
+        if perm != SHUFFLE_PERM or len(back) != 1 or back[0].op_type != "Reshape":
+            continue
+        back_shape = initializers.get(back[0].input[1])
+        groups, per_group = int(shape[1]), int(shape[2])
+        if back_shape is None or len(back_shape) != 4 or int(back_shape[1]) not in (groups * per_group, -1):
+            continue
+        index = np.array([a * per_group + b for b in range(per_group) for a in range(groups)], np.int64)
+        name = f"{node.output[0]}_shuffle_index"
+        graph.initializer.append(numpy_helper.from_array(index, name))
+        replace[id(node)] = helper.make_node("Gather", [node.input[0], name], [back[0].output[0]], axis=1,
+                                             name=f"{node.name}_shuffle")
+        dropped |= {id(transpose), id(back[0])}
+    if not replace:
+        return False
+    nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
+
+
+SHAPE_OPS = {"Gather", "Add", "Sub", "Mul", "Div", "Concat", "Unsqueeze", "Squeeze", "Slice", "Cast", "Floor",
+             "Ceil", "Neg", "Reshape", "Range", "Equal", "Where", "Max", "Min", "ReduceProd"}
+SMALL = 64  # folded values are shape vectors, never weights
+
+
+def _fold_shape_arithmetic(model: Any) -> bool:
+    """``Shape`` of statically shaped tensors, and integer ops on constants only, become initializers
+    (evaluated by ONNX's reference implementation, one node at a time)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    stale = [v for v in graph.value_info if v.name in constants]  # ranks the rewrites above may have changed
+    for info in stale:
+        graph.value_info.remove(info)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - no inferred shapes, nothing folded: onnx2tf gets the graph as it is
+        return False
+    static: dict[str, list[int]] = {}
+    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in info.type.tensor_type.shape.dim]
+        if info.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
+            static[info.name] = dims
+    known = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    kept, changed = [], False
+    for node in graph.node:
+        value = None
+        if node.op_type == "Shape" and node.input[0] in static:
+            dims = static[node.input[0]]
+            start = next((a.i for a in node.attribute if a.name == "start"), 0)
+            end = next((a.i for a in node.attribute if a.name == "end"), len(dims))
+            value = np.array(dims[start:end], np.int64)
+        elif (node.op_type in SHAPE_OPS and len(node.output) == 1 and all(i in known for i in node.input if i)
+              and all(known[i].size <= SMALL and known[i].dtype.kind in "iu" for i in node.input if i)):
+            single = helper.make_model(
+                helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(node.output[0], 0, None)],
+                                  [numpy_helper.from_array(known[i], i) for i in node.input if i]),
+                opset_imports=[helper.make_opsetid("", opset)])
+            value = np.asarray(ReferenceEvaluator(single).run(None, {})[0])
+        if value is None or value.size > SMALL:
+            kept.append(node)
+            continue
+        known[node.output[0]] = value
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return changed
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    unused = [i for i in graph.initializer if i.name not in used]
+    for initializer in unused:
+        graph.initializer.remove(initializer)
