@@ -127,16 +127,22 @@ def edgekit_quantize(fp32: Path, out: Path, calib: np.ndarray) -> dict[str, Any]
     result = quantize_ort_workflow(fp32, out, calib, threads=QUANTIZE_THREADS, force=True, progress=False,
                                    log=lines.append)
     remedies = result.details.get("remedies")
-    if remedies is None:
-        chosen = "none needed" if result.fidelity is None or result.fidelity.ok else "none"
-    else:
-        pick = remedies["chosen"]
-        chosen = pick["remedy"] + (f" ({pick['calibrate_method']})" if pick["calibrate_method"] != "MinMax" else "")
-    return {"label": result.label, "settings": result.settings, "remedy": chosen,
+    return {"label": result.label, "settings": result.settings, "remedy": remedy_text(remedies),
             "remedies_tried": [r["remedy"] for r in (remedies or {}).get("tried", [])],
             "nodes_excluded": list(result.nodes_excluded), "calibrated_on": result.calibration["num_samples"],
             "own_check": result.fidelity.as_dict() if result.fidelity else None,
             "seconds": round(result.timings.get("total_s", 0.0), 1), "log": [line for line in lines if "remedy" in line]}
+
+
+def remedy_text(remedies: dict[str, Any] | None) -> str:
+    """What edgekit's remedies chose, from the manifest's ``remedies`` entry (None: the first INT8 was faithful)."""
+    if remedies is None:
+        return "none needed"
+    pick = remedies["chosen"]
+    chosen = "none helped" if pick["remedy"] == "as configured" else pick["remedy"]
+    if pick["calibrate_method"] != "MinMax" and pick["calibrate_method"] not in chosen:
+        chosen += f", {pick['calibrate_method']} calibration"
+    return chosen + f" (of {len(remedies['tried']) - 1} tried)"
 
 
 def measure(paths: dict[str, Path], held_out: np.ndarray, reference: np.ndarray, threads: int) -> dict[str, dict[str, Any]]:
@@ -168,6 +174,9 @@ def qdq_structure(path: Path) -> dict[str, Any]:
     graph = onnx.load(str(path)).graph
     initializers = {i.name: i for i in graph.initializer}
     constants = set(initializers) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    for node in graph.node:  # the exporter hands some biases through an Identity: still a constant
+        if node.op_type == "Identity" and node.input[0] in constants:
+            constants.add(node.output[0])
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list[tuple[Any, int]]] = {}
     for node in graph.node:
@@ -208,7 +217,8 @@ def qdq_structure(path: Path) -> dict[str, Any]:
         if not floats:
             continue
         entry = ops.setdefault(node.op_type, [0, 0])
-        entry[0] += all(quantized(i) for i in floats)
+        weight_in_float = node.op_type in COMPUTE and len(node.input) > 1 and node.input[1] in constants
+        entry[0] += all(quantized(i) for i in floats) and not weight_in_float
         entry[1] += 1
     return {"quantize_linear": len(quantize), "dequantize_linear": len(dequantize),
             "weights_per_channel": sum(elements(n.input[1]) > 1 for n in weights),
@@ -282,8 +292,6 @@ def cell(entry: dict[str, Any], key: str, fmt: str) -> str:
 def table_row(row: dict[str, Any]) -> list[str]:
     e, n = row.get("edgekit", {}), row.get("nncf", {})
     remedy = e.get("remedy", "FAIL" if "error" in e else "")
-    if e.get("nodes_excluded"):
-        remedy += f", {len(e['nodes_excluded'])} in float"
     return [row["model"], row.get("family", ""), cell(row, "fp32_ms", ".1f"),
             cell(e, "cosine", ".4f") or ("FAIL" if "error" in e else ""), cell(e, "agree", ".0%"), cell(e, "ms", ".1f"),
             f"{remedy} ({e['label']})" if "label" in e else remedy,
@@ -325,7 +333,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"holding {row['calib'] - e['calibrated_on']} out for its own check; NNCF on all {row['calib']}), "
                   f"{row['held_out']} held out; quantize s: edgekit {e.get('seconds')}, NNCF {n.get('seconds')}")
     print("\nQDQ structure (in INT8: every float input comes from a DequantizeLinear, directly or through "
-          f"{', '.join(MOVES)}):\n")
+          f"{', '.join(MOVES)}; a Conv, Gemm or MatMul also needs its weight from one):\n")
     print(markdown([r for row in rows for r in structure_rows(row)], STRUCTURE))
     opts = next((r["nncf"]["options"] for r in rows if "options" in r.get("nncf", {})), None)
     if opts:
