@@ -168,10 +168,12 @@ def measure(paths: dict[str, Path], held_out: np.ndarray, reference: np.ndarray,
 def qdq_structure(path: Path) -> dict[str, Any]:
     """QuantizeLinear/DequantizeLinear counts, weights per-channel or per-tensor (biases apart), activation
     types and, per op type, how many nodes read every float input from a DequantizeLinear, directly or
-    through ops that only move data (``MOVES``): ``[in INT8, total]``."""
+    through ops that only move data (``MOVES``, or a Concat of such inputs), and for Conv/Gemm/MatMul their
+    weight too: ``[in INT8, total]``."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    elem_type = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
     initializers = {i.name: i for i in graph.initializer}
     constants = set(initializers) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     for node in graph.node:  # the exporter hands some biases through an Identity: still a constant
@@ -197,6 +199,8 @@ def qdq_structure(path: Path) -> dict[str, Any]:
         node = producer.get(name)
         if node is None:
             return False
+        if node.op_type == "Concat":  # NNCF quantizes a Concat's inputs, not its output
+            return all(quantized(i) for i in node.input)
         return node.op_type == "DequantizeLinear" or (node.op_type in MOVES and quantized(node.input[0]))
 
     def constant_fed(node: Any) -> bool:  # NNCF folds the weights' QuantizeLinear away, ORT keeps it
@@ -211,9 +215,10 @@ def qdq_structure(path: Path) -> dict[str, Any]:
     weights = [n for n in fixed if n not in biases]
     ops: dict[str, list[int]] = {}
     for node in graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant", "Shape"):
             continue
-        floats = [i for i in node.input if i and i not in constants]
+        floats = [i for i in node.input if i and i not in constants  # shape arithmetic (int64) is no float
+                  and elem_type.get(i, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT]
         if not floats:
             continue
         entry = ops.setdefault(node.op_type, [0, 0])
@@ -224,6 +229,7 @@ def qdq_structure(path: Path) -> dict[str, Any]:
             "weights_per_channel": sum(elements(n.input[1]) > 1 for n in weights),
             "weights_per_tensor": sum(elements(n.input[1]) == 1 for n in weights), "biases_int": len(biases),
             "activation_types": dict(Counter(zero_point_type(n) for n in quantize)),
+            "activations_per_channel": sum(elements(n.input[1]) > 1 for n in quantize),
             "ops": {k: v for k, v in sorted(ops.items())}}
 
 
@@ -281,7 +287,7 @@ def machine() -> dict[str, Any]:
 
 HEADERS = ["model", "family", "FP32 p50 ms", "edgekit cos", "edgekit agree", "edgekit p50 ms", "edgekit remedy",
            "NNCF cos", "NNCF agree", "NNCF p50 ms"]
-STRUCTURE = ["model", "tool", "activation Q nodes (u8/s8)", "weights per-ch/per-t (+int biases)", "Conv+Gemm+MatMul in INT8",
+STRUCTURE = ["model", "tool", "activation Q nodes (u8/s8; per-channel)", "weights per-ch/per-t (+int biases)", "Conv+Gemm+MatMul in INT8",
              "op types reading float (float/total)"]
 
 
@@ -308,7 +314,8 @@ def structure_rows(row: dict[str, Any]) -> list[list[str]]:
         compute = [sum(ops.get(k, [0, 0])[i] for k in COMPUTE) for i in (0, 1)]
         floating = ", ".join(f"{k} {v[1] - v[0]}/{v[1]}" for k, v in ops.items() if v[0] < v[1])
         acts = q["activation_types"]
-        rows.append([row["model"], tool, f"{q['quantize_linear']} ({acts.get('u8', 0)}/{acts.get('s8', 0)})",
+        rows.append([row["model"], tool, f"{q['quantize_linear']} ({acts.get('u8', 0)}/{acts.get('s8', 0)}; "
+                                         f"{q.get('activations_per_channel', 0)})",
                      f"{q['weights_per_channel']}/{q['weights_per_tensor']} (+{q['biases_int']})",
                      f"{compute[0]}/{compute[1]}", floating])
     return rows
@@ -333,7 +340,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"holding {row['calib'] - e['calibrated_on']} out for its own check; NNCF on all {row['calib']}), "
                   f"{row['held_out']} held out; quantize s: edgekit {e.get('seconds')}, NNCF {n.get('seconds')}")
     print("\nQDQ structure (in INT8: every float input comes from a DequantizeLinear, directly or through "
-          f"{', '.join(MOVES)}; a Conv, Gemm or MatMul also needs its weight from one):\n")
+          f"{', '.join(MOVES)}, or a Concat of such inputs; a Conv, Gemm or MatMul also needs its weight from one):\n")
     print(markdown([r for row in rows for r in structure_rows(row)], STRUCTURE))
     opts = next((r["nncf"]["options"] for r in rows if "options" in r.get("nncf", {})), None)
     if opts:
