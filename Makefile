@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench zoo device-env clean
+.PHONY: setup test test-fast demo bench zoo bench-nncf device-env clean
 
 setup: $(STAMP)
 
@@ -36,5 +36,9 @@ bench: setup device-env
 zoo: setup device-env
 	PYTHONPATH=. $(PY) benchmarks/zoo.py $(ZOO_ARGS)
 
+# edgekit's ORT INT8 beside NNCF's PTQ of the same ONNX (NNCF in .venv-nncf, made when missing); resumes (NNCF_ARGS='--only resnet18 --force')
+bench-nncf: setup
+	PYTHONPATH=. $(PY) benchmarks/bench_nncf.py $(NNCF_ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-device .venv-device-bare build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-device .venv-device-bare .venv-nncf build dist *.egg-info .pytest_cache
