@@ -93,7 +93,10 @@ class ChildRunner(Runner):
 
     def __del__(self) -> None:
         if hasattr(self, "_proc"):
-            self.close()
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit the modules close() needs may be gone
+                pass
 
 
 def _tensor(info: dict[str, Any]) -> TensorInfo:
