@@ -102,9 +102,14 @@ def _fidelity(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_family_through_all_four_stages(family: str, digit_images: np.ndarray, tmp_path: Path) -> None:
+def test_family_through_all_four_stages(family: str, digit_images: np.ndarray, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from edgekit.quantize.ort import quantize_ort_workflow
     from edgekit.quantize.tflite import quantize_tflite
+
+    cwd = tmp_path / "cwd"  # nothing may land in the user's current directory (ORT's shape inference wrote there)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
 
     build, size, ort_floor, tflite_floor = FAMILIES[family]
     images = torch.nn.functional.interpolate(torch.from_numpy(digit_images), size=(size, size), mode="bilinear")
@@ -124,8 +129,10 @@ def test_family_through_all_four_stages(family: str, digit_images: np.ndarray, t
         with pytest.raises(EdgekitError, match=r"onnx2tf could not translate layer /\S+ \(") as failure:
             quantize_tflite(fp32, tmp_path / f"{family}.int8.tflite", calib, write_fp32=False, progress=False)
         assert "\n" not in str(failure.value) and not list(tmp_path.glob("*.tflite"))
+        assert not list(cwd.iterdir())
         return
     tflite = quantize_tflite(fp32, tmp_path / f"{family}.int8.tflite", calib, holdout=held_out, write_fp32=False,
                              float_fallback=True, progress=False)
     assert tflite.fidelity is not None and tflite.fidelity.cosine >= tflite_floor, (family, tflite.fidelity)
     assert tflite.full_integer, (family, tflite.float_ops)  # every family here has an integer form
+    assert not list(cwd.iterdir())

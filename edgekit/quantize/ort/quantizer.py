@@ -88,8 +88,11 @@ def preprocess(onnx_in: str | Path, work: Path) -> Path:
     quantization of a search starts from the same prepared graph."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = Path(work) / "prepared.onnx"
-    with _quiet():
+    prepared = Path(work).resolve() / "prepared.onnx"
+    onnx_in = Path(onnx_in).resolve()
+    # in the scratch folder: when its symbolic shape inference gives up, ORT writes
+    # sym_shape_infer_temp.onnx and a <uuid>.data beside it into the *current* directory (seen: Swin)
+    with _quiet(), contextlib.chdir(prepared.parent):
         try:
             quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=False)
         except Exception:  # symbolic shape inference fails on some graphs; ORT's own fallback
