@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, interleaved_p50_ms, log, markdown, save_summary  # noqa: E402
+from common import RESULTS, ROOT, interleaved_p50_ms, load_rows, log, markdown, save_row, save_summary  # noqa: E402
 
 ROWS = RESULTS / "nncf.jsonl"
 VENV = ROOT / ".venv-nncf"
@@ -363,12 +363,6 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def load_rows(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    return {r["model"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=DEFAULT, help=f"comma-separated torchvision models (default: {DEFAULT})")
@@ -389,7 +383,7 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
-    stored = load_rows(args.rows)
+    stored = load_rows(args.rows, "model")
     names = args.only.split(",")
     if not args.table:
         versions = ensure_venv()
@@ -400,9 +394,7 @@ def main() -> None:
                 continue
             log(f"{name}: running ...")
             stored[name] = run_model(name, args, versions)
-            args.rows.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.rows, "a") as file:
-                file.write(json.dumps(stored[name]) + "\n")
+            save_row(args.rows, stored[name])
             log(" | ".join(table_row(stored[name])) + f"  ({stored[name]['total_s']:.0f} s)")
     rows = [stored[n] for n in names if n in stored]
     print_table(rows)

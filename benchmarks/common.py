@@ -38,6 +38,21 @@ def save_summary(name: str, rows: list[dict[str, Any]]) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, "rows": rows}, indent=1) + "\n")
 
 
+def load_rows(path: Path, key: str) -> dict[str, dict[str, Any]]:
+    """A resumable sweep's JSON-lines rows by ``row[key]`` (the last row of a name wins)."""
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row[key]: row for row in rows}
+
+
+def save_row(path: Path, row: dict[str, Any]) -> None:
+    """Append (a --force re-run appends again; the last row of a name wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        file.write(json.dumps(row) + "\n")
+
+
 def markdown(rows: list[list[Any]], headers: list[str]) -> str:
     from tabulate import tabulate
 

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, interleaved_p50_ms, log, markdown  # noqa: E402
+from common import RESULTS, ROOT, interleaved_p50_ms, load_rows, log, markdown, save_row  # noqa: E402
 
 ROWS = RESULTS / "zoo.jsonl"
 THREADS = 2
@@ -367,20 +367,6 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def load_rows(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["arch"]: row for row in rows}
-
-
-def save_row(path: Path, row: dict[str, Any]) -> None:
-    """Append (a --force re-run appends again; the last row of an architecture wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as file:
-        file.write(json.dumps(row) + "\n")
-
-
 # --- printing ----------------------------------------------------------------------------------------
 
 HEADERS = ["arch", "prune", "MACs kept", "prune peak MB (+in prune)", "build", "export", "ORT", "ORT cos", "ORT agree",
@@ -486,7 +472,7 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
-    stored = load_rows(args.rows)
+    stored = load_rows(args.rows, "arch")
     names = architectures(args)
     if not args.table:
         for name in names:
