@@ -3,7 +3,7 @@ command that needs an extra says which, in one line.
 
 The commands run in a child Python whose import system refuses the optional packages exactly as a
 venv without them would (``ModuleNotFoundError`` with the module's name, ``find_spec`` None), so
-an ``import torch`` that crept into a core path fails here. ``benchmarks/install_size.py``
+an ``import torch`` that crept into a core path fails here. ``benchmarks/bench_install.py``
 installs the real thing into a fresh venv and measures it.
 """
 from __future__ import annotations
