@@ -20,6 +20,7 @@ RLIMIT_AS, which TensorFlow's address-space reservations trip long before real m
 Rows go to benchmarks/results/zoo.jsonl; a re-run skips architectures already there unless --force.
 
     PYTHONPATH=. python benchmarks/zoo.py --only resnet18,mobilenet_v3_large --timeout 600
+    PYTHONPATH=. python benchmarks/zoo.py --size 128     # every architecture, smallest first, at 128 px
     PYTHONPATH=. python benchmarks/zoo.py --table        # the stored rows as Markdown
 """
 from __future__ import annotations
@@ -47,7 +48,9 @@ ROWS = RESULTS / "zoo.jsonl"
 THREADS = 2
 RATIO = 0.5
 IMAGES = 64  # half calibrate (and set BatchNorm statistics), half are held out for fidelity
-MIN_SIZE = {"inception_v3": 299}
+FIXED_SIZE = {"maxvit_t": 224}  # its 7x7 window partitions need every stage's map divisible by 7
+MIN_SIZE = {"inception_v3": 75}
+SIZE = 224  # --size; a smaller one makes the 80-architecture sweep fit a 2-core machine
 STAGES = ("prune", "build", "export", "ort", "tflite")
 PARTS = {"prune": ("prune",), "export": ("build", "export"), "ort": ("ort",), "tflite": ("tflite",)}
 FP32 = "fp32.onnx"
@@ -105,7 +108,13 @@ def run_stage(state: State, stage: str, body: Callable[[], dict[str, Any]]) -> d
 
 
 def input_size(name: str) -> int:
-    return MIN_SIZE.get(name, 224)
+    """--size, except where the architecture fixes it; ViTs get a whole number of patches."""
+    if name in FIXED_SIZE:
+        return FIXED_SIZE[name]
+    if name.startswith("vit_"):
+        patch = int(name.rsplit("_", 1)[1])
+        return max(patch, SIZE // patch * patch)
+    return max(SIZE, MIN_SIZE.get(name, 0))
 
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +266,8 @@ def child_main(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(THREADS)
+    global SIZE
+    SIZE = args.size
     state = State(Path(args.state))
     work = Path(args.state).parent
     if args.child_part == "prune":
@@ -274,7 +285,8 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
     return its stages, the killed or crashed one named with why."""
     state_path = work / f"{part}.json"
     stderr_path = work / f"{part}.stderr"
-    command = [sys.executable, __file__, "--child", name, "--child-part", part, "--state", str(state_path)]
+    command = [sys.executable, __file__, "--child", name, "--child-part", part, "--state", str(state_path),
+               "--size", str(args.size)]
     with open(stderr_path, "wb") as stderr:
         # cwd: the scratch folder, where a killed ORT child's temporary files (shape inference) go too
         proc = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
@@ -363,8 +375,17 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for entry in stages.values():  # the scratch folder is gone: errors name the file alone
         if "error" in entry:
             entry["error"] = entry["error"].replace(folder + os.sep, "")
-    return {"arch": name, "stages": stages, "total_s": round(time.time() - started, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {"arch": name, "size": args.size, "stages": stages, "total_s": round(time.time() - started, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit()}
+
+
+def git_commit() -> str:
+    """The edgekit commit a row was measured on, so a stale row can be told from a current one."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 # --- printing ----------------------------------------------------------------------------------------
@@ -448,7 +469,16 @@ def architectures(args: argparse.Namespace) -> list[str]:
     import torchvision
 
     names = args.only.split(",") if args.only else torchvision.models.list_models(module=torchvision.models)
+    if not args.only:  # smallest first: an interrupted sweep has covered the most architectures
+        names.sort(key=parameter_count)
     return names[: args.limit] if args.limit else names
+
+
+def parameter_count(name: str) -> int:
+    """From torchvision's weight metadata (nothing downloaded, nothing built)."""
+    import torchvision
+
+    return list(torchvision.models.get_model_weights(name))[0].meta["num_params"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -459,7 +489,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-tflite", action="store_true", help="no TFLite stage")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per stage before the child is killed")
     parser.add_argument("--max-rss-gb", type=float, default=12, help="memory cap of a child's process tree")
-    parser.add_argument("--rows", type=Path, default=ROWS, help="the JSON-lines file rows are kept in")
+    parser.add_argument("--size", type=int, default=SIZE, help="input size (MaxViT stays 224; ViTs round to whole patches)")
+    parser.add_argument("--rows", type=Path, help="the JSON-lines file rows are kept in (default: results/zoo.jsonl "
+                        "at 224, results/zoo-SIZE.jsonl at another size)")
     parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
@@ -472,6 +504,8 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
+    if args.rows is None:
+        args.rows = ROWS if args.size == 224 else ROWS.with_name(f"zoo-{args.size}.jsonl")
     stored = load_rows(args.rows, "arch")
     names = architectures(args)
     if not args.table:

@@ -45,12 +45,12 @@ def _scales(path: Path) -> dict[str, np.ndarray]:
 
 
 def _quantize(src: Path, out: Path, calib: np.ndarray, held: int, method: str,
-              monkeypatch: pytest.MonkeyPatch) -> int:
+              monkeypatch: pytest.MonkeyPatch, **settings: object) -> int:
     """Quantize holding ``held`` samples' activations at once; numpy's peak traced bytes."""
     monkeypatch.setattr(quantizer, "CALIBRATION_SAMPLES_HELD", held)
     tracemalloc.start()
     try:
-        quantize_ort(src, out, calib, OrtQuantSettings(calibrate_method=method), progress=False)
+        quantize_ort(src, out, calib, OrtQuantSettings(calibrate_method=method, **settings), progress=False)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -65,6 +65,51 @@ def test_minmax_in_chunks_gives_the_very_same_ranges(wide_onnx: Path, tmp_path: 
     assert whole.keys() == chunked.keys() and len(whole) > 8
     for name in whole:
         np.testing.assert_array_equal(whole[name], chunked[name], err_msg=name)
+
+
+def test_mean_ranges_in_chunks_are_the_mean_over_every_sample(wide_onnx: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """NNCF's mean min/max estimator through ORT's CalibMovingAverage: in chunks of 3 samples (the
+    last one short) the ranges are those of one call over all 20, and narrower than the extremes."""
+    calib = _calib(20) * np.linspace(0.2, 3.0, 20, dtype=np.float32)[:, None, None, None]  # one wide sample
+    _quantize(wide_onnx, tmp_path / "all.onnx", calib, 10**6, "MinMax", monkeypatch, average_ranges=True)
+    _quantize(wide_onnx, tmp_path / "chunked.onnx", calib, 3, "MinMax", monkeypatch, average_ranges=True)
+    _quantize(wide_onnx, tmp_path / "extremes.onnx", calib, 3, "MinMax", monkeypatch)
+    whole, chunked = _scales(tmp_path / "all.onnx"), _scales(tmp_path / "chunked.onnx")
+    extremes = _scales(tmp_path / "extremes.onnx")
+    scales = [n for n in whole if n.endswith("_scale") and whole[n].ndim == 0 and "input" in n]
+    assert scales, sorted(whole)
+    for name in scales:
+        np.testing.assert_allclose(whole[name], chunked[name], rtol=1e-5, err_msg=name)
+        assert chunked[name] < 0.8 * extremes[name], (name, chunked[name], extremes[name])
+
+
+def _activation_q_off_compute(path: Path) -> list[str]:
+    """Activations quantized where neither their producer nor any consumer is Conv/MatMul/Gemm."""
+    graph = onnx.load(str(path)).graph
+    compute = {"Conv", "Gemm", "MatMul"}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    off = []
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        users = [u for dq in consumers.get(q.output[0], []) for u in consumers.get(dq.output[0], [])]
+        producer = producers.get(q.input[0])
+        if not (producer is not None and producer.op_type in compute) and not any(u.op_type in compute for u in users):
+            off.append(q.input[0])
+    return off
+
+
+def test_compute_only_leaves_every_other_operator_in_float(wide_onnx: Path, tmp_path: Path) -> None:
+    """quantize_ops="compute": Q/DQ only at Conv/Gemm inputs and outputs; with "all", the pooling's
+    output (between two float-capable operators) is quantized too."""
+    quantize_ort(wide_onnx, tmp_path / "all.onnx", _calib(8), OrtQuantSettings(), progress=False)
+    quantize_ort(wide_onnx, tmp_path / "compute.onnx", _calib(8), OrtQuantSettings(quantize_ops="compute"),
+                 progress=False)
+    assert _activation_q_off_compute(tmp_path / "all.onnx")
+    assert _activation_q_off_compute(tmp_path / "compute.onnx") == []
 
 
 def test_histogram_calibration_memory_is_bounded_by_the_chunk(wide_onnx: Path, tmp_path: Path,

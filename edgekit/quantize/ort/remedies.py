@@ -2,12 +2,14 @@
 
 In order, each on top of the best so far: per-channel weights (if off), Percentile then Entropy
 calibration (an outlier activation no longer sets the whole range), 7-bit weights (reduce_range),
-then the most sensitive layers in float (``sensitivity.meet_accuracy_budget``, driven by the
+mean min/max ranges and INT8 for Conv/MatMul/Gemm only (NNCF's range estimator and its scope: what
+kept more fidelity than edgekit on EfficientNet and ConvNeXt in benchmarks/bench_nncf.py, where the
+SE gates, SiLU/GELU, LayerNorm and residual Adds lose most in INT8), then the most sensitive layers in float (``sensitivity.meet_accuracy_budget``, driven by the
 fidelity shortfall instead of labels). The first candidate that meets the threshold wins, else the
 most faithful one. Nothing runs when the first quantization is already faithful.
 
 The cost is bounded by a count, not a clock, so that the same inputs give the same model: at most
-four settings candidates, and at most a quarter of the weighted layers (3 at least) in float, since
+six settings candidates, and at most a quarter of the weighted layers (3 at least) in float, since
 more defeats INT8 (1, 3, 7, ... of them: a handful of quantizations). Measured on MobileNet-V2
 (random weights, BatchNorm statistics set on images) the uncapped search took 154 s for 10
 candidates and still missed the threshold with all 53 weighted layers in float (cosine 0.976 ->
@@ -63,6 +65,10 @@ def setting_changes(settings: OrtQuantSettings) -> list[tuple[str, dict[str, Any
                 if settings.calibrate_method != m]
     if not settings.reduce_range:
         changes.append(("7-bit weights (reduce_range)", {"reduce_range": True}))
+    if not settings.average_ranges:
+        changes.append(("mean min/max ranges", {"calibrate_method": "MinMax", "average_ranges": True}))
+    if settings.quantize_ops != "compute":
+        changes.append(("Conv/MatMul/Gemm only in INT8", {"quantize_ops": "compute"}))
     return changes
 
 
@@ -135,6 +141,7 @@ def explain(first: Candidate, chosen: Candidate, tried: list[Candidate]) -> str:
         return (f"remedy: none of {len(tried) - 1} remedies improved fidelity; kept {first.settings.label()} "
                 f"(cosine {before.cosine:.4f}, agreement {before.agreement:.1f}%)")
     what = chosen.settings.label() + (f" {chosen.settings.calibrate_method}" if chosen.settings.calibrate_method != "MinMax" else "")
+    what += " mean-range" if chosen.settings.average_ranges else ""
     if chosen.excluded:
         what += f" with {len(chosen.excluded)} layer(s) in float"
     why = "the first remedy that meets the threshold" if after.ok else f"the most faithful of {len(tried)} tried"

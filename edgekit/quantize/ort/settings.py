@@ -38,12 +38,17 @@ class OrtQuantSettings(BaseModel):
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on where U8S8 saturates "
                                                         "(x86-64 without VNNI), else off")
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = Field("MinMax", description="range estimator")
+    average_ranges: bool = Field(False, description="MinMax: ranges are the mean of each sample's min/max, not the "
+                                                    "extremes over all samples (NNCF's estimator)")
+    quantize_ops: Literal["all", "compute"] = Field("all", description="all: every operator ORT can quantize; compute: "
+                                                    "Conv, MatMul and Gemm only, the rest stays float (NNCF-style)")
 
     def label(self) -> str:
         a = "U8" if self.activation_type == "uint8" else "S8"
         w = "U8" if self.weight_type == "uint8" else "S8"
         weights = "7-bit " if self.reduce_range else ""
-        return f"{self.format} {a}{w} {weights}{'per-channel' if self.per_channel else 'per-tensor'}"
+        scope = ", Conv/MatMul/Gemm only" if self.quantize_ops == "compute" else ""
+        return f"{self.format} {a}{w} {weights}{'per-channel' if self.per_channel else 'per-tensor'}{scope}"
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
