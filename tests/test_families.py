@@ -56,9 +56,8 @@ def _vit() -> torch.nn.Module:
                              num_classes=10)
 
 
-# family: (builder, input size, ORT cosine floor, TFLite cosine floor; None: onnx2tf cannot translate it yet,
-# and the failure must be one error naming the layer)
-FAMILIES: dict[str, tuple[Callable[[], torch.nn.Module], int, float, float | None]] = {
+# family: (builder, input size, ORT cosine floor, TFLite cosine floor)
+FAMILIES: dict[str, tuple[Callable[[], torch.nn.Module], int, float, float]] = {
     "residual": (_tv("resnet18"), 64, 0.99, 0.99),
     "inverted-residual-hardswish-se": (_tv("mobilenet_v3_small"), 64, 0.99, 0.99),
     "depthwise": (_tv("mobilenet_v2", width_mult=0.5), 64, 0.99, 0.99),
@@ -67,7 +66,7 @@ FAMILIES: dict[str, tuple[Callable[[], torch.nn.Module], int, float, float | Non
     "inception-branches": (_tv("googlenet", aux_logits=False, init_weights=True), 64, 0.99, 0.99),
     "channel-shuffle": (_tv("shufflenet_v2_x0_5"), 64, 0.98, 0.99),
     "layernorm-gelu": (_convnext, 64, 0.99, 0.99),
-    "windowed-attention": (_swin, 32, 0.99, None),  # onnx2tf 1.29 fails on Swin's (N, H, W, C) MLP
+    "windowed-attention": (_swin, 32, 0.99, 0.99),  # TFLite measured 0.9995 (onnx2tf failed before shapes were folded)
     "plain-vit": (_vit, 32, 0.99, 0.97),  # TFLite measured 0.981
 }
 
@@ -125,12 +124,6 @@ def test_family_through_all_four_stages(family: str, digit_images: np.ndarray, t
     ort = quantize_ort_workflow(fp32, tmp_path / f"{family}.int8.onnx", calib, holdout=held_out, progress=False,
                                 log=lambda _: None)
     assert ort.fidelity is not None and ort.fidelity.cosine >= ort_floor, (family, ort.fidelity)
-    if tflite_floor is None:
-        with pytest.raises(EdgekitError, match=r"onnx2tf could not translate layer /\S+ \(") as failure:
-            quantize_tflite(fp32, tmp_path / f"{family}.int8.tflite", calib, write_fp32=False, progress=False)
-        assert "\n" not in str(failure.value) and not list(tmp_path.glob("*.tflite"))
-        assert not list(cwd.iterdir())
-        return
     tflite = quantize_tflite(fp32, tmp_path / f"{family}.int8.tflite", calib, holdout=held_out, write_fp32=False,
                              float_fallback=True, progress=False)
     assert tflite.fidelity is not None and tflite.fidelity.cosine >= tflite_floor, (family, tflite.fidelity)

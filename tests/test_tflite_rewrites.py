@@ -95,3 +95,33 @@ def test_an_op_without_integer_kernel_needs_float_fallback_and_is_labelled(tmp_p
     stage = _stage(out)
     assert not stage["full_integer"] and stage["float_ops"] == ["SIN"] and stage["float_fallback"]
     assert "not full-integer" in stage["label"]
+
+
+def test_an_operator_onnx2tf_cannot_translate_is_one_line_naming_the_layer(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """ORT's contrib BiasGelu runs in ONNX Runtime, onnx2tf has no module for it: exit 2, one line
+    naming the layer and the operator, nothing written."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "W"),
+               numpy_helper.from_array(np.zeros(8, np.float32), "B"),
+               numpy_helper.from_array(np.zeros(32, np.float32), "B2"),
+               numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "G")]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], name="/stem/Conv"),
+             helper.make_node("BiasGelu", ["c", "B2"], ["g"], domain="com.microsoft", name="/block/act/BiasGelu"),
+             helper.make_node("GlobalAveragePool", ["g"], ["p"], name="/pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="/flatten"),
+             helper.make_node("Gemm", ["f", "G"], ["y"], transB=1, name="/fc/Gemm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], weights)
+    model = tmp_path / "contrib.onnx"
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                    helper.make_opsetid("com.microsoft", 1)]), model)
+    out = tmp_path / "contrib.int8.tflite"
+    capsys.readouterr()
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "16", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could not translate layer /block/act/BiasGelu (operator BiasGelu" in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and not list(tmp_path.glob("contrib.int8*"))

@@ -94,12 +94,27 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
         except SystemExit as exc:  # onnx2tf calls sys.exit on some errors
             raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
                                f"(exit {exc.code})") from exc
+        except ModuleNotFoundError as exc:  # onnx2tf imports one module per ONNX operator it translates
+            if not (exc.name or "").startswith("onnx2tf.ops."):
+                raise
+            raise EdgekitError(_untranslatable_operator(onnx_path, private_copy, exc.name.rsplit(".", 1)[1])) from exc
         except Exception as exc:
             raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
                                f"({first_line(exc)})") from exc
         finally:
             if log.verbosity() >= log.VERBOSE:
                 sys.stdout.write(printed.getvalue())
+
+
+def _untranslatable_operator(onnx_path: str | Path, model_path: Path, op_type: str) -> str:
+    """One line: the first layer of an operator onnx2tf has no translation for, and what to do."""
+    import onnx
+
+    layers = [n.name or n.output[0] for n in onnx.load(str(model_path), load_external_data=False).graph.node
+              if n.op_type == op_type]
+    where = f"layer {layers[0]} " + (f"(and {len(layers) - 1} more) " if len(layers) > 1 else "") if layers else ""
+    return (f"{onnx_path}: onnx2tf could not translate {where}(operator {op_type} has no TFLite translation in "
+            "onnx2tf; export the model without it, or use --backend ort)")
 
 
 def _failed_node(printed: str) -> str:

@@ -10,7 +10,12 @@ the original form, measured on torch's own exports:
   TensorFlow Layer ... Found: 1.4142135". Its GELU fusion (Div, Erf, Add, Mul, Mul -> TFLite's GELU,
   which has an int8 kernel) also recognises the divisor only as a one-element array.
 * Shape arithmetic on static shapes is folded to constants (``Shape`` of a tensor whose shape is
-  known, and the small integer ops computing on it). onnx2tf runs ``Shape`` on its NHWC tensors, so
+  known, and every node computing on constants only), round after round: Swin pads each stage to
+  whole windows with pads computed from ``Shape``, so only once the pads are constants is the
+  padded tensor's shape known, and its window reshapes after it. Left unknown, onnx2tf guessed the
+  layout of the window attention's 5-D Transpose and built a MatMul of incompatible shapes; the
+  shifted-window mask, computed from constants (ConstantOfShape, Expand, ScatterND), reached onnx2tf
+  as numpy values and failed as "Output tensors of a Functional model must be the output of a layer". onnx2tf runs ``Shape`` on its NHWC tensors, so
   ShuffleNet's ``x.chunk(2, dim=1)``, exported as ``Slice`` up to ``Shape(x)[1] / 2``, sliced the
   height instead of the channels and the next convolution failed ("tf.nn.convolution ... Negative
   dimension size").
@@ -36,7 +41,10 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
 
     model = onnx.load(str(onnx_path))
     changed = _constants_to_initializers(model.graph)
-    changed = _fold_shape_arithmetic(model) or changed
+    for _ in range(MAX_FOLD_ROUNDS):  # a folded Pad or Reshape makes its output's shape static: fold again
+        if not _fold_shape_arithmetic(model):
+            break
+        changed = True
     changed = _scalar_operands_as_arrays(model.graph) or changed
     changed = _shuffles_to_gathers(model.graph) or changed
     if changed:
@@ -125,9 +133,10 @@ def _shuffles_to_gathers(graph: Any) -> bool:
     return True
 
 
-SHAPE_OPS = {"Gather", "Add", "Sub", "Mul", "Div", "Concat", "Unsqueeze", "Squeeze", "Slice", "Cast", "Floor",
-             "Ceil", "Neg", "Reshape", "Range", "Equal", "Where", "Max", "Min", "ReduceProd"}
 SMALL = 64  # folded values are shape vectors, never weights
+MAX_FOLDED = 1 << 20  # elements: a node computing on constants only (Swin's shifted-window mask) is folded
+NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+MAX_FOLD_ROUNDS = 32  # Swin's padding arithmetic took 3 rounds (pads -> Pad's shape -> window reshapes)
 
 
 def _fold_shape_arithmetic(model: Any) -> bool:
@@ -161,14 +170,15 @@ def _fold_shape_arithmetic(model: Any) -> bool:
             start = next((a.i for a in node.attribute if a.name == "start"), 0)
             end = next((a.i for a in node.attribute if a.name == "end"), len(dims))
             value = np.array(dims[start:end], np.int64)
-        elif (node.op_type in SHAPE_OPS and len(node.output) == 1 and all(i in known for i in node.input if i)
-              and all(known[i].size <= SMALL and known[i].dtype.kind in "iu" for i in node.input if i)):
+        elif (len(node.output) == 1 and node.domain in ("", "ai.onnx") and node.op_type not in NOT_FOLDED
+              and all(i in known for i in node.input if i)
+              and all(known[i].size <= MAX_FOLDED for i in node.input if i)):
             single = helper.make_model(
                 helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(node.output[0], 0, None)],
                                   [numpy_helper.from_array(known[i], i) for i in node.input if i]),
                 opset_imports=[helper.make_opsetid("", opset)])
             value = np.asarray(ReferenceEvaluator(single).run(None, {})[0])
-        if value is None or value.size > SMALL:
+        if value is None or value.size > (SMALL if node.op_type == "Shape" else MAX_FOLDED):
             kept.append(node)
             continue
         known[node.output[0]] = value
