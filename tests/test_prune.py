@@ -210,3 +210,29 @@ def test_cli_and_pipeline_write_the_same_prune_and_distill_stages(tmp_path: Path
         assert set(ours) == set(theirs), set(ours) ^ set(theirs)
     assert cli[0]["macs"] == piped[0]["macs"] == cli[0]["macs_after"] < cli[0]["macs_before"]
     assert cli[1]["epochs"] == piped[1]["epochs"] == 1 and len(cli[1]["history"]) == len(piped[1]["history"]) == 1
+
+
+class _FixedWidthReshape(torch.nn.Module):
+    """forward() reshapes by a constant 16 channels: any pruning of ``head.0`` breaks it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.conv(x))
+        return self.fc(x.reshape(x.shape[0], 16, -1).mean(-1))
+
+
+def test_pruning_that_breaks_forward_is_one_line_naming_the_layer() -> None:
+    from edgekit.errors import EdgekitError
+
+    torch.manual_seed(0)
+    with pytest.raises(EdgekitError, match=r"unable to run in layer fc \(mat1 and mat2 .*--protect") as failure:
+        prune(_FixedWidthReshape().eval(), torch.randn(1, 3, 8, 8), ratio=0.5, progress=None)
+    assert "\n" not in str(failure.value)
+    model = _FixedWidthReshape().eval()  # protecting what feeds the reshape is the cure the line names
+    prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, protect=["conv", "head.0"], progress=None)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)

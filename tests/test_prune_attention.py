@@ -1,5 +1,7 @@
-"""Structured pruning of attention networks: torchvision's ViT (multi-head attention) and Swin V1/V2
-(windowed attention), small configurations of the real classes, through prune, export and parity."""
+"""Structured pruning of attention networks: torchvision's ViT (multi-head attention), Swin V1/V2
+(windowed attention) and MaxViT (relative-position attention in window and grid partitions), small
+configurations of the real classes, through prune, export and parity; and the bound on Torch-Pruning's
+dependency search, which never ended on MaxViT."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +29,16 @@ def _swin(v2: bool) -> torch.nn.Module:
                                 num_classes=10, **kind)
 
 
+def _maxvit() -> torch.nn.Module:
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(input_size=(32, 32), stem_channels=16, partition_size=4, block_channels=[16, 32], block_layers=[1, 1],
+                  head_dim=8, stochastic_depth_prob=0.0, num_classes=10)
+
+
 @pytest.mark.parametrize("build,kind", [(_vit, "multi-head"), (lambda: _swin(False), "windowed"),
-                                        (lambda: _swin(True), "windowed")], ids=["vit", "swin", "swin_v2"])
+                                        (lambda: _swin(True), "windowed"), (_maxvit, "opaque")],
+                         ids=["vit", "swin", "swin_v2", "maxvit"])
 def test_attention_networks_prune_export_and_keep_parity(build, kind: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build().eval()
@@ -46,6 +56,29 @@ def test_attention_networks_prune_export_and_keep_parity(build, kind: str, tmp_p
         heads = model.encoder.layers[0].self_attention.num_heads
         assert model.hidden_dim == model.conv_proj.out_channels and model.hidden_dim % heads == 0
         assert model.hidden_dim < 64 and report["prunable_macs_share"] > 0.95
-    else:  # only the MLP hidden widths: attention and the residual stream are protected, and said so
+    elif kind == "windowed":  # only the MLP hidden widths: attention and the residual stream are protected
         assert all(".mlp." in name for name in narrowed), sorted(narrowed)
         assert 0.2 < report["prunable_macs_share"] < 0.9
+    else:  # MBConv expansions narrow; the attention projections (and the stream they read) keep their widths
+        assert any("conv_a" in name for name in narrowed) and any("conv_b" in name for name in narrowed)
+        assert not any("attn_layer" in name for name in narrowed), sorted(narrowed)
+        assert 0.2 < report["prunable_macs_share"] < 0.95
+
+
+def test_a_diverging_dependency_search_is_bounded_and_its_roots_named() -> None:
+    """Without the attention plan, Torch-Pruning's group search from MaxViT's qkv projections grows
+    without end (still running after 15 minutes here); the probe stops each at its bound and names them."""
+    import time
+
+    from edgekit.prune.divergence import diverging_roots
+    from edgekit.prune.structured import _root_types
+
+    torch.manual_seed(0)
+    model = _maxvit().eval()
+    started = time.monotonic()
+    diverged = diverging_roots(model, torch.zeros(1, 3, 32, 32), [], _root_types())
+    names = {id(m): n for n, m in model.named_modules()}
+    assert sorted(names[id(m)].rsplit(".", 1)[1] for m in diverged) == ["to_qkv"] * 4
+    assert time.monotonic() - started < 120
+    resnet_like = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
+    assert diverging_roots(resnet_like, torch.zeros(1, 3, 16, 16), [], _root_types()) == []

@@ -11,6 +11,11 @@
   past 10 GB here). Only the MLP hidden width of each block is pruned (fc1's outputs, fc2's
   inputs): the attention and the residual stream are protected, and the report's prunable share
   of MACs says how much that leaves.
+* Any other attention module (a class named ``*Attention*``: MaxViT's relative-position attention,
+  the hybrids users bring) reshapes its projections by head counts kept as plain ints: pruning its
+  inner Linear/Conv layers broke MaxViT's forward ("shape '[1, 16, 16, 8]' is invalid"). Those
+  layers are protected; Torch-Pruning then leaves every group that reaches them (the residual
+  stream) whole, and prunes the rest (MaxViT: the stem, MBConv expansions and the head).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import Any
 class AttentionPlan:
     round_to: int | None       # channel multiple that keeps heads equal (combined with the user's)
     protected: list[Any]       # layers whose outputs must keep their width
-    kind: str | None           # "multi-head", "windowed" or None: for the report
+    kind: str | None           # "multi-head", "windowed", "opaque" or None: for the report
 
 
 def plan_for(model: Any) -> AttentionPlan:
@@ -35,8 +40,11 @@ def plan_for(model: Any) -> AttentionPlan:
         protected = [m for m in model.modules()
                      if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m not in hidden]
         return AttentionPlan(None, protected, "windowed")
+    opaque = _opaque_attention_layers(model)
     if heads:
-        return AttentionPlan(math.lcm(*heads), [], "multi-head")
+        return AttentionPlan(math.lcm(*heads), opaque, "multi-head")
+    if opaque:
+        return AttentionPlan(None, opaque, "opaque")
     return AttentionPlan(None, [], None)
 
 
@@ -55,6 +63,17 @@ def after_pruning(model: Any) -> None:
 
 def _has_windowed_attention(model: Any) -> bool:
     return any("WindowAttention" in type(m).__name__ for m in model.modules())
+
+
+def _opaque_attention_layers(model: Any) -> list[Any]:
+    """Linear/Conv layers inside attention modules other than ``nn.MultiheadAttention``."""
+    import torch
+
+    found: list[Any] = []
+    for module in model.modules():
+        if "Attention" in type(module).__name__ and not isinstance(module, torch.nn.MultiheadAttention):
+            found += [m for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m not in found]
+    return found
 
 
 def _mlp_hidden_layers(model: Any) -> set[Any]:

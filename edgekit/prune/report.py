@@ -32,6 +32,7 @@ class PruneReport:
     layers: dict[str, dict[str, list[int] | None]]
     prunable_share: float | None = None  # of the conv/linear MACs, those in layers whose outputs may narrow
     attention: str | None = None         # "multi-head" or "windowed" (MLP widths only), see prune/attention.py
+    auto_protected: list[str] = dataclasses.field(default_factory=list)  # dependency search diverged (divergence.py)
 
     def manifest_stage(self) -> dict[str, Any]:
         """The manifest's ``prune`` stage (``macs``/``params`` are what the report reads)."""
@@ -43,10 +44,14 @@ class PruneReport:
             "params_before": self.params_before, "params_after": self.params_after,
             "macs": self.macs_after, "params": self.params_after, "layers": self.layers,
             "prunable_macs_share": self.prunable_share, "attention": self.attention,
+            "auto_protected": self.auto_protected,
         }
 
     def summary(self) -> str:
         return (f"MACs {self.macs_before / 1e6:.1f}M -> {self.macs_after / 1e6:.1f}M "
                 f"({self.macs_after / self.macs_before:.1%}), params {self.params_before / 1e6:.2f}M -> "
                 f"{self.params_after / 1e6:.2f}M"
-                + (f"; {self.prunable_share:.0%} of the conv/linear MACs were prunable" if self.prunable_share is not None else ""))
+                + (f"; {self.prunable_share:.0%} of the conv/linear MACs were prunable" if self.prunable_share is not None else "")
+                + (f"; {len(self.auto_protected)} layer(s) protected automatically (pruning dependencies without end: "
+                   f"{', '.join(self.auto_protected[:3])}{', ...' if len(self.auto_protected) > 3 else ''})"
+                   if self.auto_protected else ""))

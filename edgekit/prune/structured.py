@@ -14,12 +14,20 @@ from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
 from edgekit.prune import attention
+from edgekit.prune.divergence import diverging_roots
 from edgekit.prune.report import PruneReport, PruneSettings
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
 
 _log = logging.getLogger(__name__)
 
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
+
+
+def _root_types() -> tuple[type, ...]:
+    """The layers Torch-Pruning's groups start from (MetaPruner's default), for the divergence probe too."""
+    import torch_pruning as tp
+
+    return (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR, tp.ops.TORCH_LSTM)
 
 
 def _importance(name: str) -> Any:
@@ -132,20 +140,63 @@ def prune_model(
     with guard:
         if shuffle:
             ignored += boundary_layers(model)
+        diverged = diverging_roots(model, example_input, ignored, _root_types())
+        ignored += diverged
         pruner = tp.pruner.MetaPruner(
             model, example_input, importance=crit, global_pruning=s.global_pruning,
             pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
             ignored_layers=ignored, round_to=attention.combined_round_to(s.round_to, plan),
+            root_module_types=list(_root_types()),
         )
         share = _prunable_share(model, example_input, ignored)
-        history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
-                             params_before, batches, between_steps, progress)
+        try:
+            history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
+                                 params_before, batches, between_steps, progress)
+        except RuntimeError as exc:  # a shape the pruned tensors no longer fit: name the layer, not a traceback
+            raise EdgekitError(_broken_forward(model, example_input, exc)) from exc
     model.eval()
     macs_after, params_after = count_macs_params(model, example_input)
     after = layer_widths(model)
     return PruneReport(settings, history, macs_before, macs_after, params_before, params_after,
                        {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
-                       prunable_share=share, attention=plan.kind)
+                       prunable_share=share, attention=plan.kind, auto_protected=_names(model, diverged))
+
+
+def _broken_forward(model: Any, example_input: Any, exc: BaseException) -> str:
+    """One line: the innermost layer whose forward failed after pruning, and what to protect."""
+    import torch
+
+    from edgekit.errors import first_line
+
+    entered: list[str] = []  # the modules whose forward has begun and not returned
+
+    def enter(name: str) -> Callable[..., None]:
+        return lambda *_: entered.append(name)
+
+    def leave(*_: Any) -> None:  # returns None: a forward hook's return value would replace the output
+        entered.pop()
+
+    named = [(name, m) for name, m in model.named_modules() if name]
+    hooks = [m.register_forward_pre_hook(enter(name)) for name, m in named]
+    hooks += [m.register_forward_hook(leave) for _, m in named]
+    try:
+        with torch.no_grad():
+            model(example_input)
+        failing = None
+    except Exception:  # noqa: BLE001 - the failure is what we are locating
+        failing = entered[-1] if entered else None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    where = f"in layer {failing} " if failing else ""
+    return (f"pruning left the model unable to run {where}({first_line(exc, 160)}): its forward() keeps a width "
+            "fixed (a reshape or view by a constant number of channels); --protect the layers that feed it, "
+            "or prune less")
+
+
+def _names(model: Any, modules: Sequence[Any]) -> list[str]:
+    by_id = {id(m): name for name, m in model.named_modules()}
+    return [by_id.get(id(m), type(m).__name__) for m in modules]
 
 
 def _prunable_share(model: Any, example_input: Any, ignored: Sequence[Any]) -> float | None:
