@@ -82,3 +82,17 @@ def test_a_diverging_dependency_search_is_bounded_and_its_roots_named() -> None:
     assert time.monotonic() - started < 120
     resnet_like = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
     assert diverging_roots(resnet_like, torch.zeros(1, 3, 16, 16), [], _root_types()) == []
+
+
+def test_a_graph_torch_pruning_cannot_map_is_one_line() -> None:
+    """torchvision's swin_t at 128x128 px: Torch-Pruning 1.6 fails inside its concat index mapping
+    (TypeError: int + None); edgekit says so in one line instead of a traceback."""
+    import torchvision
+
+    from edgekit.errors import EdgekitError
+
+    model = torchvision.models.swin_t().eval()
+    with pytest.raises(EdgekitError, match=r"Torch-Pruning could not map this model's channels \(TypeError in "
+                                           r"update_concat_index_mapping") as failure:
+        prune(model, torch.zeros(1, 3, 128, 128), ratio=0.5, progress=None)
+    assert "\n" not in str(failure.value)

@@ -140,14 +140,17 @@ def prune_model(
     with guard:
         if shuffle:
             ignored += boundary_layers(model)
-        diverged = diverging_roots(model, example_input, ignored, _root_types())
-        ignored += diverged
-        pruner = tp.pruner.MetaPruner(
-            model, example_input, importance=crit, global_pruning=s.global_pruning,
-            pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
-            ignored_layers=ignored, round_to=attention.combined_round_to(s.round_to, plan),
-            root_module_types=list(_root_types()),
-        )
+        try:
+            diverged = diverging_roots(model, example_input, ignored, _root_types())
+            ignored += diverged
+            pruner = tp.pruner.MetaPruner(
+                model, example_input, importance=crit, global_pruning=s.global_pruning,
+                pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
+                ignored_layers=ignored, round_to=attention.combined_round_to(s.round_to, plan),
+                root_module_types=list(_root_types()),
+            )
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise EdgekitError(_unmapped_graph(exc)) from exc
         share = _prunable_share(model, example_input, ignored)
         try:
             history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
@@ -160,6 +163,19 @@ def prune_model(
     return PruneReport(settings, history, macs_before, macs_after, params_before, params_after,
                        {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
                        prunable_share=share, attention=plan.kind, auto_protected=_names(model, diverged))
+
+
+def _unmapped_graph(exc: BaseException) -> str:
+    """One line for a Torch-Pruning failure while tracing the model (seen: swin_t at 128x128 px, a
+    concatenation whose channel count it could not infer)."""
+    import traceback
+
+    from edgekit.errors import first_line
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" in {frames[-1].name}" if frames else ""
+    return (f"Torch-Pruning could not map this model's channels ({type(exc).__name__}{where}: {first_line(exc, 120)}); "
+            "prune it at another input size, --protect the blocks around that operation, or skip pruning")
 
 
 def _broken_forward(model: Any, example_input: Any, exc: BaseException) -> str:
