@@ -4,8 +4,8 @@ In order, each on top of the best so far: per-channel weights (if off), Percenti
 calibration (an outlier activation no longer sets the whole range), 7-bit weights (reduce_range),
 mean min/max ranges and INT8 for Conv/MatMul/Gemm only (NNCF's range estimator and its scope: what
 kept more fidelity than edgekit on EfficientNet and ConvNeXt in benchmarks/bench_nncf.py, where the
-SE gates, SiLU/GELU, LayerNorm and residual Adds lose most in INT8), then the most sensitive layers in float (``sensitivity.meet_accuracy_budget``, driven by the
-fidelity shortfall instead of labels). The first candidate that meets the threshold wins, else the
+SE gates, SiLU/GELU, LayerNorm and residual Adds lose most in INT8), then the most sensitive layers
+in float (``sensitivity.meet_accuracy_budget``, driven by the fidelity shortfall instead of labels). The first candidate that meets the threshold wins, else the
 most faithful one. Nothing runs when the first quantization is already faithful.
 
 The cost is bounded by a count, not a clock, so that the same inputs give the same model: at most

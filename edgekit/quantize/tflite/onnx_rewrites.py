@@ -15,7 +15,8 @@ the original form, measured on torch's own exports:
   padded tensor's shape known, and its window reshapes after it. Left unknown, onnx2tf guessed the
   layout of the window attention's 5-D Transpose and built a MatMul of incompatible shapes; the
   shifted-window mask, computed from constants (ConstantOfShape, Expand, ScatterND), reached onnx2tf
-  as numpy values and failed as "Output tensors of a Functional model must be the output of a layer". onnx2tf runs ``Shape`` on its NHWC tensors, so
+  as numpy values and failed as "Output tensors of a Functional model must be the output of a layer".
+  onnx2tf runs ``Shape`` on its NHWC tensors, so
   ShuffleNet's ``x.chunk(2, dim=1)``, exported as ``Slice`` up to ``Shape(x)[1] / 2``, sliced the
   height instead of the channels and the next convolution failed ("tf.nn.convolution ... Negative
   dimension size").
@@ -133,15 +134,16 @@ def _shuffles_to_gathers(graph: Any) -> bool:
     return True
 
 
-SMALL = 64  # folded values are shape vectors, never weights
+SMALL = 64  # a folded Shape is a shape vector
 MAX_FOLDED = 1 << 20  # elements: a node computing on constants only (Swin's shifted-window mask) is folded
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 MAX_FOLD_ROUNDS = 32  # Swin's padding arithmetic took 3 rounds (pads -> Pad's shape -> window reshapes)
 
 
 def _fold_shape_arithmetic(model: Any) -> bool:
-    """``Shape`` of statically shaped tensors, and integer ops on constants only, become initializers
-    (evaluated by ONNX's reference implementation, one node at a time)."""
+    """``Shape`` of statically shaped tensors, and every node computing on constants only (up to
+    ``MAX_FOLDED`` elements), become initializers (evaluated by ONNX's reference implementation, one
+    node at a time). One round; the caller repeats it while it folds something."""
     import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
@@ -177,7 +179,10 @@ def _fold_shape_arithmetic(model: Any) -> bool:
                 helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(node.output[0], 0, None)],
                                   [numpy_helper.from_array(known[i], i) for i in node.input if i]),
                 opset_imports=[helper.make_opsetid("", opset)])
-            value = np.asarray(ReferenceEvaluator(single).run(None, {})[0])
+            try:
+                value = np.asarray(ReferenceEvaluator(single).run(None, {})[0])
+            except Exception:  # noqa: BLE001 - an op the reference cannot run stays in the graph, unfolded
+                value = None
         if value is None or value.size > (SMALL if node.op_type == "Shape" else MAX_FOLDED):
             kept.append(node)
             continue
