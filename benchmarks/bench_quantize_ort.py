@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import interleaved_p50_ms, log, markdown, save_summary
+from common import interleaved_p50_ms, log, markdown, row_labelled, save_summary
 from models import export, smooth_images
 from edgekit.quantize.ort import OrtQuantSettings, quantize_ort
 from edgekit.quantize.ort.settings import host_defaults
@@ -38,6 +38,18 @@ def candidates_table(name: str, folder: Path, images: np.ndarray) -> tuple[list[
                      f"{path.stat().st_size / 1e6:.1f}"])
     best = min((label for label in paths if label != "FP32"), key=lambda label: p50[label])
     return rows, {"best": best, "speedup": p50["FP32"] / p50[best]}
+
+
+EDGEKIT_DEFAULT = "edgekit default on this host ({})"
+ORT_DEFAULT = "ORT quantize_static default (QDQ S8S8 per-tensor)"
+
+
+def defaults_summary(table: list[list[str]], chosen: str) -> dict[str, str]:
+    """The summary line of the defaults table ([config, top-1 %, p50 ms, vs FP32] rows), quoting
+    the edgekit-default row (settings ``chosen``) and the ORT-default row by their labels."""
+    ours, theirs = row_labelled(table, EDGEKIT_DEFAULT.format(chosen)), row_labelled(table, ORT_DEFAULT)
+    return {"comparison": "edgekit vs ORT default quantization (digits CNN)", "metric": "top-1 / speed vs FP32",
+            "value": f"edgekit {ours[1]}% {ours[3]} ({chosen}), ORT default {theirs[1]}% {theirs[3]}"}
 
 
 def defaults_vs_ort(folder: Path) -> list[list[str]]:
@@ -73,9 +85,8 @@ def defaults_vs_ort(folder: Path) -> list[list[str]]:
 
     theirs = folder / "digits.ortdefault.onnx"
     quantize_static(str(fp32), str(theirs), Reader())  # ORT defaults: QDQ, S8S8, per-tensor, MinMax
-    variants = (("FP32", fp32), (f"edgekit default on this host ({chosen.label()})", ours),
-                ("QDQ U8S8 per-channel, 8-bit weights", eight_bit),
-                ("ORT quantize_static default (QDQ S8S8 per-tensor)", theirs))
+    variants = (("FP32", fp32), (EDGEKIT_DEFAULT.format(chosen.label()), ours),
+                ("QDQ U8S8 per-channel, 8-bit weights", eight_bit), (ORT_DEFAULT, theirs))
     runners = {label: open_runner(str(p), threads=2) for label, p in variants}
     feeds = {label: r.example_feeds() for label, r in runners.items()}
     p50 = interleaved_p50_ms({label: (lambda r=r, f=feeds[label]: r.run(f)) for label, r in runners.items()}, rounds=6)
@@ -103,8 +114,7 @@ def main() -> None:
     print(markdown(rows, ["model", "config", "p50 ms", "vs FP32", "logit cosine vs FP32", "MB"]))
     print("\n## edgekit's defaults vs ONNX Runtime's quantize_static defaults (trained digits CNN)\n")
     print(markdown(defaults, ["config", "top-1 %", "p50 ms", "vs FP32"]))
-    summary.append({"comparison": "edgekit vs ORT default quantization (digits CNN)", "metric": "top-1 / speed",
-                    "value": f"edgekit {defaults[1][1]}% {defaults[1][3]}, ORT default {defaults[2][1]}% {defaults[2][3]}"})
+    summary.append(defaults_summary(defaults, host_defaults().label()))
     save_summary("quantize_ort", summary)
 
 
