@@ -32,11 +32,11 @@ def interleaved_p50_ms(functions: dict[str, Callable[[], Any]], rounds: int = 10
     return {name: 1000.0 * statistics.median(values) for name, values in samples.items()}
 
 
-def row_labelled(table: list[list[Any]], label: str) -> list[Any]:
-    """The one row of ``table`` whose first cell is ``label``: a summary line quotes the row it
+def row_labelled(table: list[list[Any]], label: str, column: int = 0) -> list[Any]:
+    """The one row of ``table`` whose cell ``column`` is ``label``: a summary line quotes the row it
     summarises by name, never by position (a position picked the 8-bit-weights row once and
     summarised it as ORT's defaults)."""
-    found = [row for row in table if row and row[0] == label]
+    found = [row for row in table if len(row) > column and row[column] == label]
     if len(found) != 1:
         raise KeyError(f"{len(found)} rows labelled {label!r} in the table, expected exactly one")
     return found[0]

@@ -30,3 +30,14 @@ def test_a_summary_of_a_missing_or_ambiguous_row_fails_instead_of_quoting_anothe
         row_labelled(table, "FP32")
     with pytest.raises(KeyError, match="0 rows labelled"):
         defaults_summary([["FP32", "99", "1", "1x"]], "x")
+
+
+def test_demo_summary_says_slower_where_the_row_is_slower() -> None:
+    from bench_demo import demo_summary
+
+    table = [["FP32 ONNX", "fp32.onnx", "1.787", "1.00x", "baseline", "44.69", "1.0x", "99.63", "+0.00"],
+             ["pruned+distilled INT8 TFLite", "pruned.int8.tflite", "2.100", "0.85x", "slower", "1.73", "25.8x",
+              "99.26", "-0.37"]]
+    line = demo_summary(table, "pruned.int8.tflite")
+    assert line["value"] == "0.85x (slower), 25.8x smaller, -0.37 points"
+    assert "faster" not in line["value"]
