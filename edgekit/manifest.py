@@ -154,3 +154,58 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# What a manifest records that a later command would otherwise ask for again (eval's --recipe and
+# --task): the artifact already knows how it was calibrated, so the user need not repeat it.
+
+def _latest(manifest: dict[str, Any], *keys: tuple[str, ...]) -> tuple[Any, str] | None:
+    """The newest stage's value at one of the key paths, with its field name for messages."""
+    stages = manifest.get("stages")
+    for index in reversed(range(len(stages) if isinstance(stages, list) else 0)):
+        for path in keys:
+            value: Any = stages[index]
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None:
+                return value, f"stages[{index}].{'.'.join(path)}"
+    return None
+
+
+def recorded_recipe(artifact: str | os.PathLike[str]) -> Any:
+    """The preprocessing recipe (a :class:`~edgekit.data.Recipe`) the artifact's manifest records, or
+    None: the newest stage's recipe name (quantize: ``calibration.recipe``), taken whole from
+    ``input.preprocessing`` where that is the same recipe (exact even for a user's YAML file that is
+    not at hand), else loaded by name."""
+    from edgekit.data.recipes import load_recipe, recipe_from_mapping
+
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        return None
+    where = manifest_path(artifact)
+    found = _latest(manifest, ("calibration", "recipe"), ("recipe",))
+    recorded = manifest.get("input", {}).get("preprocessing") if isinstance(manifest.get("input"), dict) else None
+    if isinstance(recorded, dict) and (found is None or recorded.get("name") == found[0]):
+        return recipe_from_mapping(recorded, f"{where}: field 'input.preprocessing'")
+    if found is None:
+        return None
+    name, field = found
+    if not isinstance(name, str):
+        raise EdgekitError(f"{where}: field '{field}' is not a recipe name")
+    try:
+        return load_recipe(name)
+    except EdgekitError as exc:
+        raise EdgekitError(f"{where}: field '{field}' names recipe {name!r}, which is not here ({exc}); "
+                           "pass --recipe") from exc
+
+
+def recorded_task(artifact: str | os.PathLike[str]) -> str | None:
+    """The task the artifact's manifest records (the newest stage's ``task``, else a top-level one), or None."""
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        return None
+    found = _latest(manifest, ("task",))
+    task = found[0] if found else manifest.get("task")
+    if task is not None and not isinstance(task, str):
+        raise EdgekitError(f"{manifest_path(artifact)}: field '{found[1] if found else 'task'}' is not a task name")
+    return task

@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from edgekit import __version__
+from edgekit.cli.common import show_defaults
 from edgekit.errors import EdgekitError, first_line
 
 INTERNAL_ERROR_EXIT = 1
@@ -28,7 +29,7 @@ COMMANDS = (
     "run", "demo",
 )
 # The optional part of edgekit each command needs whatever its arguments (see edgekit.extras);
-# a need that depends on the arguments (quantize --backend tflite) is the command's to check.
+# a need that depends on the arguments (quantize --runtime tflite) is the command's to check.
 COMMAND_EXTRAS = {"export": "torch", "prune": "torch", "sparsify": "torch", "run": "torch", "demo": "torch"}
 
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     _add_verbosity_below(subparsers)
+    show_defaults(parser)
     return parser
 
 

@@ -7,26 +7,31 @@ import shutil
 from pathlib import Path
 
 from edgekit.log import log
-from edgekit.runtime.device_runner.registry import NAMES, SUFFIXES
+from edgekit.runtime.device_runner.registry import SUFFIXES
 
 MAX_RUNS = 1_000_000
 WEEK_S = 7 * 24 * 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmark artifacts locally or on a device over SSH")
+    from edgekit.cli.common import add_json_output, add_runtime, add_targets_dir
+
+    parser = subparsers.add_parser(
+        "bench", help="benchmark artifacts locally or on a device over SSH",
+        description="Measure the latency of model artifacts here or on a device over SSH, with a target "
+                    "profile's threads and runtimes; the input is each model's own shape (dynamic batch: 1).")
     parser.add_argument("artifacts", nargs="+", help=f"model files ({', '.join(SUFFIXES)})")
     parser.add_argument("--target", help="target profile (threads, SSH defaults); see edgekit targets list")
-    parser.add_argument("--targets-dir", help="a folder of your own target profiles")
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
+    add_targets_dir(parser)
+    parser.add_argument("--runs", type=int, default=100, help="timed inferences per artifact")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
     parser.add_argument("--time-budget", type=float, help="stop measuring an artifact after this many seconds")
     parser.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
-    parser.add_argument("--runtime", choices=NAMES, help="run every artifact on this runtime (default: each runtime the "
-                        "target profile lists that runs the file, else the one its suffix implies)")
+    add_runtime(parser, "run every artifact on this runtime (default: each runtime the target profile lists "
+                        "that runs the file, else the one its suffix implies)")
     parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
-    parser.add_argument("--json", help="write the result (schema edgekit.bench/1) to this file")
-    parser.add_argument("--out-dir", help="write the result into this folder as bench-<target>-<host>.json")
+    add_json_output(parser, "write the result (schema edgekit.bench/1) to this file")
+    parser.add_argument("--out-dir", metavar="DIR", help="write the result into this folder as bench-<target>-<host>.json")
     parser.add_argument("--force", action="store_true", help="overwrite the JSON output (--json or in --out-dir)")
     ssh = parser.add_argument_group("device over SSH")
     ssh.add_argument("--host", help="user@addr[:port] or an ~/.ssh/config alias")

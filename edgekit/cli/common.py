@@ -101,3 +101,69 @@ def fraction(name: str, value: float | None, *, low_open: bool = True, high_open
     if not ok:
         interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
         raise EdgekitError(f"{name}: must be in {interval}, got {value}")
+
+
+# The shared vocabulary (issue 15): one spelling per idea in every command, so a flag learnt in
+# one command means the same in the next. tests/test_cli_vocabulary.py walks the parser to hold it.
+
+def runtime_name(text: str) -> str:
+    """An alias (``ort``, ``litert``) -> the registry's name; anything else is left for ``choices`` to refuse."""
+    from edgekit.runtime.device_runner.registry import runtime
+
+    try:
+        return runtime(text).name
+    except ValueError:
+        return text
+
+
+def add_runtime(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str, **kwargs: object) -> None:
+    """``--runtime NAME``: the runtime registry's names (aliases accepted) in every command."""
+    from edgekit.runtime.device_runner.registry import NAMES
+
+    parser.add_argument("--runtime", type=runtime_name, choices=NAMES, help=help, **kwargs)
+
+
+def add_json_output(parser: argparse.ArgumentParser, help: str, **kwargs: object) -> None:
+    """``--json FILE``: where a command writes its JSON result (``-`` for stdout where the command allows it)."""
+    parser.add_argument("--json", metavar="FILE", help=help, **kwargs)
+
+
+def add_output_file(parser: argparse.ArgumentParser, help: str, required: bool = True) -> None:
+    """``-o/--output FILE``: one artifact; a folder is ``--out-dir DIR``."""
+    parser.add_argument("-o", "--output", metavar="FILE", required=required, help=help)
+
+
+def add_out_dir(parser: argparse.ArgumentParser, help: str, old_spelling: str | None = None) -> None:
+    """``--out-dir DIR``; ``old_spelling`` stays accepted, hidden, for scripts written before."""
+    parser.add_argument("--out-dir", metavar="DIR", help=help)
+    if old_spelling:
+        parser.add_argument(old_spelling, dest="out_dir", metavar="DIR", help=argparse.SUPPRESS)
+
+
+def add_targets_dir(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--targets-dir DIR`` wherever a target profile is read."""
+    parser.add_argument("--targets-dir", metavar="DIR",
+                        help="a folder of your own target profiles (also EDGEKIT_TARGETS_DIR)")
+
+
+def is_switch(action: argparse.Action) -> bool:
+    """A flag without a value (store_true, store_const, --x/--no-x): its default is just 'not given'."""
+    return action.nargs == 0
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``--help`` should state this option's default: a value option with a real default."""
+    default = action.default
+    return (bool(action.option_strings) and not is_switch(action) and action.help is not argparse.SUPPRESS
+            and default is not None and default is not argparse.SUPPRESS and default != [])
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to every option whose help does not already say its default, in this
+    parser and every sub-command below it: one rule, also for options added later."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+        elif shows_default(action) and "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "(default: %(default)s)"

@@ -8,7 +8,10 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the whole pipeline on the built-in default (no downloads)")
+    parser = subparsers.add_parser(
+        "demo", help="run the whole pipeline on the built-in default (no downloads)",
+        description="Run the whole pipeline on the built-in default: ResNet-18 on the shipped UCI digits, "
+                    "no downloads; the same options as edgekit run.")
     add_run_options(parser)
     parser.set_defaults(handler=run)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgekit.cli.common import add_force, add_model_source, check_output, input_shape, positive
+from edgekit.cli.common import add_force, add_model_source, add_output_file, check_output, input_shape, positive
 from edgekit.export.parity import DEFAULT_NOISE_FACTOR
 from edgekit.log import log
 
@@ -15,16 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_source(parser)
     parser.add_argument("--input-shape", type=input_shape, required=True, help="e.g. 1,3,224,224 (NCHW)")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_output_file(parser, "the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     parser.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"),
-                        help="auto: TorchScript (fast), dynamo when TorchScript cannot trace")
+                        help="auto: TorchScript (fast), dynamo when TorchScript cannot trace (default: %(default)s)")
     parser.add_argument("--parity-inputs", type=int, default=8, help="seeded random inputs for the parity proof")
     parser.add_argument("--samples", help="real inputs for the parity proof: a .npy of NCHW float tensors")
     parser.add_argument("--noise-factor", type=float, default=DEFAULT_NOISE_FACTOR,
                         help="parity passes when the ONNX error vs a float64 PyTorch run is within this many times "
-                             f"PyTorch float32's own error (default {DEFAULT_NOISE_FACTOR:g})")
+                             f"PyTorch float32's own error (default: {DEFAULT_NOISE_FACTOR:g})")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="use the fixed rule instead: max-abs error allowed, as a fraction of the output's "
                              "largest magnitude (the rule also used when the model cannot run in float64, at 1e-4)")

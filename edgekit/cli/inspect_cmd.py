@@ -6,20 +6,34 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("inspect", help="describe an .onnx or .tflite file")
+    from edgekit.cli.common import add_force, add_json_output
+
+    parser = subparsers.add_parser(
+        "inspect", help="describe an .onnx or .tflite file",
+        description="Describe a model file: inputs, outputs, operators, size, parameters, MACs and quantization.")
     parser.add_argument("file", help="an .onnx or .tflite file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    # nargs="?": a bare --json (the old switch) still prints JSON to stdout
+    add_json_output(parser, "write the description as JSON to this file instead of the text ('-': stdout)",
+                    nargs="?", const="-")
+    add_force(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgekit.atomic import write_text_atomic
+    from edgekit.cli.common import check_output
     from edgekit.inspect import inspect_file
 
+    to_file = args.json not in (None, "-")
+    if to_file:
+        check_output(args.json, args.force, inputs=[args.file])  # before reading a model
     info = inspect_file(args.file)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
+    if args.json is None:
         print(render(info))
+    elif to_file:
+        write_text_atomic(args.json, json.dumps(info, indent=2) + "\n", force=args.force)
+    else:
+        print(json.dumps(info, indent=2))
     return 0
 
 

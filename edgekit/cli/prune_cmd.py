@@ -5,7 +5,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from edgekit.cli.common import add_force, add_model_source, fraction, input_shape, positive
+from edgekit.cli.common import (add_force, add_model_source, add_output_file, add_targets_dir, fraction, input_shape,
+                                 positive)
 from edgekit.log import log
 
 if TYPE_CHECKING:
@@ -14,16 +15,20 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("prune", help="remove whole channels (really smaller, really faster)")
+    parser = subparsers.add_parser(
+        "prune", help="remove whole channels (really smaller, really faster)",
+        description="Structured pruning: remove whole channels of a PyTorch model (really smaller, really faster), "
+                    "optionally recovering accuracy by distillation from the unpruned model.")
     add_model_source(parser)
     parser.add_argument("--input-shape", type=input_shape, help="e.g. 1,3,224,224 (default: from --recipe)")
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--ratio", type=float, help="fraction of channels to remove, e.g. 0.5")
     amount.add_argument("--target-macs", type=float, help="keep at most this fraction of the MACs, e.g. 0.3")
-    parser.add_argument("--importance", default="l1", help="l1, l2, bn (batch-norm scale) or taylor")
+    parser.add_argument("--importance", default="l1", help="l1, l2, bn (batch-norm scale) or taylor (default: %(default)s)")
     parser.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
     parser.add_argument("--round-to", type=int, help="channel multiple (default 8, or the --target profile's)")
     parser.add_argument("--target", help="target profile to take the channel multiple from")
+    add_targets_dir(parser)
     parser.add_argument("--protect", action="append", default=[], help="layer name never to prune (repeatable)")
     parser.add_argument("--steps", type=int, default=1, help="prune in this many steps (fine-tuning between)")
     train = parser.add_argument_group("recovery (knowledge distillation)")
@@ -40,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
     train.add_argument("--checkpoint-dir", help="resumable training checkpoints (default: beside the output)")
     add_speed_flags(train)
-    parser.add_argument("-o", "--output", required=True, help=".pt (torch.save) or .pt2 (ExportedProgram)")
+    add_output_file(parser, ".pt (torch.save) or .pt2 (ExportedProgram)")
     add_force(parser)
     parser.set_defaults(handler=run)
 
@@ -140,7 +145,7 @@ def _round_to(args: argparse.Namespace) -> int:
     if args.target:
         from edgekit.targets import load_target
 
-        return load_target(args.target).pruning.channel_multiple
+        return load_target(args.target, args.targets_dir).pruning.channel_multiple
     return 8
 
 

@@ -1,6 +1,7 @@
 """``edgekit quantize``: FP32 ONNX -> INT8 for ONNX Runtime or TFLite, calibrated on the user's data.
 
-Parsing and printing only: the backends come from ``edgekit.quantize.registry``, the ORT flags from
+Parsing and printing only: the backends come from ``edgekit.quantize.registry`` (by ``--runtime``;
+the old ``--backend ort|tflite`` is a hidden alias), the ORT flags from
 the settings model, and ``--auto``/``--accuracy-budget``/the sensitivity ranking run in the library
 workflow that the pipeline runs too.
 """
@@ -13,6 +14,7 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from edgekit.cli.common import add_output_file, add_runtime, add_targets_dir
     from edgekit.quantize.ort.settings import add_arguments
     from edgekit.quantize.registry import BACKENDS
 
@@ -21,15 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Quantize an FP32 ONNX model to INT8, calibrated on your own images.",
     )
     parser.add_argument("model", help="FP32 .onnx file (from edgekit export)")
-    parser.add_argument("--backend", choices=tuple(BACKENDS), required=True,
-                        help="; ".join(f"{b.name}: {b.label} ({b.suffix})" for b in BACKENDS.values()))
+    add_runtime(parser, "required: the runtime the INT8 model is for; "
+                + "; ".join(f"{b.runtime}: {b.label} ({b.suffix})" for b in BACKENDS.values()))
+    parser.add_argument("--backend", dest="runtime", choices=tuple(b.runtime for b in BACKENDS.values()),
+                        type=_backend_runtime,
+                        help=argparse.SUPPRESS)  # before --runtime: ort|tflite, kept for old scripts
     parser.add_argument("--calib", required=True, help="image folder, .npy/.npz, or builtin:digits/train")
     parser.add_argument("--recipe", required=True, help="preprocessing recipe: imagenet, digits, or a YAML path")
     parser.add_argument("--num-samples", type=int, default=200, help="calibration samples (seeded, stratified)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt images and count them")
-    parser.add_argument("-o", "--output", required=True, help=".onnx (ort) or .tflite (tflite) to write")
+    add_output_file(parser, ".onnx (onnxruntime) or .tflite (tflite) to write")
     parser.add_argument("--target", help="target profile whose quantization defaults to use (edgekit targets list)")
+    add_targets_dir(parser)
     ort = parser.add_argument_group("ONNX Runtime")
     add_arguments(ort)
     ort.add_argument("--exclude", action="append", default=[], help="node name to keep in float (repeatable)")
@@ -48,20 +54,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _backend_runtime(name: str) -> str:
+    """``--backend ort`` -> ``onnxruntime``: the deprecated names as the runtime they quantize for."""
+    from edgekit.quantize.registry import BACKENDS
+
+    return BACKENDS[name].runtime if name in BACKENDS else name
+
+
 def run(args: argparse.Namespace) -> int:
     from edgekit.atomic import check_can_write
     from edgekit.data import calibration_tensors, load_recipe
     from edgekit.errors import EdgekitError
     from edgekit.quantize.accuracy import accuracy_on
     from edgekit.quantize.ort.workflow import check_budget
-    from edgekit.quantize.registry import get_backend
+    from edgekit.quantize.registry import backend_for
     from edgekit.runtime.verify import verify_onnx
 
-    backend = get_backend(args.backend)
+    if args.runtime is None:
+        raise EdgekitError("--runtime: required (onnxruntime or tflite: the runtime the INT8 model is for)")
+    backend = backend_for(args.runtime)
     backend.check_output(args.output)
     inputs = [args.model, args.calib, args.eval]
     check_can_write(args.output, args.force, inputs=inputs)
-    if args.backend == "tflite" and not args.no_fp32:
+    if backend.name == "tflite" and not args.no_fp32:
         from edgekit.quantize.tflite.quantizer import fp32_path_for
 
         check_can_write(fp32_path_for(args.output), args.force, inputs=inputs)
@@ -80,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
         open_dataset(args.eval, args.recipe)  # fail now, not after calibrating
     recipe = load_recipe(args.recipe)
-    options = _ort_options(args, evaluate) if args.backend == "ort" else {
+    options = _ort_options(args, evaluate) if backend.name == "ort" else {
         "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32}
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
@@ -91,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     result = quantize(args.model, args.output, calib, calibration_info=info, force=args.force, model=model, **options)
     for kind, path in result.paths.items():
         log.info(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB, {result.label if kind == 'int8' else 'FP32'})")
-    if args.backend == "tflite":
+    if backend.name == "tflite":
         log.info(f"conversion took {result.timings['total_s']:.1f} s; ops left in float: {', '.join(result.float_ops) or 'none'}")
         return 0
     if result.sensitivity:
@@ -111,7 +126,7 @@ def _ort_options(args: argparse.Namespace, evaluate) -> dict:
     if args.target:
         from edgekit.targets import load_target
 
-        profile = load_target(args.target)
+        profile = load_target(args.target, args.targets_dir)
     settings = resolve_settings(profile, from_arguments(args), origin="command line")
     return {"settings": settings, "exclude": args.exclude, "auto": args.auto, "accuracy_budget": args.accuracy_budget,
             "evaluate": evaluate, "sensitivity": not args.no_sensitivity, "details": {"target": args.target},

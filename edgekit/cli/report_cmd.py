@@ -7,7 +7,10 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="write report.json/.md/.html for a run directory")
+    parser = subparsers.add_parser(
+        "report", help="write report.json/.md/.html for a run directory",
+        description="Write report.json, report.md and report.html into a run directory from its artifacts, "
+                    "evaluations and benchmarks, and print the Markdown.")
     parser.add_argument("run_dir", help="a run directory (artifacts/, eval/, bench/, run.json)")
     parser.add_argument("--baseline", help="artifact to compare against (default: run.json's, else the FP32 ONNX)")
     parser.set_defaults(handler=run)

@@ -7,20 +7,25 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="run the whole pipeline from a YAML file")
+    parser = subparsers.add_parser(
+        "run", help="run the whole pipeline from a YAML file",
+        description="Run the whole pipeline (train, prune, distill, export, quantize, eval, bench, report) from "
+                    "one YAML file; stages whose inputs did not change are reused.")
     parser.add_argument("config", help="pipeline YAML (see README: the pipeline format)")
     add_run_options(parser)
     parser.set_defaults(handler=run)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", help="run directory (default runs/<name>)")
+    from edgekit.cli.common import add_out_dir, add_targets_dir
+
+    add_out_dir(parser, "run directory (default: runs/<name>)", old_spelling="--output")
     parser.add_argument("--only", help="comma-separated stages to (re)run: train,prune,distill,export,quantize,"
                                        "eval,bench,report; the others reuse their last outputs")
     parser.add_argument("--target", help="benchmark on this target profile instead of the file's")
     parser.add_argument("--host", help="also benchmark on this device over SSH (user@addr[:port] or alias)")
     parser.add_argument("--remote-python", help="the device's Python for --host")
-    parser.add_argument("--targets-dir", help="a folder of your own target profiles (also EDGEKIT_TARGETS_DIR)")
+    add_targets_dir(parser)
     parser.add_argument("--force", action="store_true",
                         help="forget cached stages and training checkpoints, and redo everything")
 
@@ -41,7 +46,7 @@ def execute(config, args: argparse.Namespace, origin: str) -> int:
     if args.host:
         SshTarget.parse(args.host)
         config.bench.hosts.append(HostConfig(host=args.host, target=args.target, remote_python=args.remote_python))
-    run_dir = Path(args.output or f"runs/{config.name}")
+    run_dir = Path(args.out_dir or f"runs/{config.name}")
     only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
     report = Pipeline(config, run_dir, only=only, origin=origin, targets_dir=args.targets_dir, force=args.force).run()
     log.info(f"report: {report.resolve()}")

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import argparse
 
-from edgekit.cli.common import add_force, add_model_source
+from edgekit.cli.common import add_force, add_model_source, add_output_file
 from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "sparsify", help="zero the smallest weights (compresses better; dense CPU runtimes gain no speed)")
+        "sparsify", help="zero the smallest weights (compresses better; dense CPU runtimes gain no speed)",
+        description="Zero the smallest weights of a PyTorch model (unstructured): the file compresses better, "
+                    "but dense CPU runtimes run it no faster; use prune for speed.")
     add_model_source(parser)
     parser.add_argument("--sparsity", type=float, required=True, help="fraction of weights to zero, e.g. 0.7")
-    parser.add_argument("--scope", choices=("global", "layer"), default="global")
-    parser.add_argument("-o", "--output", required=True, help=".pt file (torch.save of the whole model)")
+    parser.add_argument("--scope", choices=("global", "layer"), default="global",
+                        help="rank weights across all layers or within each layer")
+    add_output_file(parser, ".pt file (torch.save of the whole model)")
     add_force(parser)
     parser.set_defaults(handler=run)
 

@@ -5,13 +5,17 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("targets", help="list or show target profiles")
+    from edgekit.cli.common import add_targets_dir
+
+    parser = subparsers.add_parser(
+        "targets", help="list or show target profiles",
+        description="List the target profiles (shipped and your own) or show one in full.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="all profiles")
-    listing.add_argument("--targets-dir", help="a folder of your own profiles (also EDGEKIT_TARGETS_DIR)")
-    show = actions.add_parser("show", help="one profile in full")
+    listing = actions.add_parser("list", help="all profiles", description="List every target profile.")
+    add_targets_dir(listing)
+    show = actions.add_parser("show", help="one profile in full", description="Show one target profile in full.")
     show.add_argument("name", help="profile name or a .yaml path")
-    show.add_argument("--targets-dir")
+    add_targets_dir(show)
     parser.set_defaults(handler=run)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from edgekit.errors import EdgekitError
-from edgekit.yamlfile import load_validated
+from edgekit.yamlfile import load_validated, validate
 
 
 MAX_SIDE = 8192  # pixels per side; larger is a typo and would exhaust memory per image
@@ -148,11 +148,22 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = recipes_dir() / f"{text}.yaml"
         if not path.is_file():
             raise EdgekitError(f"--recipe: no recipe named {text!r} (shipped: {', '.join(available_recipes())}; or a .yaml path)")
-    parsed = load_validated(_RecipeFile, path, "recipe file")
+    return _build(load_validated(_RecipeFile, path, "recipe file"), str(path))
+
+
+def recipe_from_mapping(data: dict[str, Any], origin: str) -> Recipe:
+    """A recipe recorded as a mapping (a manifest's ``input.preprocessing``), checked like a YAML file;
+    ``origin`` names the file and field in the one-line error."""
+    if not isinstance(data, dict):
+        raise EdgekitError(f"{origin}: not a recipe mapping")
+    return _build(validate(_RecipeFile, data, origin), origin)
+
+
+def _build(parsed: _RecipeFile, origin: str) -> Recipe:
     channels = 3 if parsed.color_mode == "rgb" else 1
     for key in ("mean", "std"):
         if len(getattr(parsed, key)) not in (1, channels):
-            raise EdgekitError(f"{path}: key '{key}': needs 1 or {channels} values for color_mode {parsed.color_mode}")
+            raise EdgekitError(f"{origin}: key '{key}': needs 1 or {channels} values for color_mode {parsed.color_mode}")
     return Recipe(
         name=parsed.name, size=tuple(parsed.size), resize=parsed.resize, center_crop=parsed.center_crop,
         color_mode=parsed.color_mode, gray_to_rgb=parsed.gray_to_rgb, interpolation=parsed.interpolation,

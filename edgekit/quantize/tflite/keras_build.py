@@ -114,7 +114,7 @@ def _untranslatable_operator(onnx_path: str | Path, model_path: Path, op_type: s
               if n.op_type == op_type]
     where = f"layer {layers[0]} " + (f"(and {len(layers) - 1} more) " if len(layers) > 1 else "") if layers else ""
     return (f"{onnx_path}: onnx2tf could not translate {where}(operator {op_type} has no TFLite translation in "
-            "onnx2tf; export the model without it, or use --backend ort)")
+            "onnx2tf; export the model without it, or use --runtime onnxruntime)")
 
 
 def _failed_node(printed: str) -> str:

@@ -49,7 +49,7 @@ def _slow_reason(float_ops: list[str]) -> speed.Reason:
     return why
 
 
-ADVICE = ("try more representative --calib images, --backend ort (its remedies can keep the most sensitive "
+ADVICE = ("try more representative --calib images, --runtime onnxruntime (its remedies can keep the most sensitive "
           "layers in float), or quantization-aware training")
 
 
