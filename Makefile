@@ -27,7 +27,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/edgekit demo --output runs/demo
+	$(VENV)/bin/edgekit demo --out-dir runs/demo
 
 bench: setup device-env
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -47,7 +47,7 @@ def test_inspect_onnx_counts_params_and_macs(small_onnx: Path, capsys: pytest.Ca
     sizes = [32, 32, 32, 16, 16, 16, 8]
     expected_macs = sum(c.out_channels * s * s * c.in_channels * 9 for c, s in zip(convs, sizes)) + 32 * 10
     assert info["macs"] == expected_macs
-    assert main(["inspect", str(small_onnx), "--json"]) == 0
+    assert main(["inspect", str(small_onnx), "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["macs"] == expected_macs
     assert main(["inspect", str(small_onnx)]) == 0
     text = capsys.readouterr().out

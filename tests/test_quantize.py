@@ -193,7 +193,7 @@ def test_host_specific_accuracy_is_flagged(digits_fp32_onnx: Path, digits_calib:
 @pytest.mark.parametrize(("args", "message"), [
     (["--backend", "ort", "--recipe", "imagenet"], "model input 'input' has shape [1, 3, 32, 32], calibration tensors have [3, 224, 224] per item"),
     (["--backend", "ort", "--recipe", "digits", "--accuracy-budget", "1"], "--accuracy-budget: needs --eval"),
-    (["--backend", "tflite", "--recipe", "digits", "-o", "{tmp}/x.onnx"], "--backend tflite writes a .tflite file"),
+    (["--runtime", "tflite", "--recipe", "digits", "-o", "{tmp}/x.onnx"], "--runtime tflite writes a .tflite file"),
     (["--backend", "ort", "--recipe", "nope"], "--recipe: no recipe named 'nope'"),
 ])
 def test_quantize_bad_input(args: list[str], message: str, digits_fp32_onnx: Path, tmp_path: Path,
