@@ -5,7 +5,8 @@ Task-agnostic: what the outputs mean and how they are scored belongs to the task
 any number of artifacts (the pipeline's eval stage); :func:`evaluate` is the one-artifact form.
 For classification, top-1 and top-5 say how good a model is; *agreement* (how often its top-1
 equals the reference's) and *cosine* (of its logits with the reference's) say how faithfully a
-compressed model reproduces the original, and need no labels.
+compressed model reproduces the original, and need no labels. ``per_item`` records which images
+each variant got right (:mod:`edgekit.tasks.items`), so differences get paired intervals.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgekit.data import load_recipe
+from edgekit.data.fingerprint import fingerprint
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.settings import host_numerics_warning
 from edgekit.runtime.device_runner import isa_flags
 from edgekit.runtime.registry import runtime_for, runtimes_for
 from edgekit.runtime.verify import check_model_file, verify_tflite
 from edgekit.tasks import DEFAULT_TASK, EvalData, Task, get_task
+from edgekit.tasks.items import data_id, record
 
 SCHEMA = "edgekit.eval/1"
 MAX_THREADS = 1024  # more is a typo, and would make the runtimes try to start that many threads
@@ -38,6 +41,7 @@ class EvalResult:
     reference: str | None
     warning: str | None
     runtime: str | None = None  # what ran the artifact (the registry name); None: the default for its suffix
+    per_item: dict[str, Any] | None = None  # edgekit.tasks.items.record: which images it got right
     created: str = dataclasses.field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -54,7 +58,7 @@ class EvalResult:
             "reference": self.reference, "agreement": self.metrics.get("agreement"), "cosine": self.metrics.get("cosine"),
             "runtime": self.runtime,
             "created": self.created, "measured_on": {"machine": platform.machine(), "isa_flags": isa_flags()},
-            "warning": self.warning,
+            "warning": self.warning, "per_item": self.per_item,
         }
 
 
@@ -88,6 +92,7 @@ def evaluate_many(
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise EdgekitError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
     eval_data = scorer.prepare(data, load_recipe(recipe), num_samples=num_samples, seed=seed, skip_bad=skip_bad)
+    identity = data_id(fingerprint(data), num_samples, seed, eval_data.skipped)
     ref_path = Path(reference) if reference is not None else None
     ref_outputs = _predict(ref_path, eval_data, scorer, threads, None) if ref_path is not None else None
     results = []
@@ -97,7 +102,8 @@ def evaluate_many(
         outputs = ref_outputs if reuse else _predict(artifact, eval_data, scorer, threads, name)
         results.append(EvalResult(artifact, eval_data, scorer, scorer.score(outputs, eval_data, ref_outputs),
                                   ref_path.name if ref_path is not None else None, host_numerics_warning(artifact),
-                                  runtime=name or runtime_for(artifact).name))
+                                  runtime=name or runtime_for(artifact).name,
+                                  per_item=record(scorer.outcomes(outputs, eval_data, ref_outputs), identity)))
     return results
 
 

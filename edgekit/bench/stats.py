@@ -19,8 +19,7 @@ def summarize(latencies_s: Sequence[float], seed: int = 0, resamples: int = 2000
     ms = np.asarray(latencies_s, dtype=np.float64) * 1000.0
     if ms.size == 0:
         raise ValueError("no latencies")
-    rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(ms, size=(resamples, ms.size), replace=True), axis=1)
+    medians = bootstrap_medians(ms, seed, resamples)
     mean = float(ms.mean())
     std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     return {
@@ -29,6 +28,14 @@ def summarize(latencies_s: Sequence[float], seed: int = 0, resamples: int = 2000
         "p50_ci95": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))],
         "runs": int(ms.size),
     }
+
+
+def bootstrap_medians(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> np.ndarray:
+    """Medians of ``resamples`` seeded resamples of ``values`` (with replacement): the spread of the
+    median that one sample of this size allows, for its CI and for ratios of two medians."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return np.median(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ INTERNAL_ERROR_EXIT = 1
 # In pipeline order; a module that is missing is simply not offered.
 COMMANDS = (
     "export", "inspect", "prune", "sparsify", "quantize", "eval", "targets", "bench", "report",
-    "run", "demo",
+    "run", "compare", "demo",
 )
 # The optional part of edgekit each command needs whatever its arguments (see edgekit.extras);
 # a need that depends on the arguments (quantize --runtime tflite) is the command's to check.

@@ -16,6 +16,7 @@ from typing import Any
 from edgekit.bench.stats import compare
 from edgekit.errors import EdgekitError, first_line
 from edgekit.manifest import format_of
+from edgekit.report.intervals import ratio_of_medians, score_difference, verdict
 from edgekit.report.validate import check_bench, check_eval, check_manifest, check_run_info
 from edgekit.runtime.registry import format_label, runtime_label
 
@@ -132,7 +133,8 @@ def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str |
         "distilled": info["distilled"], "quantization": info["quantization"],
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),
         "cosine": evaluation.get("cosine"), **ranked_by(evaluation),
-        "accuracy_warning": evaluation.get("warning"),
+        "accuracy_warning": evaluation.get("warning"), "num_samples": evaluation.get("num_samples"),
+        "per_item": evaluation.get("per_item"),
         "quantize_fidelity": info["quantize_fidelity"], "quantize_speed": info["quantize_speed"],
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
@@ -156,7 +158,9 @@ def ranked_by(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> None:
     """Every row against one baseline row per host: the baseline artifact on the first runtime
-    measured there, so the same .onnx on another runtime shows that runtime's speed-up."""
+    measured there, so the same .onnx on another runtime shows that runtime's speed-up. Each
+    difference gets its 95% interval (:mod:`edgekit.report.intervals`): a difference whose interval
+    spans no change is reported as "no measurable difference", not ranked by noise."""
     base_by_host: dict[Any, dict[str, Any]] = {}
     for row in rows:
         if row["artifact"] == baseline:
@@ -167,10 +171,17 @@ def _relate_to_baseline(rows: list[dict[str, Any]], baseline: str | None) -> Non
         row["is_baseline"] = row is base
         row["top1_delta"] = _difference(row, base, "top1")
         row["score_delta"] = _difference(row, base, "score") if base and base["metric"] == row["metric"] else None
+        difference = score_difference(base, row) if base and not row["is_baseline"] else None
+        row["score_delta_ci95"] = difference["ci95"] if difference else None
+        row["score_verdict"] = ("baseline" if row["is_baseline"] and row["score"] is not None
+                                else verdict(row["score_delta_ci95"], row["higher_is_better"]))
+        row["speedup_ci95"] = None
         if base and row["latency_ms"] and base.get("latency_ms"):
             row["speedup"] = base["latency_ms"]["p50"] / row["latency_ms"]["p50"]
-            verdict = compare(row["latency_ms"], base["latency_ms"])
-            row["vs_baseline"] = "baseline" if row["is_baseline"] else verdict
+            latency_verdict = compare(row["latency_ms"], base["latency_ms"])
+            row["vs_baseline"] = "baseline" if row["is_baseline"] else latency_verdict
+            if not row["is_baseline"]:
+                row["speedup_ci95"] = ratio_of_medians(base["latencies_ms"], row["latencies_ms"])[1]
         else:
             row["speedup"], row["vs_baseline"] = None, None
 

@@ -9,8 +9,12 @@
                 "agreement", "cosine", "quantize_fidelity" (manifest: cosine, agreement, samples, ok),
                 "quantize_speed" (manifest: INT8 vs FP32 p50 at quantize time), "task", "metric" (what the
                 row is ranked by: the task's primary metric with labels, else its fidelity metric), "higher_is_better", "score" (that metric's
-                value), "score_delta", "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
-                "speedup" (baseline p50 / p50), "vs_baseline" ("faster"|"slower"|"no measurable
+                value), "score_delta", "score_delta_ci95" ([lo, hi] points, 95%: paired on the same
+                images, else unpaired; null without per-item records), "score_verdict" ("better"|"worse"|
+                "no measurable difference"|"baseline"|null), "num_samples", "per_item" (the eval
+                document's per-image bits, edgekit.tasks.items), "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
+                "latencies_ms", "speedup" (baseline p50 / p50), "speedup_ci95" ([lo, hi], bootstrap 95%;
+                null for the baseline row), "vs_baseline" ("faster"|"slower"|"no measurable
                 difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline"}]
     summary   {"best_within_1pt": row artifact or null, "pareto": [artifacts]}
 """

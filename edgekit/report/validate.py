@@ -71,6 +71,36 @@ def check_eval(document: dict[str, Any], path: Path) -> None:
         field(document, path, name, NUMBER, required=False)
     for name in ("warning", "task", "runtime"):
         field(document, path, name, TEXT, required=False)
+    if document.get("per_item") is not None:
+        check_per_item(document, path)
+
+
+def check_per_item(document: dict[str, Any], path: Path) -> None:
+    """``per_item`` (edgekit.tasks.items): the bits must decode to ``count`` items and agree with
+    the document's own percentages, or a paired interval would be computed from the wrong images."""
+    from edgekit.tasks.items import ENCODING, decode_bits
+
+    items = _mapping(document["per_item"], path, "per_item")
+    if items.get("encoding") != ENCODING:
+        raise EdgekitError(f"{path}: field 'per_item.encoding' must be {ENCODING!r}, got {items.get('encoding')!r:.60}")
+    count = items.get("count")
+    if not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
+        raise EdgekitError(f"{path}: field 'per_item.count' must be a positive integer, got {count!r:.60}")
+    if document.get("num_samples") is not None and document["num_samples"] != count:
+        raise EdgekitError(f"{path}: field 'per_item.count' is {count} but 'num_samples' is {document['num_samples']!r:.60}")
+    _nested(items, path, "per_item", "data_id", TEXT)
+    for name, value in items.items():
+        if name in ("encoding", "count", "data_id"):
+            continue
+        if not isinstance(value, str):
+            raise EdgekitError(f"{path}: field 'per_item.{name}' must be a base64 string, got {type(value).__name__}")
+        try:
+            bits = decode_bits(value, count)
+        except ValueError as exc:
+            raise EdgekitError(f"{path}: field 'per_item.{name}' is not {count} packed bits ({exc})") from exc
+        stated = document.get(name)
+        if _is_number(stated) and abs(100.0 * bits.mean() - stated) > 0.01:
+            raise EdgekitError(f"{path}: field 'per_item.{name}' gives {100.0 * bits.mean():.3f}% but '{name}' is {stated}")
 
 
 def check_bench(document: dict[str, Any], path: Path) -> None:

@@ -107,6 +107,11 @@ class Task:
         against ``reference``'s outputs when given; None for what cannot be measured."""
         raise NotImplementedError
 
+    def outcomes(self, outputs: Any, data: EvalData, reference: Any | None) -> dict[str, np.ndarray]:
+        """Per-item booleans for the metrics that are proportions (image right or wrong), in data
+        order, so differences between variants get paired intervals; none by default."""
+        return {}
+
     def summary(self, scores: dict[str, float | None]) -> str:
         """One line of the figures that were measured, in document order."""
         return "  ".join(f"{name} {scores[name]:g}" for name in self.metrics if scores.get(name) is not None)

@@ -46,6 +46,16 @@ class Classification(Task):
             scores["cosine"] = round(output_cosine(outputs, reference), 6)
         return scores
 
+    def outcomes(self, outputs: np.ndarray, data: EvalData, reference: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Per image: top-1 correct (with labels), top-1 equal to the reference's (with a reference)."""
+        predicted = np.argmax(outputs, 1)
+        found = {}
+        if data.targets is not None:
+            found["top1"] = predicted == data.targets
+        if reference is not None:
+            found["agreement"] = predicted == np.argmax(reference, 1)
+        return found
+
 
 def _percent(hits: np.ndarray) -> float:
     return round(100.0 * float(np.mean(hits)), 3)
