@@ -16,16 +16,21 @@ from typing import Any, Sequence
 from edgekit.bench.plan import Job, settle
 from edgekit.errors import EdgekitError
 from edgekit.log import progress as progress_bar
+from edgekit.runtime.device_runner.op_profile import RUNS_MAX
 
 RUNNER = Path(__file__).resolve().parent.parent / "runtime" / "device_runner"  # the package a device runs
 RUN_MODULE = ["-m", RUNNER.name]  # run from RUNNER's parent folder, as on a device
 
 
 def runner_arguments(models: Sequence[str], runs: int, warmup: int, job: Job | None,
-                     time_budget: float | None, cpus: str | None, cleanup: str | None = None) -> list[str]:
+                     time_budget: float | None, cpus: str | None, cleanup: str | None = None,
+                     profile_top: int | None = None) -> list[str]:
     """Options first, then ``--`` and the artifacts: a file named ``-h.onnx`` stays a file name.
-    ``--watch-stdin`` makes the runner exit as soon as its caller is gone."""
+    ``--watch-stdin`` makes the runner exit as soon as its caller is gone. ``profile_top``: after
+    the timed runs, a profiled pass (``min(runs, RUNS_MAX)`` inferences) keeping that many operators."""
     args = ["--runs", str(runs), "--warmup", str(warmup), "--watch-stdin"]
+    if profile_top is not None:
+        args += ["--profile-runs", str(min(runs, RUNS_MAX)), "--profile-top", str(profile_top)]
     if job and job.threads:
         args += ["--threads", str(job.threads)]
     if job:
@@ -79,7 +84,7 @@ def pinned_cpus(threads: int | None) -> str | None:
 
 
 def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float | None = None, pin: bool = False,
-                timeout: float = 1800.0, python: str | None = None) -> dict[str, Any]:
+                timeout: float = 1800.0, python: str | None = None, profile_top: int | None = None) -> dict[str, Any]:
     """The runner's JSON document for ``jobs`` measured here (by ``python``, default this interpreter),
     with ``jobs`` (those measured, in result order) and ``notes`` (runtimes skipped) added. ``pin``:
     each job on its first ``threads`` CPUs, as a target profile asks."""
@@ -94,7 +99,7 @@ def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float 
     documents = []
     for job in progress_bar(jobs, desc="benchmarking", unit="artifact"):  # one process each: a clean peak-memory figure
         args = runner_arguments([str(job.path.resolve())], runs, warmup, job, time_budget,
-                                pinned_cpus(job.threads) if pin else None)
+                                pinned_cpus(job.threads) if pin else None, profile_top=profile_top)
         documents.append(_run_runner(python, args, str(job.path), timeout))
     return {**merge_documents(documents), "jobs": jobs, "notes": notes}
 

@@ -336,6 +336,7 @@ async def _make_remote_dir(connection: Any, workdir: str | None, owner: str, whe
 async def bench_remote_async(
     target: SshTarget, jobs: Sequence[Job], runs: int, warmup: int, *, time_budget: float | None = None,
     remote_python: str = "python3", workdir: str | None = None, timeout: float = 600.0, keep: bool = False,
+    profile_top: int | None = None,
 ) -> dict[str, Any]:
     """Measure ``jobs`` on the device; the runner's JSON document plus where it ran, the jobs measured
     (in result order) and notes on runtimes skipped."""
@@ -375,7 +376,7 @@ async def bench_remote_async(
         for index, job in enumerate(progress_bar(jobs, desc=f"benchmarking on {where}", unit="artifact")):
             # the runner exits (removing the directory) if this channel closes; the last one also at the end
             cleanup = "always" if index == len(jobs) - 1 and not keep else "abort"
-            args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup)
+            args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup, profile_top)
             command = (f"cd {shlex.quote(remote_dir)} && timeout -k 5 {int(timeout)} "
                        f"{python} {' '.join(RUN_MODULE)} {' '.join(shlex.quote(a) for a in args)}")
             result = await _run(connection, command, timeout + 15, where)

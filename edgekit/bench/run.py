@@ -14,7 +14,11 @@ Schema::
                 "threads", "delegate" (TFLite),
                 "load_s", "first_inference_s", "peak_rss_bytes",
                 "latency_ms": {"min","p50","p90","p99","mean","std","cv","p50_ci95":[lo,hi],"runs"},
-                "throughput_ips", "noisy", "noise_reasons": [...], "latencies_ms": [...]}]
+                "throughput_ips", "noisy", "noise_reasons": [...], "latencies_ms": [...],
+                "profile" (with --profile): {"available", "reason", "runs", "nodes", "kernel_ms_per_run" (mean),
+                  "kernel_ms_p50" (median over runs of a run's summed kernel time),
+                  "ops": [{"node", "op_type", "total_ms", "mean_ms", "share", "provider"?}, ... slowest
+                  first, the top N, then {"node": "(other)", "other": true, "nodes": k, ...}]}}]
 
 One artifact can have several results, one per runtime (a profile listing onnxruntime and openvino
 measures an .onnx on both); ``runtime`` tells them apart.
@@ -51,10 +55,14 @@ def benchmark(
     ssh_options: dict[str, Any] | None = None,
     timeout: float = 1800.0,
     local_python: str | None = None,
+    profile_top: int | None = None,
 ) -> dict[str, Any]:
-    """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document."""
+    """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document.
+    ``profile_top``: also a profiled pass per artifact, keeping its slowest ``profile_top`` operators."""
     if runs < 1 or warmup < 0:
         raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+    if profile_top is not None and profile_top < 1:
+        raise EdgekitError(f"--profile-top must be >= 1 (got {profile_top})")
     paths = [Path(a) for a in artifacts]
     for path in paths:
         if not path.exists():
@@ -70,10 +78,11 @@ def benchmark(
         workdir = profile.ssh.workdir if profile and profile.ssh else None
         ssh_target = SshTarget.parse(host, **(ssh_options or {}))
         document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
-                                workdir=workdir, timeout=timeout)
+                                workdir=workdir, timeout=timeout, profile_top=profile_top)
         where = ssh_target.label()
     else:
-        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python)
+        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
+                               profile_top=profile_top)
         where = "local"
     results = []
     for job, raw in zip(document.pop("jobs"), document["results"]):
@@ -85,7 +94,8 @@ def benchmark(
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
-        "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget},
+        "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget,
+                     **({"profile_top": profile_top} if profile_top is not None else {})},
         "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
     }
@@ -142,6 +152,7 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
         "cpu_busy_before": raw.get("cpu_busy_before"), "temperature_before_c": raw.get("temperature_before_c"), "temperature_after_c": raw.get("temperature_after_c"),
         "noisy": bool(reasons), "noise_reasons": reasons,
         "latencies_ms": [round(s * 1000.0, 4) for s in raw["latencies_s"]],
+        **({"profile": raw["profile"]} if "profile" in raw else {}),
     }
 
 
@@ -164,3 +175,24 @@ def render_table(document: dict[str, Any]) -> str:
               f"{document['settings']['threads'] or 'default'} threads, target {document['target'] or '-'})")
     return header + "\n" + tabulate(rows, headers=["artifact", "runtime", "MB", "p50 ms", "p50 95% CI", "p90 ms",
                                                    "p99 ms", "CV", "img/s", "peak MB", "vs first", "notes"])
+
+
+def render_profiles(document: dict[str, Any]) -> str:
+    """One table per profiled result: its slowest operators (``bench --profile``); "" without any."""
+    from tabulate import tabulate
+
+    from edgekit.report.profile_table import op_rows
+
+    parts = []
+    for r in document["results"]:
+        profile = r.get("profile")
+        if not profile:
+            continue
+        title = f"slowest operators: {r['artifact']} on {r['runtime']}"
+        if not profile["available"]:
+            parts.append(f"{title}: not available ({profile['reason']})")
+            continue
+        parts.append(f"{title} ({profile['runs']} profiled runs; kernel time per run: median {profile['kernel_ms_p50']:.3f} "
+                     f"ms, mean {profile['kernel_ms_per_run']:.3f} ms; timed p50 {r['latency_ms']['p50']:.3f} ms)\n"
+                     + tabulate(op_rows(profile, False), headers=["node", "op", "mean ms", "share"]))
+    return "\n\n".join(parts)

@@ -11,6 +11,7 @@ from edgekit.runtime.device_runner.registry import SUFFIXES
 
 MAX_RUNS = 1_000_000
 WEEK_S = 7 * 24 * 3600.0
+MAX_PROFILE_TOP = 10_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
     add_runtime(parser, "run every artifact on this runtime (default: each runtime the target profile lists "
                         "that runs the file, else the one its suffix implies)")
+    parser.add_argument("--profile", action="store_true", help="after timing, a profiled pass: the slowest "
+                        "operators per artifact (ONNX Runtime, OpenVINO; TFLite's Python API has no op profiler)")
+    parser.add_argument("--profile-top", type=int, default=10, help="operators listed per artifact with --profile")
     parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
     add_json_output(parser, "write the result (schema edgekit.bench/1) to this file")
     parser.add_argument("--out-dir", metavar="DIR", help="write the result into this folder as bench-<target>-<host>.json")
@@ -70,6 +74,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     positive("--threads", args.threads, MAX_THREADS)
     positive("--time-budget", args.time_budget, WEEK_S)
     positive("--timeout", args.timeout, WEEK_S)
+    positive("--profile-top", args.profile_top, MAX_PROFILE_TOP)
     if args.python and not args.host:
         found = shutil.which(args.python)
         if found is None:
@@ -87,6 +92,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.atomic import write_text_atomic
     from edgekit.bench import benchmark, render_table
+    from edgekit.bench.run import render_profiles
 
     path = check_arguments(args)
     options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host,
@@ -105,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
     document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
                          time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
-                         timeout=args.timeout, local_python=args.python)
+                         timeout=args.timeout, local_python=args.python,
+                         profile_top=args.profile_top if args.profile else None)
     for note in document.get("notes", []):
         log.info(note)
     print(render_table(document))
+    if args.profile:
+        print("\n" + render_profiles(document))
     if path:
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)
         log.info(f"wrote {path}")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from edgekit.cli.bench_cmd import MAX_RUNS
+from edgekit.cli.bench_cmd import MAX_PROFILE_TOP, MAX_RUNS
 from edgekit.cli.common import MAX_INPUT_ELEMENTS
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import MAX_THREADS
@@ -141,6 +141,8 @@ class BenchConfig(_Strict):
     runs: Runs = 100
     warmup: Warmup = 10
     threads: Threads | None = None
+    profile: bool = False                                     # bench --profile: slowest operators per artifact
+    profile_top: Annotated[AtLeastOne, _at_most(MAX_PROFILE_TOP)] = 10
 
 
 def _known_task(name: str) -> str:

@@ -425,6 +425,7 @@ def reads_bench(ctx: StepContext) -> dict[str, Any]:
     b = ctx.config.bench
     hosts = [{**h.model_dump(), "profile": _profile(ctx, h.target)} for h in b.hosts]
     return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
+            **({"profile_top": b.profile_top} if b.profile else {}),
             "targets": {t: _profile(ctx, t) for t in b.targets},
             "machine": _this_machine("machine", "cpu_model", "cpu_count", "isa_flags") if b.targets else None,
             **versions("onnxruntime", "tensorflow", "ai-edge-litert", "openvino", "asyncssh")}
@@ -443,8 +444,13 @@ def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
                             "ssh_options": options}))
     for name, job in jobs:
         _log.info(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs")
-        document = benchmark(artifacts, runs=b.runs, warmup=b.warmup, threads=b.threads, **job)
+        document = benchmark(artifacts, runs=b.runs, warmup=b.warmup, threads=b.threads,
+                             profile_top=b.profile_top if b.profile else None, **job)
         _log.info(render_table(document))
+        if b.profile:
+            from edgekit.bench.run import render_profiles
+
+            _log.info(render_profiles(document))
         path = bench_dir / f"{name}.json"
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=True)
         written.append(path)

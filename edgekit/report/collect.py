@@ -17,6 +17,7 @@ from edgekit.bench.stats import compare
 from edgekit.errors import EdgekitError, first_line
 from edgekit.manifest import format_of
 from edgekit.report.intervals import ratio_of_medians, score_difference, verdict
+from edgekit.report.profile_table import attach_sensitivity
 from edgekit.report.validate import check_bench, check_eval, check_manifest, check_run_info
 from edgekit.runtime.registry import format_label, runtime_label
 
@@ -53,6 +54,7 @@ def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str
         "quantize_fidelity": quant.get("fidelity") if quant else None,          # INT8 vs FP32 at quantize time
         "quantize_speed": quant.get("int8_vs_fp32_speed") if quant else None,   # ORT: INT8 vs FP32 p50 there
         "params": _last(stages, "params"),
+        "sensitivity": quant.get("sensitivity") if quant else None,             # per-layer INT8 error, worst first
     }
 
 
@@ -101,6 +103,7 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     for name in evals:
         if name not in measured:
             rows.append(_row(name, manifests, evals[name], labels, None, None))
+    attach_sensitivity(rows, run_dir / "artifacts")
     _relate_to_baseline(rows, baseline)
     _mark_pareto(rows)
     return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows}
@@ -139,6 +142,7 @@ def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str |
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],
+        "profile": (result or {}).get("profile"), "quantize_sensitivity": info["sensitivity"],
     }
     return row
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.report.collect import goodness
+from edgekit.report.profile_table import html_section, markdown_section
 
 SCHEMA = "edgekit.report/1"
 METRIC_LABELS = {"top1": "top-1 (%)", "agreement": "top-1 agreement with the baseline (%)"}
@@ -123,7 +124,8 @@ def render_markdown(document: dict[str, Any]) -> str:
     from tabulate import tabulate
 
     parts = [f"# edgekit report: {document['name']}", "", *_summary_lines(document), "",
-             tabulate(table_rows(document["rows"]), headers=HEADERS, tablefmt="github"), "", "## Machines", ""]
+             tabulate(table_rows(document["rows"]), headers=HEADERS, tablefmt="github"), "",
+             *markdown_section(document["rows"]), "## Machines", ""]
     for host, system in document["hosts"].items():
         parts.append(f"- **{host}**: {system.get('cpu_model', '?')}, {system.get('cpu_count', '?')} cores, ISA "
                      f"{', '.join(system.get('isa_flags') or []) or '?'}, governor {system.get('cpu_governor') or 'n/a'}, "
@@ -210,5 +212,5 @@ def render_html(document: dict[str, Any]) -> str:
              "img{max-width:560px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgekit report: {html.escape(document['name'])}</title>"
             f"<style>{style}</style></head><body><h1>edgekit report: {html.escape(document['name'])}</h1>{summary_html}"
-            f"{table}<h2>Plots</h2>{figures}<h2>Machines</h2><ul>{hosts}</ul>"
+            f"{table}{html_section(document['rows'])}<h2>Plots</h2>{figures}<h2>Machines</h2><ul>{hosts}</ul>"
             f"<p><small>Generated {document['generated']} by edgekit {document['edgekit']}.</small></p></body></html>\n")

@@ -134,6 +134,31 @@ def check_bench(document: dict[str, Any], path: Path) -> None:
         reasons = _list(result.get("noise_reasons", []), path, f"{where}.noise_reasons")
         if not all(isinstance(r, str) for r in reasons):
             raise EdgekitError(f"{path}: field '{where}.noise_reasons' must be a list of strings")
+        if result.get("profile") is not None:
+            check_profile(result["profile"], path, f"{where}.profile")
+
+
+OP_FIELDS = {"node": TEXT, "op_type": TEXT, "total_ms": NUMBER, "mean_ms": NUMBER, "share": NUMBER}
+
+
+def check_profile(value: Any, path: Path, where: str) -> None:
+    """A result's optional ``profile`` (``bench --profile``): per-operator times the report tabulates."""
+    profile = _mapping(value, path, where)
+    available = _nested(profile, path, where, "available", FLAG)
+    if profile.get("reason") is not None and not isinstance(profile["reason"], str):
+        raise EdgekitError(f"{path}: field '{where}.reason' must be a string or null")
+    for name in ("runs", "nodes", "kernel_ms_per_run", "kernel_ms_p50"):
+        if profile.get(name) is not None and not (_is_number(profile[name]) and profile[name] >= 0):
+            raise EdgekitError(f"{path}: field '{where}.{name}' must be a non-negative number")
+    ops = _list(profile.get("ops", []), path, f"{where}.ops")
+    if available and not (_is_number(profile.get("runs")) and profile["runs"] > 0):
+        raise EdgekitError(f"{path}: field '{where}.runs' must be a positive number when available is true")
+    for index, op in enumerate(ops):
+        op = _mapping(op, path, f"{where}.ops[{index}]")
+        for name, kind in OP_FIELDS.items():
+            _nested(op, path, f"{where}.ops[{index}]", name, kind)
+        if not 0 <= op["share"] <= 1:
+            raise EdgekitError(f"{path}: field '{where}.ops[{index}].share' must be from 0 to 1, got {op['share']!r:.60}")
 
 
 def check_run_info(document: dict[str, Any], path: Path) -> None:
@@ -153,8 +178,21 @@ def check_manifest(document: dict[str, Any], path: Path) -> None:
         for name in ("macs", "params"):
             if stage.get(name) is not None and not _is_number(stage[name]):
                 raise EdgekitError(f"{path}: field 'stages[{index}].{name}' must be a number")
+        if stage.get("sensitivity") is not None:
+            _check_sensitivity(stage["sensitivity"], path, f"stages[{index}].sensitivity")
     if document.get("size_bytes") is not None and not _is_number(document["size_bytes"]):
         raise EdgekitError(f"{path}: field 'size_bytes' must be a number")
+
+
+def _check_sensitivity(value: Any, path: Path, where: str) -> None:
+    """The quantize stage's per-layer error ranking, joined with the profile in the report."""
+    for index, entry in enumerate(_list(value, path, where)):
+        entry = _mapping(entry, path, f"{where}[{index}]")
+        for name in ("node", "tensor"):
+            if entry.get(name) is not None and not isinstance(entry[name], str):
+                raise EdgekitError(f"{path}: field '{where}[{index}].{name}' must be a string or null")
+        if entry.get("sqnr_db") is not None and not _is_number(entry["sqnr_db"]):
+            raise EdgekitError(f"{path}: field '{where}[{index}].sqnr_db' must be a number or null")
 
 
 def _nested(document: dict[str, Any], path: Path, where: str, name: str, kind: str) -> Any:

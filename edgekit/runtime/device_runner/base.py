@@ -50,6 +50,13 @@ class Runner:
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def profile(self, feeds: list[np.ndarray], runs: int, top: int) -> dict[str, Any]:
+        """Per-operator time over ``runs`` profiled inferences (see op_profile.py); a runtime with a
+        profiler overrides this, the others say they have none."""
+        from .op_profile import not_available
+
+        return not_available(f"{self.backend} exposes no per-operator timing")
+
     # -- conversions -------------------------------------------------------------------------
     def to_native(self, x: np.ndarray, info: TensorInfo) -> np.ndarray:
         """Float NCHW -> the model's layout and dtype."""

@@ -21,6 +21,7 @@ class OpenVinoRunner(Runner):
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self.config = config
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
@@ -34,6 +35,26 @@ class OpenVinoRunner(Runner):
         precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in graph.get_ops()
                       if "runtimePrecision" in op.get_rt_info()}
         return {**super().describe(), "precisions": sorted(precisions)}
+
+    def profile(self, feeds: list[np.ndarray], runs: int, top: int) -> dict[str, Any]:
+        """The model compiled again with ``PERF_COUNT``; ``get_profiling_info`` after each of ``runs``
+        inferences (it reports the last one). Nodes OpenVINO fused away report NOT_RUN and are left out."""
+        import openvino as ov
+
+        from .op_profile import WARMUP, summarize
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(self.path), "CPU", {**self.config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        inputs = dict(enumerate(feeds))
+        for _ in range(WARMUP):
+            request.infer(inputs)
+        samples = []
+        for run in range(runs):
+            request.infer(inputs)
+            samples += [(run, info.node_name, f"{info.node_type} ({info.exec_type})", None, info.real_time.total_seconds())
+                        for info in request.get_profiling_info() if info.status == info.Status.EXECUTED]
+        return summarize(samples, runs, top)
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         results = self.request.infer(dict(enumerate(feeds)))

@@ -59,8 +59,10 @@ def time_loop(run: Callable[[], Any], warmup: int, runs: int, time_budget: float
 
 
 def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: str | None,
-              time_budget: float | None, layout: str | None = None, delegate: str | None = None) -> dict[str, Any]:
-    """Load, time the first inference, then time ``runs`` inferences on fixed random inputs."""
+              time_budget: float | None, layout: str | None = None, delegate: str | None = None,
+              profile_runs: int = 0, profile_top: int = 10) -> dict[str, Any]:
+    """Load, time the first inference, then time ``runs`` inferences on fixed random inputs; with
+    ``profile_runs``, then a separate profiled pass (per-operator time, see op_profile.py)."""
     start = time.perf_counter()
     runner = open_runner(path, threads, runtime, layout, delegate)
     load_s = time.perf_counter() - start
@@ -90,7 +92,19 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
     }
     if hasattr(runner, "delegate"):
         result["delegate"] = runner.delegate
+    if profile_runs:
+        result["profile"] = profile(runner, feeds, profile_runs, profile_top)
     return result
+
+
+def profile(runner: Runner, feeds: list[Any], runs: int, top: int) -> dict[str, Any]:
+    """The runner's per-operator profile; a profiler failure costs the profile, never the latencies."""
+    from .op_profile import not_available
+
+    try:
+        return runner.profile(feeds, runs, top)
+    except Exception as exc:  # runtime-specific profiler errors
+        return not_available(f"profiling failed ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 def failure(path: str, runtime: str | None, exc: Exception) -> dict[str, Any]:
@@ -153,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime", default=None, help=f"one of {', '.join(NAMES)} (default: by suffix)")
     parser.add_argument("--delegate", default=None, help="TFLite: xnnpack (the default) or none")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per model at most")
+    parser.add_argument("--profile-runs", type=int, default=0,
+                        help="after timing, this many profiled inferences: per-operator time (0: none)")
+    parser.add_argument("--profile-top", type=int, default=10, help="slowest operators kept in the profile")
     parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
     parser.add_argument("--serve", action="store_true",
@@ -181,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 document["results"].append(
                     benchmark(model, args.runs, args.warmup, args.threads, args.runtime, args.time_budget,
-                              delegate=args.delegate))
+                              delegate=args.delegate, profile_runs=args.profile_runs, profile_top=args.profile_top))
             except Exception as exc:  # reported per model, the others still run
                 document["results"].append(failure(model, args.runtime, exc))
     json.dump(document, sys.stdout)

@@ -50,6 +50,14 @@ class TfliteRunner(Runner):
         super().__init__(path, inputs, outputs)
         self.layout = layout or _guess_layout(inputs[0].shape)
 
+    def profile(self, feeds: list[np.ndarray], runs: int, top: int) -> dict[str, Any]:
+        """None of the Python interpreters (ai_edge_litert 2.1, tflite_runtime, tf.lite) exposes
+        TFLite's op profiler: it is reachable only from C++ and the benchmark_model tool."""
+        from .op_profile import not_available
+
+        return not_available(f"{self.package} {self.version}: the TFLite Python interpreter exposes no per-operator "
+                             "timing (use TFLite's benchmark_model --enable_op_profiling on the device)")
+
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         for detail, value in zip(self._in, feeds):
             if list(value.shape) != list(detail["shape"]):
