@@ -49,6 +49,9 @@ def execute(config, args: argparse.Namespace, origin: str) -> int:
     run_dir = Path(args.out_dir or f"runs/{config.name}")
     only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
     report = Pipeline(config, run_dir, only=only, origin=origin, targets_dir=args.targets_dir, force=args.force).run()
+    from edgekit.report import run_summary
+
+    print(run_summary(report.parent))
     log.info(f"report: {report.resolve()}")
     return 0
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from edgekit.atomic import write_text_atomic
 from edgekit.report.collect import collect
 from edgekit.report.render import SCHEMA, build_document, render_html, render_markdown
+from edgekit.report.terminal import run_summary, terminal_summary
 
-__all__ = ["SCHEMA", "write_report"]
+__all__ = ["SCHEMA", "run_summary", "terminal_summary", "write_report"]
 
 
 def write_report(run_dir: str | Path, baseline: str | None = None) -> dict[str, Path]:

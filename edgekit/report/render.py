@@ -1,5 +1,8 @@
 """report.json, report.md and a self-contained report.html (plots embedded as PNG data URIs).
 
+The page leads with the decision (what to ship, per runtime and machine: see ``decide.py``), then the
+table sorted by group and latency with the shipped rows highlighted, then the plots at full width.
+
 ``report.json`` schema ``edgekit.report/1``::
 
     schema, generated (ISO-8601), edgekit (version), name, baseline (artifact name)
@@ -15,53 +18,79 @@
                 document's per-image bits, edgekit.tasks.items), "latency_ms": {min,p50,p90,p99,mean,std,cv,p50_ci95,runs} | null,
                 "latencies_ms", "speedup" (baseline p50 / p50), "speedup_ci95" ([lo, hi], bootstrap 95%;
                 null for the baseline row), "vs_baseline" ("faster"|"slower"|"no measurable
-                difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline"}]
-    summary   {"best_within_1pt": row artifact or null, "pareto": [artifacts]}
+                difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline", "ship",
+                "profile", "quantize_sensitivity"}],
+              sorted by group (target @ host, then runtime: the baseline's first) and then p50
+    summary   {"rule" (the ship rule in words), "ship": [{"runtime", "runtime_label", "host", "artifact", "label",
+               "p50_ms", "speedup", "speedup_ci95", "metric", "score", "score_delta", "score_delta_ci95",
+               "score_verdict"}] (one per runtime x target @ host group that has a qualifying variant),
+               "best_within_1pt" (artifact, over all groups) or null, "best_within_1pt_host", "best_speedup",
+               "pareto": [artifacts]}
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
-import io
-from typing import Any
+from typing import Any, Callable
 
 from edgekit import __version__
+from edgekit.report.cells import (delta_header, delta_text, fmt, group_name, ship_text, speedup_text,
+                                  versus_text)
 from edgekit.report.collect import goodness
+from edgekit.report.decide import RULE, group_key, is_shipped, ship, sort_rows
 from edgekit.report.profile_table import html_section, markdown_section
 
 SCHEMA = "edgekit.report/1"
-METRIC_LABELS = {"top1": "top-1 (%)", "agreement": "top-1 agreement with the baseline (%)"}
-HEADERS = ["variant", "artifact", "runtime", "target @ host", "MB", "MMACs", "p50 ms", "p90 ms", "speed-up",
-           "vs FP32", "top-1 %", "Δ top-1", "agree %", "cosine", "notes"]
+
+Column = tuple[str, Callable[[int, dict[str, Any]], str]]
 
 
-def _fmt(value: Any, pattern: str) -> str:
-    return "" if value is None else format(value, pattern)
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    if row.get("ship"):
+        notes.append("SHIP")
+    if row["pareto"]:
+        notes.append("Pareto")
+    if row["noisy"]:
+        notes.append("NOISY: " + "; ".join(row["noise_reasons"]))
+    if row.get("accuracy_warning"):
+        notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
+    notes += quantize_notes(row)
+    return ", ".join(notes)
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The table's columns; one that is empty in every row (no MACs, no cosine) is left out."""
+    candidates: list[Column] = [
+        ("#", lambda n, r: str(n)),
+        ("variant", lambda n, r: r["label"] + (" (baseline)" if r["is_baseline"] else "")),
+        ("artifact", lambda n, r: r["artifact"]),
+        ("runtime", lambda n, r: r.get("runtime_label") or r["runtime"] or ""),
+        ("target @ host", lambda n, r: r["host"] or ""),
+        ("MB", lambda n, r: fmt(r["size_bytes"] / 1e6 if r["size_bytes"] else None, ".2f")),
+        ("MMACs", lambda n, r: fmt(r["macs"] / 1e6 if r["macs"] else None, ".1f")),
+        ("p50 ms", lambda n, r: fmt((r["latency_ms"] or {}).get("p50"), ".3f")),
+        ("p90 ms", lambda n, r: fmt((r["latency_ms"] or {}).get("p90"), ".3f")),
+        ("speed-up", lambda n, r: speedup_text(r)),
+        ("vs baseline", lambda n, r: versus_text(r)),
+        ("top-1 %", lambda n, r: fmt(r["top1"], ".2f")),
+        (delta_header(rows), lambda n, r: delta_text(r)),
+        ("agree %", lambda n, r: fmt(r["agreement"], ".1f")),
+        ("cosine", lambda n, r: fmt(r.get("cosine"), ".4f")),
+        ("notes", lambda n, r: _notes(r)),
+    ]
+    keep = {"#", "variant", "runtime", "target @ host", "p50 ms", "notes"}
+    return [c for c in candidates if c[0] in keep or any(c[1](n, r) for n, r in enumerate(rows, 1))]
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells, rows numbered from 1 (the plots name points by these numbers)."""
+    cols = columns(rows)
+    return [h for h, _ in cols], [[cell(n, r) for _, cell in cols] for n, r in enumerate(rows, 1)]
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    out = []
-    for r in rows:
-        lat = r["latency_ms"] or {}
-        notes = []
-        if r["pareto"]:
-            notes.append("Pareto")
-        if r["noisy"]:
-            notes.append("NOISY: " + "; ".join(r["noise_reasons"]))
-        if r.get("accuracy_warning"):
-            notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
-        notes += quantize_notes(r)
-        out.append([
-            r["label"] + (" (baseline)" if r["is_baseline"] else ""), r["artifact"], r.get("runtime_label") or r["runtime"] or "",
-            r["host"] or "",
-            _fmt((r["size_bytes"] or 0) / 1e6, ".2f"), _fmt(r["macs"] / 1e6 if r["macs"] else None, ".1f"),
-            _fmt(lat.get("p50"), ".3f"), _fmt(lat.get("p90"), ".3f"), _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else ""),
-            r["vs_baseline"] or "", _fmt(r["top1"], ".2f"), _fmt(r["top1_delta"], "+.2f"), _fmt(r["agreement"], ".1f"),
-            _fmt(r.get("cosine"), ".4f"),
-            ", ".join(notes),
-        ])
-    return out
+    return table(rows)[1]
 
 
 def quantize_notes(row: dict[str, Any]) -> list[str]:
@@ -79,25 +108,23 @@ def quantize_notes(row: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _point_label(row: dict[str, Any]) -> str:
-    """A plot label: the variant and, since one file can run on several runtimes, the runtime."""
-    runtime = row.get("runtime_label") or row.get("runtime")
-    return f"{row['label']} ({runtime})" if runtime else row["label"]
-
-
 def summary(rows: list[dict[str, Any]], baseline: str | None) -> dict[str, Any]:
     base = next((r for r in rows if r["artifact"] == baseline and r["score"] is not None), None)
     within = [r for r in rows if r["latency_ms"] and base and r["score"] is not None and r["metric"] == base["metric"]
               and goodness(base) - goodness(r) <= 1.0]  # at most one point worse on the ranking metric
     best = min(within, key=lambda r: r["latency_ms"]["p50"]) if within else None
-    return {"best_within_1pt": best["artifact"] if best else None,
+    return {"rule": RULE, "ship": ship(rows),
+            "best_within_1pt": best["artifact"] if best else None,
             "best_within_1pt_host": best["host"] if best else None,
             "best_speedup": best["speedup"] if best else None,
             "pareto": sorted({r["artifact"] for r in rows if r["pareto"]})}
 
 
 def build_document(collected: dict[str, Any]) -> dict[str, Any]:
-    rows = collected["rows"]
+    rows = sort_rows(collected["rows"])
+    decisions = ship(rows)
+    for row in rows:
+        row["ship"] = is_shipped(row, decisions)
     return {
         "schema": SCHEMA, "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "edgekit": __version__, "name": collected["name"], "baseline": collected["baseline"],
@@ -105,27 +132,44 @@ def build_document(collected: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary_lines(document: dict[str, Any]) -> list[str]:
+def _baseline_label(document: dict[str, Any]) -> str:
+    base = next((r for r in document["rows"] if r["artifact"] == document["baseline"]), None)
+    return f"{base['label']} ({document['baseline']})" if base else str(document["baseline"])
+
+
+def ship_items(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Per decision: (group, variant label, artifact, figures), plain text for every renderer."""
+    return [(group_name(d["host"], d.get("runtime_label") or d["runtime"]), d["label"], d["artifact"], ship_text(d))
+            for d in document["summary"]["ship"]]
+
+
+def _context_lines(document: dict[str, Any]) -> list[str]:
+    """What the table rests on, after the decision: the baseline, the Pareto set, how speed is compared."""
     s = document["summary"]
-    lines = [f"Baseline: `{document['baseline']}`."]
-    if s["best_within_1pt"]:
-        lines.append(f"Fastest variant within 1 top-1 point of the baseline: `{s['best_within_1pt']}` on "
-                     f"{s['best_within_1pt_host']} ({s['best_speedup']:.2f}x the baseline's p50)." if s["best_speedup"]
-                     else f"Most accurate-enough variant: `{s['best_within_1pt']}`.")
+    labels = {r["artifact"]: r["label"] for r in document["rows"]}
+    lines = [f"Baseline: {_baseline_label(document)}."]
     if s["pareto"]:
-        lines.append("Pareto-optimal (no other variant is both faster and more accurate): "
-                     + ", ".join(f"`{a}`" for a in s["pareto"]) + ".")
-    lines.append("Speed-ups compare p50 latencies; where the bootstrap 95% confidence intervals of two p50s "
-                 "overlap the table says \"no measurable difference\" instead of ranking noise.")
+        lines.append("Pareto-optimal on their machine (no other variant is both faster and more accurate): "
+                     + ", ".join(f"{labels.get(a, a)} ({a})" for a in s["pareto"]) + ".")
+    lines.append("Speed-ups compare p50 latencies; \"vs baseline\" says faster or slower only where the 95% "
+                 "confidence intervals show it, else \"no measurable difference\".")
     return lines
 
 
 def render_markdown(document: dict[str, Any]) -> str:
     from tabulate import tabulate
 
-    parts = [f"# edgekit report: {document['name']}", "", *_summary_lines(document), "",
-             tabulate(table_rows(document["rows"]), headers=HEADERS, tablefmt="github"), "",
-             *markdown_section(document["rows"]), "## Machines", ""]
+    headers, cells = table(document["rows"])
+    for row, line in zip(document["rows"], cells):
+        if row.get("ship"):
+            line[1] = f"**{line[1]}**"
+    parts = [f"# edgekit report: {document['name']}", "", "## What to ship", ""]
+    items = ship_items(document)
+    parts += [f"- **{group}**: ship **{label}** (`{artifact}`): {figures}." for group, label, artifact, figures in items]
+    if not items:
+        parts.append("- No variant qualifies: none has both a latency and an accuracy to compare with the baseline.")
+    parts += ["", f"Rule: {RULE}.", "", *_context_lines(document), "",
+              tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True), "", *markdown_section(document["rows"]), "## Machines", ""]
     for host, system in document["hosts"].items():
         parts.append(f"- **{host}**: {system.get('cpu_model', '?')}, {system.get('cpu_count', '?')} cores, ISA "
                      f"{', '.join(system.get('isa_flags') or []) or '?'}, governor {system.get('cpu_governor') or 'n/a'}, "
@@ -134,83 +178,92 @@ def render_markdown(document: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+STYLE = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:1.5em 24px;max-width:1200px;
+     color:#222;line-height:1.45}
+h1{margin:.2em 0 .6em;font-size:1.7em}
+.ship-box{border:2px solid #2e7d32;border-left-width:10px;background:#eef7ee;border-radius:6px;padding:.8em 1.2em;
+          margin:0 0 1.2em}
+.ship-box h2{margin:.1em 0 .4em;color:#1b5e20;font-size:1.35em}
+.ship-box ul{margin:.2em 0 .5em;padding-left:1.2em;font-size:1.08em}
+.ship-box li{margin:.25em 0}
+.ship-box .rule{color:#444;font-size:.9em;margin:.3em 0 0}
+.context{color:#444;font-size:.92em}
+.context p{margin:.3em 0}
+.table-wrap{overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+td,th{border:1px solid #d0d0d0;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#f3f3f3;white-space:nowrap;text-align:right}
+th.text{text-align:left}
+tr.group th{text-align:left;background:#e8ecf3;font-size:13px}
+td code{font-size:11px;color:#666;font-weight:normal}
+td.text{text-align:left}
+td.notes{text-align:left;font-size:11.5px;color:#555;min-width:14em}
+tr.ship td{background:#d7efd8;font-weight:600}
+tr.ship td:first-child{box-shadow:inset 5px 0 0 #2e7d32}
+tr.baseline td{background:#f7f7f7}
+figure{margin:1.2em 0}
+figure img{display:block;width:100%;height:auto;max-width:100%}
+code{font-size:.92em}
+"""
+TEXT_COLUMNS = {"variant", "artifact", "runtime", "target @ host", "vs baseline", "notes"}
 
 
-def plots(rows: list[dict[str, Any]]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = {}
-    measured = [r for r in rows if r["latency_ms"]]
-    scored = [r for r in measured if r["score"] is not None]
-    metric = scored[0]["metric"] if scored and len({r["metric"] for r in scored}) == 1 else None
-    scored = scored if metric else []
-    if scored:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for host in sorted({r["host"] for r in scored}):
-            pts = [r for r in scored if r["host"] == host]
-            ax.scatter([r["latency_ms"]["p50"] for r in pts], [r["score"] for r in pts], label=host, s=40)
-            for index, r in enumerate(sorted(pts, key=lambda r: r["latency_ms"]["p50"])):
-                # staggered offsets: variants often share an accuracy and sit on one line
-                ax.annotate(_point_label(r), (r["latency_ms"]["p50"], r["score"]), fontsize=7,
-                            xytext=(4, 6 + 9 * (index % 4)), textcoords="offset points",
-                            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"})
-            front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["latency_ms"]["p50"])
-            if front:
-                ax.plot([r["latency_ms"]["p50"] for r in front], [r["score"] for r in front], "r*--", lw=1, ms=12,
-                        label=f"Pareto front ({host})")
-        ax.set_xscale("log")
-        ax.set_xlabel("p50 latency (ms, log scale)")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        low = min(r["score"] for r in scored)
-        ax.set_ylim(max(0.0, low - 2.0), 100.5 + 4.0)
-        ax.set_title("Latency vs accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        images["tradeoff"] = _png(fig)
-        plt.close(fig)
-    if measured:
-        fig, ax = plt.subplots(figsize=(7, 0.45 * len(measured) + 1.5))
-        ax.boxplot([r["latencies_ms"] for r in measured], orientation="horizontal", showfliers=False)
-        ax.set_yticks(range(1, len(measured) + 1), [f"{_point_label(r)} [{r['host']}]" for r in measured], fontsize=7)
-        ax.set_xlabel("latency (ms)")
-        ax.set_title("Latency distributions")
-        ax.grid(alpha=0.3, axis="x")
-        images["latency"] = _png(fig)
-        plt.close(fig)
-    sized = {r["artifact"]: r for r in rows if r["size_bytes"]}
-    if sized:
-        fig, ax = plt.subplots(figsize=(7, 0.4 * len(sized) + 1.5))
-        names = list(sized)
-        ax.barh(names, [sized[n]["size_bytes"] / 1e6 for n in names])
-        ax.set_xlabel("size (MB)")
-        ax.set_title("Artifact sizes")
-        ax.tick_params(axis="y", labelsize=7)
-        images["sizes"] = _png(fig)
-        plt.close(fig)
-    return images
+def _html_table(document: dict[str, Any]) -> str:
+    """The table with a header row per group, the artifact file under its variant's name and, on a
+    single machine, no host column (the group rows name it): narrow enough for the page."""
+    rows = document["rows"]
+    headers, cells = table(rows)
+    hosts = {r["host"] for r in rows}
+    drop = {"artifact"} | ({"target @ host"} if len(hosts) == 1 else set())
+    keep = [i for i, h in enumerate(headers) if h not in drop]
+    head = "".join(f'<th class="{"text" if headers[i] in TEXT_COLUMNS else "num"}">{html.escape(headers[i])}</th>'
+                   for i in keep)
+    body, group = [], None
+    for row, line in zip(rows, cells):
+        if group_key(row) != group:
+            group = group_key(row)
+            body.append(f'<tr class="group"><th colspan="{len(keep)}">'
+                        f"{html.escape(group_name(row['host'], row.get('runtime_label') or row['runtime']))}</th></tr>")
+        tds = []
+        for i in keep:
+            text = html.escape(line[i])
+            if headers[i] == "variant":
+                text += f'<br><code>{html.escape(row["artifact"])}</code>'
+            css = "notes" if headers[i] == "notes" else "text" if headers[i] in TEXT_COLUMNS else "num"
+            tds.append(f'<td class="{css}">{text}</td>')
+        css = "ship" if row.get("ship") else "baseline" if row["is_baseline"] else ""
+        body.append(f'<tr class="{css}">{"".join(tds)}</tr>' if css else f"<tr>{''.join(tds)}</tr>")
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def render_html(document: dict[str, Any]) -> str:
-    from tabulate import tabulate
+def _ship_box(document: dict[str, Any]) -> str:
+    items = "".join(f"<li><b>{html.escape(group)}</b>: ship <b>{html.escape(label)}</b> "
+                    f"(<code>{html.escape(artifact)}</code>): {html.escape(figures)}.</li>"
+                    for group, label, artifact, figures in ship_items(document))
+    if not items:
+        items = "<li>No variant qualifies: none has both a latency and an accuracy to compare with the baseline.</li>"
+    return (f'<section class="ship-box" id="ship"><h2>What to ship</h2><ul>{items}</ul>'
+            f'<p class="rule">Rule: {html.escape(RULE)}. Shipped rows are highlighted in the table and ringed '
+            f"in the plot.</p></section>")
 
-    images = plots(document["rows"])
-    table = tabulate(table_rows(document["rows"]), headers=HEADERS, tablefmt="unsafehtml")
+
+def render_html(document: dict[str, Any], sections: list[str] | None = None) -> str:
+    """The page: title, the ship box, context, the table, ``sections`` (extra HTML blocks other report
+    parts add, e.g. a per-layer profile), the plots, the machines."""
+    from edgekit.report.plots import plots
+
+    numbered = list(enumerate(document["rows"], 1))
+    images = plots(numbered, {n for n, r in numbered if r.get("ship")})
     figures = "".join(f'<figure><img alt="{name}" src="{uri}"></figure>' for name, uri in images.items())
     hosts = "".join(f"<li><b>{html.escape(h)}</b>: {html.escape(str(s.get('cpu_model', '?')))}, {s.get('cpu_count', '?')} cores, "
                     f"ISA {html.escape(', '.join(s.get('isa_flags') or []))}</li>" for h, s in document["hosts"].items())
-    summary_html = "".join(f"<p>{html.escape(line).replace('`', '')}</p>" for line in _summary_lines(document))
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}figure{display:inline-block;margin:1em}"
-             "img{max-width:560px}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgekit report: {html.escape(document['name'])}</title>"
-            f"<style>{style}</style></head><body><h1>edgekit report: {html.escape(document['name'])}</h1>{summary_html}"
-            f"{table}{html_section(document['rows'])}<h2>Plots</h2>{figures}<h2>Machines</h2><ul>{hosts}</ul>"
+    context = "".join(f"<p>{html.escape(line)}</p>" for line in _context_lines(document))
+    name = html.escape(document["name"])
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>edgekit report: {name}</title>"
+            f"<style>{STYLE}</style></head><body><h1>edgekit report: {name}</h1>{_ship_box(document)}"
+            f"<div class='context'>{context}</div>{_html_table(document)}{html_section(document['rows'])}{''.join(sections or [])}"
+            f"<h2>Plots</h2>{figures}<h2>Machines</h2><ul>{hosts}</ul>"
             f"<p><small>Generated {document['generated']} by edgekit {document['edgekit']}.</small></p></body></html>\n")
