@@ -8,6 +8,7 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from edgekit.cli.common import add_json_output
     from edgekit.report.compare import NOISE_FLOOR_PCT
 
     parser = subparsers.add_parser(
@@ -27,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--noise-floor", type=float, default=NOISE_FLOOR_PCT, metavar="PCT",
                         help=f"latency changes below PCT%% are no measurable difference: runs differ more than one "
                              f"run's interval says (default {NOISE_FLOOR_PCT:g}, measured on a shared 2-core VM)")
-    parser.add_argument("--json", help="write the comparison (schema edgekit.compare/1) to this file")
-    parser.add_argument("--csv", help="write one CSV line per row to this file")
-    parser.add_argument("--junit", help="write JUnit XML (one testcase per row and gate) to this file")
+    add_json_output(parser, "write the comparison (schema edgekit.compare/1) to this file")
+    parser.add_argument("--csv", metavar="FILE", help="write one CSV line per row to this file")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per row and gate) to this file")
     parser.add_argument("--force", action="store_true", help="overwrite the output files")
     parser.set_defaults(handler=run)
 
