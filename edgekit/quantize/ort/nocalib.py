@@ -96,7 +96,7 @@ def quantize_ort_nocalib(
     label = kind.labels["ort"]
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with work_dir(out) as work:
+    with work_dir(out.absolute()) as work:  # absolute: its TMPDIR must survive the chdir of ORT and onnx2tf
         made = work / f"{mode}.onnx"
         if mode == "dynamic":
             _dynamic(preprocess(fp32, work), made, per_channel, reduce_range, fp32)

@@ -70,7 +70,7 @@ def quantize_tflite_nocalib(
     nhwc = np.ascontiguousarray(samples.transpose(0, 2, 3, 1), dtype=np.float32)  # onnx2tf's sample file
     label = kind.labels["tflite"]
     timings: dict[str, float] = {}
-    with work_dir(output_path) as scratch:
+    with work_dir(output_path.absolute()) as scratch:  # absolute: its TMPDIR must survive onnx2tf's chdir
         started = time.perf_counter()
         if progress:
             _log.info(f"[tflite] ONNX -> Keras (onnx2tf) -> {label}")
