@@ -78,26 +78,31 @@ def test_mode_writes_a_checked_artifact_of_its_kind(backend: str, mode: str, dig
 def test_cli_needs_no_calibration_for_dynamic_and_fp16_and_names_what_is_missing(
         digits_fp32_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.fp16.onnx"
-    assert main(["quantize", str(digits_fp32_onnx), "--backend", "ort", "--mode", "fp16", "-o", str(out)]) == 0
+    assert main(["quantize", str(digits_fp32_onnx), "--runtime", "onnxruntime", "--mode", "fp16", "-o", str(out)]) == 0
     assert read_manifest(out)["stages"][-1]["fidelity"]["source"] == "random"
     assert "FP16 ONNX" in capsys.readouterr().out
     # static without --calib, and an option fp16 does not use: one line each, naming the flag, exit 2
-    for argv, flag in ((["--backend", "ort", "-o", str(tmp_path / "s.onnx")], "--calib"),
-                       (["--backend", "ort", "--calib", "builtin:digits/train", "-o", str(tmp_path / "s.onnx")],
+    for argv, flag in ((["--runtime", "onnxruntime", "-o", str(tmp_path / "s.onnx")], "--calib"),
+                       (["--runtime", "onnxruntime", "--calib", "builtin:digits/train", "-o", str(tmp_path / "s.onnx")],
                         "--recipe"),
-                       (["--backend", "ort", "--mode", "fp16", "--per-channel", "-o", str(tmp_path / "p.onnx")],
+                       (["--runtime", "onnxruntime", "--mode", "fp16", "--per-channel", "-o", str(tmp_path / "p.onnx")],
                         "--per-channel"),
-                       (["--backend", "tflite", "--mode", "dynamic", "--float-io", "-o", str(tmp_path / "p.tflite")],
+                       (["--runtime", "tflite", "--mode", "dynamic", "--float-io", "-o", str(tmp_path / "p.tflite")],
                         "--float-io")):
         assert main(["quantize", str(digits_fp32_onnx), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"edgekit: error: {flag}:") and "\n" not in err
     # dynamic takes --per-channel; and an existing output is not overwritten without --force
     dyn = tmp_path / "cli.dynamic.onnx"
-    assert main(["quantize", str(digits_fp32_onnx), "--backend", "ort", "--mode", "dynamic", "--per-channel",
+    assert main(["quantize", str(digits_fp32_onnx), "--runtime", "onnxruntime", "--mode", "dynamic", "--per-channel",
                  "--calib", TEST, "--recipe", "digits", "-o", str(dyn)]) == 0
     assert read_manifest(dyn)["stages"][-1]["per_channel"] is True
-    assert main(["quantize", str(digits_fp32_onnx), "--backend", "ort", "--mode", "dynamic", "-o", str(dyn)]) == 2
+    assert main(["quantize", str(digits_fp32_onnx), "--runtime", "onnxruntime", "--mode", "dynamic", "-o", str(dyn)]) == 2
+    assert "--force" in capsys.readouterr().err
+    # same inputs, same artifact
+    again = tmp_path / "again.fp16.onnx"
+    assert main(["quantize", str(digits_fp32_onnx), "--runtime", "onnxruntime", "--mode", "fp16", "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
 
 
 SMALL = {
