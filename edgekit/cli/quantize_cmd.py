@@ -1,4 +1,5 @@
-"""``edgekit quantize``: FP32 ONNX -> INT8 for ONNX Runtime or TFLite, calibrated on the user's data.
+"""``edgekit quantize``: FP32 ONNX -> INT8 for ONNX Runtime or TFLite, calibrated on the user's data
+(``--mode static``), or without calibration data: ``--mode dynamic`` (INT8 weights) or ``--mode fp16``.
 
 Parsing and printing only: the backends come from ``edgekit.quantize.registry`` (by ``--runtime``;
 the old ``--backend ort|tflite`` is a hidden alias), the ORT flags from
@@ -16,7 +17,7 @@ from edgekit.log import log
 def register(subparsers: argparse._SubParsersAction) -> None:
     from edgekit.cli.common import add_output_file, add_runtime, add_targets_dir
     from edgekit.quantize.ort.settings import add_arguments
-    from edgekit.quantize.registry import BACKENDS
+    from edgekit.quantize.registry import BACKENDS, MODES
 
     parser = subparsers.add_parser(
         "quantize", help="post-training INT8 quantization (ONNX Runtime static or TFLite full-integer)",
@@ -28,8 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", dest="runtime", choices=tuple(b.runtime for b in BACKENDS.values()),
                         type=_backend_runtime,
                         help=argparse.SUPPRESS)  # before --runtime: ort|tflite, kept for old scripts
-    parser.add_argument("--calib", required=True, help="image folder, .npy/.npz, or builtin:digits/train")
-    parser.add_argument("--recipe", required=True, help="preprocessing recipe: imagenet, digits, or a YAML path")
+    parser.add_argument("--mode", choices=tuple(MODES), default="static",
+                        help="static: INT8 calibrated on --calib (default); dynamic: INT8 weights, activations "
+                             "quantized at run time; fp16: float16 weights. dynamic and fp16 need no --calib "
+                             "(given, --calib or --eval images measure fidelity to FP32) and take none of the "
+                             "static-only options (an error names the one given)")
+    parser.add_argument("--calib", help="image folder, .npy/.npz, or builtin:digits/train (required by --mode static)")
+    parser.add_argument("--recipe", help="preprocessing recipe: imagenet, digits, or a YAML path "
+                                         "(required with --calib or --eval)")
     parser.add_argument("--num-samples", type=int, default=200, help="calibration samples (seeded, stratified)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt images and count them")
@@ -74,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise EdgekitError("--runtime: required (onnxruntime or tflite: the runtime the INT8 model is for)")
     backend = backend_for(args.runtime)
     backend.check_output(args.output)
+    if args.mode != "static":
+        return _run_without_calibration(args, backend)
+    for flag in ("calib", "recipe"):
+        if getattr(args, flag) is None:
+            raise EdgekitError(f"--{flag}: required with --mode static (--mode dynamic or fp16 needs no calibration data)")
     inputs = [args.model, args.calib, args.eval]
     check_can_write(args.output, args.force, inputs=inputs)
     if backend.name == "tflite" and not args.no_fp32:
@@ -104,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
         options["holdout"] = calibration_tensors(args.eval, recipe, HOLDOUT, args.seed, skip_bad=args.skip_bad)
     result = quantize(args.model, args.output, calib, calibration_info=info, force=args.force, model=model, **options)
-    for kind, path in result.paths.items():
-        log.info(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB, {result.label if kind == 'int8' else 'FP32'})")
+    _wrote(result)
     if backend.name == "tflite":
         log.info(f"conversion took {result.timings['total_s']:.1f} s; ops left in float: {', '.join(result.float_ops) or 'none'}")
         return 0
@@ -115,6 +126,61 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"{len(result.nodes_excluded)} node(s) kept in float")
     if "top1" in result.details:
         log.info(f"top-1 on {args.eval}: INT8 {result.details['top1']:.2f}%")
+    return 0
+
+
+def _wrote(result) -> None:
+    for kind, path in result.paths.items():
+        log.info(f"wrote {path} ({result.mode if kind == 'int8' else kind}, {path.stat().st_size / 1e6:.2f} MB, "
+                 f"{result.label if kind == 'int8' else 'FP32'})")
+
+
+# options of --mode static only: (namespace attribute, its default); the ORT settings flags are checked too
+_STATIC_ONLY = (("target", None), ("targets_dir", None), ("exclude", []), ("accuracy_budget", None), ("auto", False),
+                ("no_sensitivity", False), ("no_remedies", False), ("float_io", False), ("float_fallback", False),
+                ("no_fp32", False))
+
+
+def _run_without_calibration(args: argparse.Namespace, backend) -> int:
+    """``--mode dynamic|fp16``: no calibration; --calib/--eval images (optional) measure fidelity.
+    An option the mode does not use is an error naming it, never silently dropped."""
+    from edgekit.atomic import check_can_write
+    from edgekit.data import calibration_tensors, load_recipe
+    from edgekit.errors import EdgekitError
+    from edgekit.quantize.fidelity import HOLDOUT
+    from edgekit.quantize.ort.settings import from_arguments
+    from edgekit.quantize.registry import get_mode
+    from edgekit.runtime.verify import verify_onnx
+
+    mode = get_mode(args.mode)
+    accepted = mode.options.get(backend.name, ())
+    given = [name for name, default in _STATIC_ONLY if getattr(args, name, default) != default]
+    given += [name for name in from_arguments(args) if name not in accepted]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        takes = f" (it takes {', '.join('--' + o.replace('_', '-') for o in accepted)})" if accepted else ""
+        raise EdgekitError(f"{flag}: not used by --mode {mode.name} --runtime {backend.runtime}{takes}")
+    images = args.eval or args.calib
+    if images and not args.recipe:
+        raise EdgekitError(f"--recipe: required to read --{'eval' if args.eval else 'calib'} images")
+    check_can_write(args.output, args.force, inputs=[args.model, args.calib, args.eval])
+    if Path(args.model).suffix.lower() != ".onnx" and Path(args.model).is_file():
+        raise EdgekitError(f"{args.model}: quantize takes an FP32 .onnx model (from edgekit export)")
+    quantize = backend.load(mode.name)
+    model = verify_onnx(args.model, session=True)
+    if args.num_samples < 1:
+        raise EdgekitError(f"--num-samples: must be at least 1, got {args.num_samples}")
+    if args.seed < 0:
+        raise EdgekitError(f"--seed: must be non-negative, got {args.seed}")
+    samples, info = None, {}
+    if images:
+        recipe = load_recipe(args.recipe)
+        samples = calibration_tensors(images, recipe, min(HOLDOUT, args.num_samples), args.seed, skip_bad=args.skip_bad)
+        info = {"source": images, "recipe": recipe.name, "seed": args.seed}
+    options = {name: getattr(args, name) for name in from_arguments(args)}
+    result = quantize(args.model, args.output, samples, mode=mode.name, model=model, force=args.force,
+                      source="eval data" if args.eval else "held-out", calibration_info=info, **options)
+    _wrote(result)
     return 0
 
 

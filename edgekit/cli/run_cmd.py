@@ -21,7 +21,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
     add_out_dir(parser, "run directory (default: runs/<name>)", old_spelling="--output")
     parser.add_argument("--only", help="comma-separated stages to (re)run: train,prune,distill,export,quantize,"
-                                       "eval,bench,report; the others reuse their last outputs")
+                                       "quantize_modes,eval,bench,report; the others reuse their last outputs")
     parser.add_argument("--target", help="benchmark on this target profile instead of the file's")
     parser.add_argument("--host", help="also benchmark on this device over SSH (user@addr[:port] or alias)")
     parser.add_argument("--remote-python", help="the device's Python for --host")

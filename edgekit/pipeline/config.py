@@ -116,7 +116,20 @@ class TfliteQuantConfig(_Strict):
     float_fallback: bool = False  # ops with no integer kernel stay float; the artifact is labelled not full-integer
 
 
+def _distinct(modes: list[str]) -> list[str]:
+    if not modes:
+        raise ValueError("must name at least one mode (static, dynamic, fp16)")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"lists a mode twice: {modes}")
+    return modes
+
+
 class QuantizeConfig(_Strict):
+    # static: INT8 calibrated on data.calib (int8.onnx, int8.tflite); dynamic and fp16 need no calibration
+    # (dynamic.onnx, fp16.tflite...; data.calib images only measure their fidelity), made by their own stage
+    modes: Annotated[list[Literal["static", "dynamic", "fp16"]], AfterValidator(_distinct)] = \
+        Field(default_factory=lambda: ["static"])
+    modes_for: Literal["all", "baseline"] = "all"  # dynamic/fp16 of every exported model, or of fp32.onnx only
     num_samples: AtLeastOne = 200
     seed: Seed = 0
     # the keys it sets override the first bench target's profile (OrtQuantSettings.explicit)

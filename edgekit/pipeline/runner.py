@@ -1,7 +1,7 @@
 """``edgekit run``: the whole pipeline, stage by stage, each stage cached by the content of its inputs.
 
 model -> (train) -> prune -> distill -> export (baseline and pruned) -> quantize (ORT and TFLite for
-each) -> eval -> bench -> report. Every stage writes into one run directory::
+each) -> quantize_modes (dynamic/fp16, when ``quantize.modes`` lists them) -> eval -> bench -> report. Every stage writes into one run directory::
 
     RUN/artifacts/   models and their manifests
     RUN/eval/        one edgekit.eval/1 JSON per artifact
@@ -23,7 +23,7 @@ from edgekit.errors import EdgekitError
 from edgekit.pipeline.config import PipelineConfig, check_inputs
 from edgekit.pipeline.stages import StageCache, StepContext, checkpoint_dir, remove_stale_checkpoints
 
-STAGES = ("train", "prune", "distill", "export", "quantize", "eval", "bench", "report")
+STAGES = ("train", "prune", "distill", "export", "quantize", "quantize_modes", "eval", "bench", "report")
 
 
 class Pipeline:
@@ -83,6 +83,10 @@ class Pipeline:
                 student_pt = self._stage("distill", [student_pt, baseline_pt])[0]
         onnx_files = self._stage("export", [baseline_pt, student_pt])
         quantized = self._stage("quantize", onnx_files)
+        if any(mode != "static" for mode in self.config.quantize.modes):  # their own stage: no re-calibration
+            from edgekit.pipeline.steps import modes_inputs
+
+            quantized += self._stage("quantize_modes", modes_inputs(self.config, onnx_files))
         variants = [*onnx_files, *quantized]
         run_json = self._write_run_json(onnx_files[0], variants)
         evals = self._stage("eval", variants)

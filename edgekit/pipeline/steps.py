@@ -295,12 +295,13 @@ def export(config: PipelineConfig, model_path: Path, out: Path) -> Path:
     return out
 
 
-def _quantized_name(onnx_path: Path, suffix: str) -> Path:
-    """``fp32.onnx`` -> ``int8<suffix>``, ``pruned.fp32.onnx`` -> ``pruned.int8<suffix>``."""
+def _quantized_name(onnx_path: Path, suffix: str, kind: str = "int8") -> Path:
+    """``fp32.onnx`` -> ``int8<suffix>``, ``pruned.fp32.onnx`` -> ``pruned.int8<suffix>``; ``kind`` is the
+    mode's stem (``dynamic``, ``fp16``) for the modes without calibration."""
     stem = onnx_path.name[: -len(".onnx")]
     stem = stem[: -len(".fp32")] if stem.endswith(".fp32") else "" if stem == "fp32" else stem
     prefix = f"{stem}." if stem else ""
-    return onnx_path.with_name(f"{prefix}int8{suffix}")
+    return onnx_path.with_name(f"{prefix}{kind}{suffix}")
 
 
 def _ort_settings(ctx: StepContext) -> Any:
@@ -322,6 +323,8 @@ def _measures_accuracy(ctx: StepContext) -> bool:
 
 def reads_quantize(ctx: StepContext) -> dict[str, Any]:
     q = ctx.config.quantize
+    if "static" not in q.modes:
+        return {"static": False}  # the stage writes nothing
     reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"),
              **versions("onnx", "onnxruntime")}
     if q.ort is not None:
@@ -358,6 +361,8 @@ def quantize_all(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
 
     config, log = ctx.config, ctx.log
     q = config.quantize
+    if "static" not in q.modes:
+        return []
     calib = calibration_tensors(config.data.calib, config.data.recipe, q.num_samples, q.seed)
     info = {"source": config.data.calib, "recipe": config.data.recipe, "num_samples": int(len(calib)), "seed": q.seed}
     outputs: list[Path] = []
@@ -368,6 +373,52 @@ def quantize_all(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
             log(f"[quantize] {onnx_path.name} -> {out.name} ({backend.label})")
             result = backend.load()(onnx_path, out, calib, calibration_info=info, force=True, **options)
             outputs.extend(result.artifacts())
+    return outputs
+
+
+def _other_modes(config: PipelineConfig) -> list[str]:
+    return [m for m in config.quantize.modes if m != "static"]
+
+
+def modes_inputs(config: PipelineConfig, onnx_files: list[Path]) -> list[Path]:
+    """The exported models the ``quantize_modes`` stage converts: all, or the baseline (``modes_for``)."""
+    return onnx_files[:1] if config.quantize.modes_for == "baseline" else onnx_files
+
+
+def _mode_backends(config: PipelineConfig) -> list[str]:
+    q = config.quantize
+    return [name for name, section in (("ort", q.ort), ("tflite", q.tflite)) if section is not None]
+
+
+def reads_quantize_modes(ctx: StepContext) -> dict[str, Any]:
+    q = ctx.config.quantize
+    backends = _mode_backends(ctx.config)
+    reads = {"modes": _other_modes(ctx.config), "backends": backends, "num_samples": q.num_samples, "seed": q.seed,
+             "data": _data(ctx.config, "calib"), **versions("onnx", "onnxruntime")}
+    if "tflite" in backends:
+        reads |= versions("onnx2tf", "tensorflow", "tf-keras")
+    return reads
+
+
+def quantize_modes(ctx: StepContext, onnx_files: list[Path]) -> list[Path]:
+    """``dynamic``/``fp16`` of each model for each configured backend; ``data.calib`` images (at most
+    fidelity.HOLDOUT, none calibrated on) measure their fidelity to FP32."""
+    from edgekit.data import calibration_tensors
+    from edgekit.quantize.fidelity import HOLDOUT
+    from edgekit.quantize.registry import get_backend, get_mode
+
+    config, q = ctx.config, ctx.config.quantize
+    samples = calibration_tensors(config.data.calib, config.data.recipe, min(HOLDOUT, q.num_samples), q.seed)
+    info = {"source": config.data.calib, "recipe": config.data.recipe, "seed": q.seed}
+    outputs: list[Path] = []
+    for onnx_path in onnx_files:
+        for mode in map(get_mode, _other_modes(config)):
+            for backend in map(get_backend, _mode_backends(config)):
+                out = _quantized_name(onnx_path, backend.suffix, mode.stem)
+                ctx.log(f"[quantize_modes] {onnx_path.name} -> {out.name} ({mode.labels[backend.name]})")
+                result = backend.load(mode.name)(onnx_path, out, samples, mode=mode.name, force=True,
+                                                 calibration_info=info)
+                outputs.extend(result.artifacts())
     return outputs
 
 
@@ -474,6 +525,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("distill", reads_distill, distill),
     Step("export", reads_export, export_models),
     Step("quantize", reads_quantize, quantize_all),
+    Step("quantize_modes", reads_quantize_modes, quantize_modes),
     Step("eval", reads_eval, evaluate_all),
     Step("bench", reads_bench, bench_all),
     Step("report", reads_report, report),

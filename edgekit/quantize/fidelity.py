@@ -34,7 +34,8 @@ class Fidelity:
     cosine: float
     agreement: float   # % of samples whose argmax equals FP32's
     samples: int
-    source: str        # "held-out", "eval data" or "calibration" (too few samples to hold any out)
+    source: str        # "held-out", "eval data", "calibration" (too few samples to hold any out) or "random"
+                       # (a mode without calibration given no images: seeded random inputs)
 
     @property
     def flips(self) -> int:
@@ -58,11 +59,11 @@ class Fidelity:
                 "source": self.source, "ok": self.ok}
 
     def line(self) -> str:
-        where = {"held-out": "held-out images", "eval data": "--eval images"}.get(self.source, "calibration images")
+        where = {"held-out": "held-out images", "eval data": "--eval images", "random": "random inputs"}.get(self.source, "calibration images")
         return (f"fidelity vs FP32 on {self.samples} {where}: cosine {self.cosine:.4f}, "
                 f"top-1 agreement {self.agreement:.1f}%")
 
-    def warning(self, advice: str) -> str | None:
+    def warning(self, advice: str, what: str = "INT8") -> str | None:
         """The warning line's text below the threshold, naming the figure that missed it."""
         if self.ok:
             return None
@@ -71,7 +72,7 @@ class Fidelity:
             missed.append(f"output cosine {self.cosine:.4f} < {MIN_COSINE}")
         if not self.agreement_ok:
             missed.append(f"top-1 agreement {self.agreement:.1f}% < {MIN_AGREEMENT:g}%")
-        return f"INT8 is not faithful to FP32: {' and '.join(missed)} on {self.samples} images; {advice}"
+        return f"{what} is not faithful to FP32: {' and '.join(missed)} on {self.samples} images; {advice}"
 
 
 def split_holdout(calib: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:

@@ -33,6 +33,7 @@ class QuantizeResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend extras: auto table, budget, ops
     fidelity: "Fidelity | None" = None  # INT8 vs FP32 on held-out samples (None: could not be measured)
+    mode: str = "static"              # edgekit.quantize.registry.MODES; paths["int8"] is the quantized model in any mode
 
     @property
     def output(self) -> Path:
@@ -44,7 +45,7 @@ class QuantizeResult:
 
     def stage(self) -> dict[str, Any]:
         """The manifest stage for the INT8 artifact."""
-        stage: dict[str, Any] = {"stage": "quantize", "backend": self.backend, **self.settings, "label": self.label,
+        stage: dict[str, Any] = {"stage": "quantize", "backend": self.backend, "mode": self.mode, **self.settings, "label": self.label,
                                  "full_integer": self.full_integer, "float_ops": list(self.float_ops),
                                  "nodes_excluded": list(self.nodes_excluded), "calibration": self.calibration,
                                  "seconds": {k: round(v, 2) for k, v in self.timings.items()}}

@@ -74,9 +74,10 @@ def checked(fp32: str | Path, int8: str | Path, timer: Timer, why: Reason, timin
         timings["speed_check_s"] = time.perf_counter() - t0
 
 
-def warning(record: dict[str, Any]) -> str | None:
+def warning(record: dict[str, Any], what: str = "INT8") -> str | None:
+    """``what``: the quantized model's kind (``int8_p50_ms`` is its p50 in every mode)."""
     if record.get("verdict") != "slower":
         return None
     why = f": {record['reason']}" if record.get("reason") else ""
-    return (f"INT8 runs at {record['ratio']:.2f}x FP32 speed on this machine (p50 {record['int8_p50_ms']:.3f} ms "
+    return (f"{what} runs at {record['ratio']:.2f}x FP32 speed on this machine (p50 {record['int8_p50_ms']:.3f} ms "
             f"vs {record['fp32_p50_ms']:.3f} ms){why}")

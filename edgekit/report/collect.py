@@ -41,12 +41,22 @@ def _last(stages: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
+def _precision(quant: dict[str, Any] | None) -> str:
+    """FP32 without a quantize stage, else its mode's (``INT8``, ``INT8 dynamic``, ``FP16``; no mode: static)."""
+    if not quant:
+        return "FP32"
+    from edgekit.quantize.registry import MODES
+
+    mode = MODES.get(quant.get("mode") or "static")
+    return mode.precision if mode else str(quant.get("mode"))
+
+
 def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str, Any]:
     stages = (manifest or {}).get("stages", [])
     quant = next((s for s in reversed(stages) if s.get("stage") == "quantize"), None)
     pruned = any(s.get("stage") == "prune" for s in stages)
     distilled = any(s.get("stage") == "distill" for s in stages)
-    precision = "INT8" if quant else "FP32"
+    precision = _precision(quant)
     kind = ("pruned+distilled " if pruned and distilled else "pruned " if pruned else "") + precision
     return {
         "label": f"{kind} {format_label(artifact)}", "precision": precision, "pruned": pruned, "distilled": distilled,

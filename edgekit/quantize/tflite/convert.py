@@ -1,4 +1,5 @@
-"""Keras model -> ``.tflite`` (FP32, or full-integer INT8 with a representative dataset).
+"""Keras model -> ``.tflite`` (FP32, full-integer INT8 with a representative dataset, or, with no
+data, dynamic-range INT8 or float16 weights).
 
 Why not ``TFLiteConverter.from_keras_model``: it saves the model as a SavedModel with the Keras
 object as trackable root, and serialising tf_keras metadata took ~50 s per conversion for
@@ -36,9 +37,12 @@ def to_tflite(
     per_channel: bool = True,
     float_fallback: bool = False,
     progress: bool = True,
+    weights: str | None = None,
 ) -> bytes:
     """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io).
-    ``float_fallback``: ops with no integer kernel stay float instead of failing the conversion."""
+    ``float_fallback``: ops with no integer kernel stay float instead of failing the conversion.
+    ``weights`` (without ``calib_nhwc``): ``dynamic`` = dynamic-range INT8 (int8 weights, activations
+    quantized at run time), ``fp16`` = float16 weights; float32 I/O in both."""
     from edgekit.log import progress as progress_bar
 
     with quiet_tensorflow():
@@ -46,6 +50,10 @@ def to_tflite(
 
         function, holder = _concrete_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    if calib_nhwc is None and weights is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: dynamic range
+        if weights == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
     if calib_nhwc is not None:
         def representative() -> Iterator[list[np.ndarray]]:
             for sample in progress_bar(calib_nhwc, desc="calibrating (TFLite)", unit="img",
@@ -64,7 +72,8 @@ def to_tflite(
         try:
             return converter.convert()
         except Exception as exc:
-            kind = "full-integer INT8" if calib_nhwc is not None else "FP32"
+            kind = "full-integer INT8" if calib_nhwc is not None else {"dynamic": "dynamic-range INT8",
+                                                                        "fp16": "float16"}.get(weights or "", "FP32")
             hint = ("; --float-fallback keeps ops that have no integer kernel in float"
                     if calib_nhwc is not None and not float_fallback else "")
             raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
