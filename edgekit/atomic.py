@@ -264,7 +264,7 @@ def work_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     and by the next writer in that folder if this process is killed. Python's and child
     processes' temporary files (``tempfile``, ``TMPDIR``) go inside it meanwhile, so a kill
     leaves nothing elsewhere either."""
-    target = Path(target)
+    target = Path(target).absolute()  # TMPDIR must still point here after a library changes directory
     with _writable(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         sweep(target.parent)

@@ -95,7 +95,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 def quantize_notes(row: dict[str, Any]) -> list[str]:
     """What the manifest says the quantization measured: its fidelity where eval measured none, and
-    an INT8 that was slower than FP32 at quantize time (the bench row may be on another machine)."""
+    a quantized model (INT8, INT8 dynamic, FP16) that was slower than FP32 at quantize time (the bench row may be on another machine)."""
     notes = []
     fidelity, speed = row.get("quantize_fidelity"), row.get("quantize_speed")
     if fidelity and row.get("cosine") is None:
@@ -104,7 +104,7 @@ def quantize_notes(row: dict[str, Any]) -> list[str]:
                      f"agreement {fidelity['agreement']:.1f}% ({fidelity['samples']} images)")
     if speed and speed.get("verdict") == "slower":
         why = f": {speed['reason']}" if speed.get("reason") else ""
-        notes.append(f"INT8 SLOWER than FP32 at quantize time ({speed['ratio']:.2f}x){why}")
+        notes.append(f"{row.get('precision') or 'INT8'} SLOWER than FP32 at quantize time ({speed['ratio']:.2f}x){why}")
     return notes
 
 
