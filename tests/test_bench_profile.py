@@ -12,6 +12,7 @@ import pytest
 
 from edgekit.cli import main
 from edgekit.report.profile_table import base_name
+from run_dirs import build_run
 from test_ssh import device_python, server, ssh_args  # noqa: F401 - the SSH fixtures, reused
 
 TOP = 5
@@ -20,23 +21,8 @@ TOP = 5
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, digits_fp32_onnx: Path, digits_calib: np.ndarray) -> Path:
     """A run directory: FP32, QDQ INT8 (with its sensitivity ranking) and TFLite INT8, bench --profile'd."""
-    from edgekit.bench import benchmark
-    from edgekit.quantize.ort.workflow import quantize_ort_workflow
-    from edgekit.quantize.tflite import quantize_tflite
-
-    run = tmp_path_factory.mktemp("profiled-run")
-    artifacts = run / "artifacts"
-    artifacts.mkdir()
-    fp32 = artifacts / "fp32.onnx"
-    shutil.copy(digits_fp32_onnx, fp32)
-    shutil.copy(str(digits_fp32_onnx) + ".json", str(fp32) + ".json")
-    quantize_ort_workflow(fp32, artifacts / "int8.onnx", digits_calib, sensitivity=True, remedies=False, progress=False)
-    quantize_tflite(fp32, artifacts / "int8.tflite", digits_calib[:64], write_fp32=False, progress=False)
-    (run / "bench").mkdir()
-    document = benchmark([fp32, artifacts / "int8.onnx", artifacts / "int8.tflite"], runs=40, warmup=5, threads=1,
-                         profile_top=TOP)
-    (run / "bench" / "local.json").write_text(json.dumps(document))
-    return run
+    return build_run(tmp_path_factory.mktemp("profiled-run"), digits_fp32_onnx, digits_calib, sensitivity=True,
+                     evaluate=False, runs=40, warmup=5, threads=1, profile_top=TOP)
 
 
 def names_of(path: Path) -> tuple[set[str], set[str]]:

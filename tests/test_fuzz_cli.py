@@ -166,6 +166,13 @@ def cases() -> dict[str, tuple[list[str], st.SearchStrategy]]:
         )),
         "report": (["{in}/json_list"], st.tuples(st.just("@0"), st.sampled_from(
             [inp + d for d in ("json_list", "json_noise", "json_nan", "missing_dir", "afile", "nolabels_dir")]))),
+        "compare": (["{in}/json_list", "{in}/json_list"], st.one_of(
+            st.tuples(st.sampled_from(["@0", "@1"]), st.sampled_from(
+                [inp + d for d in ("json_list", "json_noise", "json_nan", "missing_dir", "afile", "nolabels_dir")])),
+            _options(["-1", "nan", "inf", "abc"], "--max-slowdown", "--max-metric-drop", "--max-size-growth",
+                     "--noise-floor"),
+            _options(["{existing}", "{outdir}", "{out}/afile/x.json"], "--json", "--csv", "--junit"),
+        )),
         "run": (["{in}/random.yaml"], st.one_of(
             st.tuples(st.just("@0"), st.sampled_from([inp + r for r in ("random.yaml", "empty.yaml", "list.yaml",
                                                                         "dir.yaml", "missing.yaml", "size0.yaml")])),

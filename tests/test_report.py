@@ -10,32 +10,13 @@ import numpy as np
 import pytest
 
 from edgekit.cli import main
+from run_dirs import build_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, digits_fp32_onnx: Path, digits_calib: np.ndarray) -> Path:
-    from edgekit.bench import benchmark
-    from edgekit.evaluate import evaluate
-    from edgekit.quantize.ort import quantize_ort
-    from edgekit.quantize.tflite import quantize_tflite
-
-    run = tmp_path_factory.mktemp("run")
-    artifacts = run / "artifacts"
-    artifacts.mkdir()
-    fp32 = artifacts / "fp32.onnx"
-    shutil.copy(digits_fp32_onnx, fp32)
-    shutil.copy(str(digits_fp32_onnx) + ".json", str(fp32) + ".json")
-    quantize_ort(fp32, artifacts / "int8.onnx", digits_calib, progress=False)
-    quantize_tflite(fp32, artifacts / "int8.tflite", digits_calib[:64], write_fp32=False, progress=False)
-    variants = [fp32, artifacts / "int8.onnx", artifacts / "int8.tflite"]
-    (run / "eval").mkdir()
-    for path in variants:
-        result = evaluate(path, "builtin:digits/test", "digits", reference=fp32)
-        (run / "eval" / f"{path.name}.json").write_text(json.dumps(result))
-    (run / "bench").mkdir()
-    document = benchmark(variants, target="x86-64-avx2", runs=40, warmup=5)
-    (run / "bench" / "local.json").write_text(json.dumps(document))
-    return run
+    return build_run(tmp_path_factory.mktemp("run"), digits_fp32_onnx, digits_calib, target="x86-64-avx2", runs=40,
+                     warmup=5)
 
 
 def test_report_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

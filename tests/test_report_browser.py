@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from report_screenshot import CHROMIUM, chromium, launch  # noqa: E402
+from run_dirs import build_run  # noqa: E402
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 pytestmark = pytest.mark.skipif(chromium() is None, reason=f"chromium not found at {CHROMIUM} (apt-get install chromium)")
@@ -21,26 +21,11 @@ pytestmark = pytest.mark.skipif(chromium() is None, reason=f"chromium not found 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, digits_fp32_onnx: Path, digits_calib: np.ndarray) -> Path:
-    """A run measured here (as in test_report.py, ONNX variants only) with its report written."""
-    from edgekit.bench import benchmark
-    from edgekit.evaluate import evaluate
-    from edgekit.quantize.ort import quantize_ort
+    """A run measured here (ONNX variants only) with its report written."""
     from edgekit.report import write_report
 
-    run = tmp_path_factory.mktemp("run")
-    artifacts = run / "artifacts"
-    artifacts.mkdir()
-    fp32 = artifacts / "fp32.onnx"
-    shutil.copy(digits_fp32_onnx, fp32)
-    shutil.copy(str(digits_fp32_onnx) + ".json", str(fp32) + ".json")
-    quantize_ort(fp32, artifacts / "int8.onnx", digits_calib, progress=False)
-    variants = [fp32, artifacts / "int8.onnx"]
-    (run / "eval").mkdir()
-    for path in variants:
-        result = evaluate(path, "builtin:digits/test", "digits", reference=fp32)
-        (run / "eval" / f"{path.name}.json").write_text(json.dumps(result))
-    (run / "bench").mkdir()
-    (run / "bench" / "local.json").write_text(json.dumps(benchmark(variants, target="x86-64-avx2", runs=30, warmup=5)))
+    run = build_run(tmp_path_factory.mktemp("run"), digits_fp32_onnx, digits_calib, tflite=False,
+                    target="x86-64-avx2", runs=30, warmup=5)
     write_report(run)
     return run
 
