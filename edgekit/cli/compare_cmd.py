@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if path:
             write_text_atomic(path, texts[kind](), force=args.force)
             log.info(f"wrote {path}")
+    for note in document["notes"]:
+        log.info(f"note: {note}")
     for failure in document["failures"]:
         print(f"regression: {failure}")
     if document["failures"]:

@@ -52,13 +52,16 @@ def delta(row: dict[str, Any]) -> float | None:
     return row["score_delta"] if row.get("score_delta") is not None else row.get("top1_delta")
 
 
-def delta_text(row: dict[str, Any]) -> str:
-    """``-0.37`` or ``-0.37 (-1.10 to +0.40), no measurable difference`` with the interval and verdict."""
+def delta_text(row: dict[str, Any], short: bool = False) -> str:
+    """``-0.37`` or ``-0.37 (-1.10 to +0.40), no measurable difference`` with the interval and verdict;
+    ``short`` (table cells) names only a measured change, the page says what an interval over 0 means."""
     if row.get("is_baseline") or delta(row) is None:
         return ""
     text = f"{delta(row):+.2f}" + _interval(row.get("score_delta_ci95"), "+.2f", " to ")
     verdict = row.get("score_verdict")
-    return f"{text}, {verdict}" if verdict and verdict != "baseline" else text
+    if not verdict or verdict == "baseline" or (short and verdict == "no measurable difference"):
+        return text
+    return f"{text}, {verdict}"
 
 
 def delta_header(rows: list[dict[str, Any]]) -> str:

@@ -141,7 +141,7 @@ def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str |
     row = {
         "artifact": name, "label": labels.get(name, info["label"]), "host": host,
         "format": format_of(name),
-        "runtime": result["runtime"] if result else None, "runtime_label": runtime_label((result or {}).get("runtime")), "size_bytes": (result or {}).get("size_bytes") or (manifest or {}).get("size_bytes"),
+        "runtime": result["runtime"] if result else None, "runtime_label": runtime_label((result or {}).get("runtime")), "size_bytes": (result or {}).get("size_bytes") or (manifest or {}).get("size_bytes"), "sha256": (result or {}).get("sha256"), "threads": (result or {}).get("threads"),
         "macs": info["macs"], "params": info["params"], "precision": info["precision"], "pruned": info["pruned"],
         "distilled": info["distilled"], "quantization": info["quantization"],
         "top1": evaluation.get("top1"), "top5": evaluation.get("top5"), "agreement": evaluation.get("agreement"),

@@ -74,7 +74,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
         ("speed-up", lambda n, r: speedup_text(r)),
         ("vs baseline", lambda n, r: versus_text(r)),
         ("top-1 %", lambda n, r: fmt(r["top1"], ".2f")),
-        (delta_header(rows), lambda n, r: delta_text(r)),
+        (delta_header(rows), lambda n, r: delta_text(r, short=True)),
         ("agree %", lambda n, r: fmt(r["agreement"], ".1f")),
         ("cosine", lambda n, r: fmt(r.get("cosine"), ".4f")),
         ("notes", lambda n, r: _notes(r)),
@@ -152,7 +152,9 @@ def _context_lines(document: dict[str, Any]) -> list[str]:
         lines.append("Pareto-optimal on their machine (no other variant is both faster and more accurate): "
                      + ", ".join(f"{labels.get(a, a)} ({a})" for a in s["pareto"]) + ".")
     lines.append("Speed-ups compare p50 latencies; \"vs baseline\" says faster or slower only where the 95% "
-                 "confidence intervals show it, else \"no measurable difference\".")
+                 "confidence intervals show it, else \"no measurable difference\". Accuracy differences carry "
+                 "their 95% interval (paired over the same images); one that spans 0 is no measurable difference, "
+                 "and the table names only a measured change (better, worse).")
     return lines
 
 
