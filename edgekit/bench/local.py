@@ -24,7 +24,7 @@ RUN_MODULE = ["-m", RUNNER.name]  # run from RUNNER's parent folder, as on a dev
 
 def runner_arguments(models: Sequence[str], runs: int, warmup: int, job: Job | None,
                      time_budget: float | None, cpus: str | None, cleanup: str | None = None,
-                     profile_top: int | None = None) -> list[str]:
+                     profile_top: int | None = None, probe_set: str | None = None) -> list[str]:
     """Options first, then ``--`` and the artifacts: a file named ``-h.onnx`` stays a file name.
     ``--watch-stdin`` makes the runner exit as soon as its caller is gone. ``profile_top``: after
     the timed runs, a profiled pass (``min(runs, RUNS_MAX)`` inferences) keeping that many operators."""
@@ -43,6 +43,8 @@ def runner_arguments(models: Sequence[str], runs: int, warmup: int, job: Job | N
         args += ["--cpus", cpus]
     if cleanup:
         args += ["--cleanup", cleanup]
+    if probe_set:
+        args += ["--probe-set", probe_set]
     return [*args, "--", *models]
 
 
@@ -84,10 +86,12 @@ def pinned_cpus(threads: int | None) -> str | None:
 
 
 def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float | None = None, pin: bool = False,
-                timeout: float = 1800.0, python: str | None = None, profile_top: int | None = None) -> dict[str, Any]:
+                timeout: float = 1800.0, python: str | None = None, profile_top: int | None = None,
+                probe_set: Path | None = None) -> dict[str, Any]:
     """The runner's JSON document for ``jobs`` measured here (by ``python``, default this interpreter),
     with ``jobs`` (those measured, in result order) and ``notes`` (runtimes skipped) added. ``pin``:
-    each job on its first ``threads`` CPUs, as a target profile asks."""
+    each job on its first ``threads`` CPUs, as a target profile asks; ``probe_set``: a .npy whose
+    outputs each job returns (device parity)."""
     python = python or sys.executable
     for job in jobs:
         if not job.path.is_file():
@@ -99,7 +103,8 @@ def bench_local(jobs: Sequence[Job], runs: int, warmup: int, time_budget: float 
     documents = []
     for job in progress_bar(jobs, desc="benchmarking", unit="artifact"):  # one process each: a clean peak-memory figure
         args = runner_arguments([str(job.path.resolve())], runs, warmup, job, time_budget,
-                                pinned_cpus(job.threads) if pin else None, profile_top=profile_top)
+                                pinned_cpus(job.threads) if pin else None, profile_top=profile_top,
+                                probe_set=str(probe_set.resolve()) if probe_set else None)
         documents.append(_run_runner(python, args, str(job.path), timeout))
     return {**merge_documents(documents), "jobs": jobs, "notes": notes}
 

@@ -290,6 +290,7 @@ async def _run(connection: Any, command: str, timeout: float, where: str) -> Any
 
 
 MARKER = ".edgekit-owner"
+PROBE_FILE = ".edgekit-probe.npy"  # the device-parity inputs, beside the artifacts (no artifact is a dot file)
 # A process that lives exactly as long as this SSH connection: its pid and start time, written into
 # the marker, tell a later connection whether the directory's owner is still there.
 KEEPER = "echo $$ $(cut -d' ' -f22 /proc/$$/stat 2>/dev/null); exec cat >/dev/null"
@@ -336,10 +337,11 @@ async def _make_remote_dir(connection: Any, workdir: str | None, owner: str, whe
 async def bench_remote_async(
     target: SshTarget, jobs: Sequence[Job], runs: int, warmup: int, *, time_budget: float | None = None,
     remote_python: str = "python3", workdir: str | None = None, timeout: float = 600.0, keep: bool = False,
-    profile_top: int | None = None,
+    profile_top: int | None = None, probe_set: Path | None = None,
 ) -> dict[str, Any]:
     """Measure ``jobs`` on the device; the runner's JSON document plus where it ran, the jobs measured
-    (in result order) and notes on runtimes skipped."""
+    (in result order) and notes on runtimes skipped. ``probe_set``: a .npy sent along, whose outputs
+    each job returns (device parity)."""
     import asyncssh
 
     where = target.label()
@@ -367,6 +369,8 @@ async def bench_remote_async(
                 jobs, notes = settle(list(jobs), available, where, "the device's Python", remote=True)
                 for path in _uploads(jobs):
                     await sftp.put(str(path), f"{remote_dir}/{path.name}")
+                if probe_set:
+                    await sftp.put(str(probe_set), f"{remote_dir}/{PROBE_FILE}")
         except (asyncssh.SFTPError, OSError) as exc:
             if isinstance(exc, EdgekitError):
                 raise
@@ -376,7 +380,8 @@ async def bench_remote_async(
         for index, job in enumerate(progress_bar(jobs, desc=f"benchmarking on {where}", unit="artifact")):
             # the runner exits (removing the directory) if this channel closes; the last one also at the end
             cleanup = "always" if index == len(jobs) - 1 and not keep else "abort"
-            args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup, profile_top)
+            args = runner_arguments([job.path.name], runs, warmup, job, time_budget, None, cleanup, profile_top,
+                                    PROBE_FILE if probe_set else None)
             command = (f"cd {shlex.quote(remote_dir)} && timeout -k 5 {int(timeout)} "
                        f"{python} {' '.join(RUN_MODULE)} {' '.join(shlex.quote(a) for a in args)}")
             result = await _run(connection, command, timeout + 15, where)

@@ -26,9 +26,13 @@ measures an .onnx on both); ``runtime`` tells them apart.
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from edgekit.bench import parity as parity_mod
 from edgekit.bench.local import bench_local
 from edgekit.bench.plan import plan
 from edgekit.bench.remote import SshTarget, bench_remote
@@ -56,9 +60,15 @@ def benchmark(
     timeout: float = 1800.0,
     local_python: str | None = None,
     profile_top: int | None = None,
+    parity: bool = False,
+    parity_reference: str | Path | None = None,
+    parity_samples: Any = None,
 ) -> dict[str, Any]:
     """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document.
-    ``profile_top``: also a profiled pass per artifact, keeping its slowest ``profile_top`` operators."""
+    ``profile_top``: also a profiled pass per artifact, keeping its slowest ``profile_top`` operators.
+    ``parity``: each result also gets ``device_parity``, its outputs on a probe set (seeded inputs and
+    ``parity_samples``, real float NCHW samples) against its FP32 model's (``parity_reference``, else
+    the one its manifest names) and the same file's on this host (see :mod:`edgekit.bench.parity`)."""
     if runs < 1 or warmup < 0:
         raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     if profile_top is not None and profile_top < 1:
@@ -69,21 +79,18 @@ def benchmark(
             raise EdgekitError(f"{path}: artifact not found")
         check_model_file(path, "artifact")
         verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
+    references = parity_mod.references(paths, parity_reference) if parity else {}
     profile = load_profile(target, targets_dir)
     jobs = plan(paths, runtime, profile, threads)
     threads = threads or (profile.threads if profile else None)
     host = host_spec(profile, host)
-    if host:
-        python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
-        workdir = profile.ssh.workdir if profile and profile.ssh else None
-        ssh_target = SshTarget.parse(host, **(ssh_options or {}))
-        document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
-                                workdir=workdir, timeout=timeout, profile_top=profile_top)
-        where = ssh_target.label()
-    else:
-        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
-                               profile_top=profile_top)
-        where = "local"
+    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as scratch:
+        probe = None
+        if references:
+            probe = parity_mod.reference_probe_set(next(iter(references.values())), parity_samples)
+            np.save(Path(scratch) / "probe.npy", probe)
+        document, where = _measure(jobs, host, profile, runs, warmup, time_budget, remote_python, ssh_options,
+                                   timeout, local_python, profile_top, Path(scratch) / "probe.npy" if probe is not None else None)
     results = []
     for job, raw in zip(document.pop("jobs"), document["results"]):
         if "error" in raw:
@@ -91,7 +98,7 @@ def benchmark(
                                f"({raw['error'][:200]})")
         results.append(_result(job.path, raw, document["system"]))
     notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where)]
-    return {
+    measured = {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
         "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget,
@@ -99,6 +106,30 @@ def benchmark(
         "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
     }
+    if probe is not None:
+        real = min(len(parity_samples), parity_mod.REAL_SAMPLES) if parity_samples is not None else 0
+        parity_mod.attach(measured, results, references, parity_mod.HostOutputs(probe, threads), real)
+        measured["settings"]["parity"] = {"samples": int(len(probe)), "real": real}
+        notes += [text for text in map(parity_mod.line, results) if text]
+        if notes:
+            measured["notes"] = notes
+    return measured
+
+
+def _measure(jobs: list[Any], host: str | None, profile: Any, runs: int, warmup: int, time_budget: float | None,
+             remote_python: str | None, ssh_options: dict[str, Any] | None, timeout: float,
+             local_python: str | None, profile_top: int | None, probe_set: Path | None) -> tuple[dict[str, Any], str]:
+    """The runner's document for ``jobs`` and where it ran: on ``host`` over SSH, else here."""
+    if host:
+        python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
+        workdir = profile.ssh.workdir if profile and profile.ssh else None
+        ssh_target = SshTarget.parse(host, **(ssh_options or {}))
+        document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
+                                workdir=workdir, timeout=timeout, profile_top=profile_top, probe_set=probe_set)
+        return document, ssh_target.label()
+    document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
+                           profile_top=profile_top, probe_set=probe_set)
+    return document, "local"
 
 
 def cores_note(profile: Any, results: list[dict[str, Any]], system: dict[str, Any], where: str) -> list[str]:
@@ -153,6 +184,7 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
         "noisy": bool(reasons), "noise_reasons": reasons,
         "latencies_ms": [round(s * 1000.0, 4) for s in raw["latencies_s"]],
         **({"profile": raw["profile"]} if "profile" in raw else {}),
+        **({"probe_outputs": raw["probe_outputs"]} if "probe_outputs" in raw else {}),
     }
 
 
@@ -196,3 +228,23 @@ def render_profiles(document: dict[str, Any]) -> str:
                      f"ms, mean {profile['kernel_ms_per_run']:.3f} ms; timed p50 {r['latency_ms']['p50']:.3f} ms)\n"
                      + tabulate(op_rows(profile, False), headers=["node", "op", "mean ms", "share"]))
     return "\n\n".join(parts)
+
+
+def render_parity(document: dict[str, Any]) -> str:
+    """Device parity per result: against the FP32 reference and against the same file on this host."""
+    from tabulate import tabulate
+
+    rows = []
+    for r in document["results"]:
+        parity = r.get("device_parity") or {"error": "not measured"}
+        if "error" in parity:
+            rows.append([r["artifact"], r["runtime"], parity.get("reference", "-"), "not measured: " + parity["error"][:80], ""])
+            continue
+        same = parity.get("host_same_artifact", {})
+        versus_host = (same["error"][:60] if "error" in same
+                       else f"{same['cosine']:.4f} / {same['top1_agreement']:.0f}%{'' if same['agrees'] else '  DIFFERS'}")
+        rows.append([r["artifact"], r["runtime"], parity["reference"].split(" ")[0],
+                     f"{parity['cosine']:.4f} / {parity['top1_agreement']:.0f}%", versus_host])
+    inputs = document["results"][0].get("device_parity", {}).get("inputs", "probe inputs") if document["results"] else ""
+    return (f"device parity on {document['host']} (cosine / top-1 agreement; vs FP32 on {inputs})\n"
+            + tabulate(rows, headers=["artifact", "runtime", "FP32 reference", "vs FP32 on this host", "vs same file on this host"]))

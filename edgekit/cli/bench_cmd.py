@@ -33,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", action="store_true", help="after timing, a profiled pass: the slowest "
                         "operators per artifact (ONNX Runtime, OpenVINO; TFLite's Python API has no op profiler)")
     parser.add_argument("--profile-top", type=int, default=10, help="operators listed per artifact with --profile")
+    parity = parser.add_argument_group("device parity")
+    parity.add_argument("--parity", action="store_true",
+                        help="also compare each artifact's outputs on a fixed probe set (8 seeded inputs, plus up to 8 "
+                             "--parity-data samples) with its FP32 .onnx on this host and with the same file on this "
+                             "host (result field device_parity)")
+    parity.add_argument("--parity-reference", metavar="FP32_ONNX",
+                        help="the FP32 .onnx every artifact is compared with (default: each one's own, by its manifest)")
+    parity.add_argument("--parity-data", metavar="DATA", help="real samples for the probe set (images, .npy/.npz, builtin:...)")
+    parity.add_argument("--recipe", help="preprocessing recipe of --parity-data (imagenet, digits, or a YAML path)")
     parser.add_argument("--python", help="interpreter for local runs (default: this one), e.g. a board-like venv")
     add_json_output(parser, "write the result (schema edgekit.bench/1) to this file")
     parser.add_argument("--out-dir", metavar="DIR", help="write the result into this folder as bench-<target>-<host>.json")
@@ -80,6 +89,10 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         if found is None:
             problem = "is a folder" if Path(args.python).is_dir() else "no such executable"
             raise EdgekitError(f"--python {args.python}: {problem}")
+    if (args.parity_reference or args.parity_data) and not args.parity:
+        raise EdgekitError(f"--{'parity-reference' if args.parity_reference else 'parity-data'}: needs --parity")
+    if args.parity_data and not args.recipe:
+        raise EdgekitError("--recipe: required to read --parity-data")
     if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise EdgekitError(f"--out-dir {args.out_dir}: exists and is not a folder")
     target, host = destination(args.target, args.targets_dir, args.host)
@@ -107,17 +120,28 @@ def run(args: argparse.Namespace) -> int:
         if profile.arch != platform.machine() and not (profile.ssh and profile.ssh.host):
             log.info(f"note: target {profile.name} is {profile.arch}, this machine is {platform.machine()}: measuring "
                   f"here with its settings; add --host to measure on the device itself")
+    samples = None
+    if args.parity_data:
+        from edgekit.bench.parity import REAL_SAMPLES
+        from edgekit.data import calibration_tensors, load_recipe
+
+        samples = calibration_tensors(args.parity_data, load_recipe(args.recipe), REAL_SAMPLES, 0)
     log.info(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...")
     document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
                          runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
                          time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
                          timeout=args.timeout, local_python=args.python,
-                         profile_top=args.profile_top if args.profile else None)
+                         profile_top=args.profile_top if args.profile else None, parity=args.parity,
+                         parity_reference=args.parity_reference, parity_samples=samples)
     for note in document.get("notes", []):
         log.info(note)
     print(render_table(document))
     if args.profile:
         print("\n" + render_profiles(document))
+    if args.parity:
+        from edgekit.bench.run import render_parity
+
+        print("\n" + render_parity(document))
     if path:
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)
         log.info(f"wrote {path}")

@@ -5,9 +5,10 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from edgekit.cli.common import (add_force, add_model_source, add_output_file, add_targets_dir, fraction, input_shape,
-                                 positive)
+from edgekit.cli.common import (add_force, add_model_source, add_output_file, add_ssh_options, add_targets_dir, fraction,
+                                 input_shape, positive)
 from edgekit.log import log
+from edgekit.prune.latency import FORMATS
 
 if TYPE_CHECKING:
     from edgekit.distill import RecoverSettings
@@ -24,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--ratio", type=float, help="fraction of channels to remove, e.g. 0.5")
     amount.add_argument("--target-macs", type=float, help="keep at most this fraction of the MACs, e.g. 0.3")
+    amount.add_argument("--target-latency", type=float, metavar="MS",
+                        help="the smallest ratio whose shipped model (--latency-of) runs in at most this p50, measured "
+                             "on --host (or the --target profile's device, else this machine); the curve goes into "
+                             "the manifest")
     parser.add_argument("--importance", default="l1", help="l1, l2, bn (batch-norm scale) or taylor (default: %(default)s)")
     parser.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
     parser.add_argument("--round-to", type=int, help="channel multiple (default 8, or the --target profile's)")
@@ -31,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_targets_dir(parser)
     parser.add_argument("--protect", action="append", default=[], help="layer name never to prune (repeatable)")
     parser.add_argument("--steps", type=int, default=1, help="prune in this many steps (fine-tuning between)")
+    latency = parser.add_argument_group("--target-latency")
+    latency.add_argument("--latency-of", default="fp32-onnx", choices=FORMATS,
+                         help="the format whose latency must meet the target: the file you will ship")
+    latency.add_argument("--max-ratio", type=float, default=0.9, help="the largest ratio the search may try")
+    latency.add_argument("--calib", help="calibration data to quantize the candidates (--latency-of int8-*)")
+    add_ssh_options(parser)
     train = parser.add_argument_group("recovery (knowledge distillation)")
     train.add_argument("--distill", action="store_true", help="distil from the unpruned model after pruning")
     train.add_argument("--teacher", help="another teacher model source (default: the unpruned model)")
@@ -122,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
     example = torch.zeros(*shape)
     teacher = load_model(args.teacher).module if args.teacher else copy.deepcopy(model).eval()
     recovery = between_steps(teacher, args.train, args.recipe, recover_settings) if args.train else None
-    report = prune_step(model, example, prune_settings, train=args.train, recipe=args.recipe, recovery=recovery)
-    stages = [report.manifest_stage()]
+    if args.target_latency is not None:
+        model, report, search = _prune_to_latency(args, model, example, prune_settings, recovery)
+        stages = [{**report.manifest_stage(), "latency_search": search}]
+    else:
+        report = prune_step(model, example, prune_settings, train=args.train, recipe=args.recipe, recovery=recovery)
+        stages = [report.manifest_stage()]
     if args.distill:
         history = recover(model, teacher, args.train, args.recipe, recover_settings, val=args.val,
                           checkpoint_dir=Path(args.checkpoint_dir or f"{args.output}.checkpoints"))
@@ -136,6 +151,41 @@ def run(args: argparse.Namespace) -> int:
                                              stages=stages))
     log.info(f"wrote {args.output}: {report.summary()}")
     return 0
+
+
+def _prune_to_latency(args: argparse.Namespace, model, example, prune_settings, recovery) -> tuple:
+    """``--target-latency``: (the pruned model, its report, the manifest's ``latency_search``)."""
+    from pathlib import Path
+
+    from edgekit.bench.measure import Measurer
+    from edgekit.cli.common import devices
+    from edgekit.prune import latency
+    from edgekit.prune.workflow import prune_step
+
+    found = devices(args, args.target)
+    device = found[0] if found else None
+    measure = Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
+                       targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
+                       ssh_options=device.ssh_options if device else None,
+                       runtime="tflite" if args.latency_of == "int8-tflite" else "onnxruntime")
+    calib = None
+    if args.latency_of != "fp32-onnx" and args.calib:
+        from edgekit.data import calibration_tensors, load_recipe
+
+        calib = calibration_tensors(args.calib, load_recipe(args.recipe), 100, 0)
+    with latency.scratch() as work:
+        ship = latency.Shipped(args.latency_of, example, Path(work), calib)
+        chosen, trials = latency.search(
+            model, example, prune_settings, args.target_latency, measure,
+            lambda m, s: prune_step(m, example, s, train=args.train, recipe=args.recipe, recovery=recovery, progress=None),
+            ship, args.max_ratio, log.info)
+    print(latency.curve_text(trials, chosen, args.target_latency, measure.where))
+    log.info(measure.scope_note())
+    report = chosen.report or latency.unpruned_report(chosen.model, example, prune_settings)
+    search = {"target_ms": args.target_latency, "latency_of": args.latency_of, "measured_on": measure.where,
+              "on_device": measure.on_device, "chosen_ratio": chosen.ratio, "chosen_p50_ms": chosen.p50_ms,
+              "curve": [t.row() for t in sorted(trials, key=lambda t: t.ratio)]}
+    return chosen.model, report, search
 
 
 def _round_to(args: argparse.Namespace) -> int:
@@ -155,6 +205,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
     fraction("--ratio", args.ratio)
     fraction("--target-macs", args.target_macs, high_open=False)
+    fraction("--max-ratio", args.max_ratio)
+    positive("--target-latency", args.target_latency, 3_600_000.0)
+    if args.target_latency is not None and args.latency_of != "fp32-onnx" and not (args.calib and args.recipe):
+        raise EdgekitError(f"--latency-of {args.latency_of}: needs --calib DATA and --recipe NAME to quantize the candidates")
     fraction("--alpha", args.alpha, low_open=False, high_open=False)
     positive("--lr", args.lr, 10.0)
     positive("--temperature", args.temperature, 1e4)

@@ -15,7 +15,7 @@ from edgekit.log import log
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from edgekit.cli.common import add_output_file, add_runtime, add_targets_dir
+    from edgekit.cli.common import add_output_file, add_runtime, add_ssh_options, add_targets_dir
     from edgekit.quantize.ort.settings import add_arguments
     from edgekit.quantize.registry import BACKENDS, MODES
 
@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ort.add_argument("--exclude", action="append", default=[], help="node name to keep in float (repeatable)")
     ort.add_argument("--accuracy-budget", type=float, help="max top-1 points lost; needs --eval")
     ort.add_argument("--eval", help="labelled data to measure accuracy on (for --accuracy-budget and --auto)")
-    ort.add_argument("--auto", action="store_true", help="measure the candidate configurations here, keep the best")
+    ort.add_argument("--auto", action="store_true",
+                     help="measure the candidate configurations on --host (or the --target profile's ssh: device, "
+                          "else this machine), keep the fastest within the accuracy budget")
     ort.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer error ranking")
     ort.add_argument("--no-remedies", action="store_true",
                      help="keep the INT8 model as configured even when its fidelity to FP32 is below the threshold")
@@ -58,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="keep ops that have no integer kernel in float; the model is then labelled not full-integer")
     tfl.add_argument("--no-fp32", action="store_true", help="do not write the FP32 .tflite reference")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_ssh_options(parser, host_help="with --auto: the device to measure the candidates on (user@addr[:port], an "
+                                      "~/.ssh/config alias or an inventory device name)")
     parser.set_defaults(handler=run)
 
 
@@ -81,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise EdgekitError("--runtime: required (onnxruntime or tflite: the runtime the INT8 model is for)")
     backend = backend_for(args.runtime)
     backend.check_output(args.output)
+    if args.host and not (args.auto and backend.name == "ort"):
+        raise EdgekitError("--host: only --auto --runtime onnxruntime measures on a device (see edgekit bench --host "
+                           "to measure a quantized model there)")
     if args.mode != "static":
         return _run_without_calibration(args, backend)
     for flag in ("calib", "recipe"):
@@ -196,4 +203,17 @@ def _ort_options(args: argparse.Namespace, evaluate) -> dict:
     settings = resolve_settings(profile, from_arguments(args), origin="command line")
     return {"settings": settings, "exclude": args.exclude, "auto": args.auto, "accuracy_budget": args.accuracy_budget,
             "evaluate": evaluate, "sensitivity": not args.no_sensitivity, "details": {"target": args.target},
-            "remedies": not args.no_remedies}
+            "remedies": not args.no_remedies, "measure": _auto_measurer(args) if args.auto else None}
+
+
+def _auto_measurer(args: argparse.Namespace):
+    """Where ``--auto`` times its candidates: --host (an inventory name too), else the --target profile's
+    ssh: device, else this machine (with the profile's threads)."""
+    from edgekit.bench.measure import Measurer
+    from edgekit.cli.common import devices
+
+    found = devices(args, args.target)
+    device = found[0] if found else None
+    return Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
+                    targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
+                    ssh_options=device.ssh_options if device else None, runtime="onnxruntime")

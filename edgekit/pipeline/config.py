@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgekit.cli.bench_cmd import MAX_PROFILE_TOP, MAX_RUNS
@@ -90,14 +90,41 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
+MAX_SWEEP = 12  # pruned variants in one run: each is distilled, exported, quantized, evaluated, measured
+
+
+def _distinct_ratios(ratios: list[float]) -> list[float]:
+    if not 1 <= len(ratios) <= MAX_SWEEP:
+        raise ValueError(f"must list 1 to {MAX_SWEEP} ratios, got {len(ratios)}")
+    if len({f"{r:g}" for r in ratios}) != len(ratios):
+        raise ValueError(f"lists a ratio twice: {ratios}")
+    return ratios
+
+
 class PruneConfig(_Strict):
     ratio: OpenFraction | None = 0.5
+    # a sweep: one pruned (and distilled, exported, quantized, measured) variant per ratio
+    ratios: Annotated[list[OpenFraction], AfterValidator(_distinct_ratios)] | None = None
     target_macs: MacsFraction | None = None
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
     round_to: Annotated[AtLeastOne, _at_most(4096)] | None = None
     global_pruning: bool = False
     steps: Annotated[AtLeastOne, _at_most(100)] = 1
     protect: list[str] = Field(default_factory=list)
+
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> "PruneConfig":
+        if self.ratios is not None and self.target_macs is not None:
+            raise ValueError("ratios and target_macs: give one of them (a sweep of ratios, or one MACs target)")
+        return self
+
+    def variants(self) -> list[str | None]:
+        """The pruned variants' names: ``r0.3``... for a ``ratios`` sweep, else one unnamed variant."""
+        return [f"r{ratio:g}" for ratio in self.ratios] if self.ratios else [None]
+
+    def ratio_of(self, variant: str | None) -> float | None:
+        return float(variant[1:]) if variant else (self.ratio if self.target_macs is None else None)
 
 
 class DistillConfig(_Strict):
@@ -155,6 +182,7 @@ class BenchConfig(_Strict):
     warmup: Warmup = 10
     threads: Threads | None = None
     profile: bool = False                                     # bench --profile: slowest operators per artifact
+    parity: bool = True  # device parity: outputs on a probe set (data.calib samples) vs FP32 and vs this host
     profile_top: Annotated[AtLeastOne, _at_most(MAX_PROFILE_TOP)] = 10
 
 

@@ -76,12 +76,13 @@ class Pipeline:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         baseline_pt = self._stage("train", [])[0]
-        student_pt = baseline_pt
-        if self.config.prune is not None:
-            student_pt = self._stage("prune", [baseline_pt])[0]
+        students = []
+        for variant in self.config.prune.variants() if self.config.prune is not None else []:
+            student_pt = self._stage("prune", [baseline_pt], variant)[0]
             if self.config.distill is not None and self.config.data.train:
-                student_pt = self._stage("distill", [student_pt, baseline_pt])[0]
-        onnx_files = self._stage("export", [baseline_pt, student_pt])
+                student_pt = self._stage("distill", [student_pt, baseline_pt], variant)[0]
+            students.append(student_pt)
+        onnx_files = self._stage("export", [baseline_pt, *students])
         quantized = self._stage("quantize", onnx_files)
         if any(mode != "static" for mode in self.config.quantize.modes):  # their own stage: no re-calibration
             from edgekit.pipeline.steps import modes_inputs
@@ -95,25 +96,28 @@ class Pipeline:
         self.log(f"pipeline finished in {time.perf_counter() - started:.0f} s; report: {report[0]}")
         return report[0]
 
-    def _stage(self, name: str, inputs: list[Path]) -> list[Path]:
-        """Reuse the stage's outputs when its key (derived from what its step reads) is unchanged."""
+    def _stage(self, name: str, inputs: list[Path], variant: str | None = None) -> list[Path]:
+        """Reuse the stage's outputs when its key (derived from what its step reads) is unchanged.
+        ``variant``: one pruned variant of a sweep, cached on its own (``prune[r0.3]``)."""
         from edgekit.pipeline.steps import STEPS
 
         step = STEPS[name]
-        key = self.cache.key(step.reads(self.context), inputs)
+        context = dataclasses.replace(self.context, variant=variant)
+        entry = f"{name}[{variant}]" if variant else name
+        key = self.cache.key(step.reads(context), inputs)
         wanted = self.only is None or name in self.only
-        if self.cache.is_fresh(name, key) or (not wanted and self.cache.outputs(name)):
-            self.log(f"[{name}] up to date")
-            return self.cache.outputs(name)
+        if self.cache.is_fresh(entry, key) or (not wanted and self.cache.outputs(entry)):
+            self.log(f"[{entry}] up to date")
+            return self.cache.outputs(entry)
         if not wanted:
             raise EdgekitError(f"--only: stage '{name}' has never run in {self.run_dir}; include it")
-        self.log(f"[{name}] running")
+        self.log(f"[{entry}] running")
         started = time.perf_counter()
-        checkpoints = checkpoint_dir(self.run_dir, name, key)
-        outputs = step.work(dataclasses.replace(self.context, checkpoints=checkpoints), inputs)
-        self.cache.record(name, key, outputs)
-        remove_stale_checkpoints(self.run_dir, name, keep=checkpoints)
-        self.log(f"[{name}] done in {time.perf_counter() - started:.1f} s")
+        checkpoints = checkpoint_dir(self.run_dir, entry, key)
+        outputs = step.work(dataclasses.replace(context, checkpoints=checkpoints), inputs)
+        self.cache.record(entry, key, outputs)
+        remove_stale_checkpoints(self.run_dir, entry, keep=checkpoints)
+        self.log(f"[{entry}] done in {time.perf_counter() - started:.1f} s")
         return outputs
 
     def _write_run_json(self, baseline: Path, variants: list[Path]) -> Path:

@@ -36,6 +36,7 @@ class StepContext:
     log: Callable[[str], None] = logging.getLogger("edgekit.pipeline").info
     targets_dir: str | None = None
     checkpoints: Path | None = None
+    variant: str | None = None  # the pruned variant a prune/distill step makes (a ``prune.ratios`` sweep)
 
     @property
     def artifacts(self) -> Path:

@@ -197,7 +197,7 @@ def _prune_settings(ctx: StepContext) -> Any:
 
     p = ctx.config.prune
     assert p is not None
-    return PruneSettings(ratio=p.ratio if p.target_macs is None else None, target_macs=p.target_macs,
+    return PruneSettings(ratio=p.ratio_of(ctx.variant), target_macs=p.target_macs,
                          importance=p.importance, global_pruning=p.global_pruning, round_to=_round_to(ctx),
                          protect=tuple(p.protect), steps=p.steps)
 
@@ -214,7 +214,10 @@ def reads_prune(ctx: StepContext) -> dict[str, Any]:
     from edgekit.prune.workflow import reads_train_data
 
     config = ctx.config
-    reads = {"prune": config.prune.model_dump(), "round_to": _round_to(ctx), "shape": config.model.input_shape,
+    section = config.prune.model_dump()
+    if ctx.variant:  # one ratio of the sweep: the other ratios are not read
+        section |= {"ratios": None, "ratio": config.prune.ratio_of(ctx.variant), "variant": ctx.variant}
+    reads = {"prune": section, "round_to": _round_to(ctx), "shape": config.model.input_shape,
              **versions("torch", "torch-pruning")}
     settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
     if config.data.train and reads_train_data(settings, recovery is not None):
@@ -230,7 +233,7 @@ def prune(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.prune.workflow import prune_step
     from edgekit.sources import save_module
 
-    config, baseline, out = ctx.config, inputs[0], ctx.artifacts / "pruned.pt"
+    config, baseline, out = ctx.config, inputs[0], ctx.artifacts / f"{_variant_stem(ctx)}.pt"
     settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
     with _seeded(0):
         model = _load(baseline, config)
@@ -241,8 +244,14 @@ def prune(ctx: StepContext, inputs: list[Path]) -> list[Path]:
         report = prune_step(model, _example(config), settings, train=config.data.train,
                             recipe=config.data.recipe, recovery=fine_tune, progress=ctx.log)
     save_module(model, out, _example(config), force=True)
-    write_manifest(out, derive_manifest(baseline, out, report.manifest_stage()))
+    stage = report.manifest_stage() | ({"variant": ctx.variant} if ctx.variant else {})
+    write_manifest(out, derive_manifest(baseline, out, stage))
     return [out]
+
+
+def _variant_stem(ctx: StepContext) -> str:
+    """``pruned``, or ``pruned-r0.3`` for one variant of a ``prune.ratios`` sweep."""
+    return f"pruned-{ctx.variant}" if ctx.variant else "pruned"
 
 
 def reads_distill(ctx: StepContext) -> dict[str, Any]:
@@ -254,7 +263,7 @@ def distill(ctx: StepContext, inputs: list[Path]) -> list[Path]:
     from edgekit.distill import distill_stage, recover
     from edgekit.sources import save_module
 
-    config, out = ctx.config, ctx.artifacts / "pruned_distilled.pt"
+    config, out = ctx.config, ctx.artifacts / f"{_variant_stem(ctx)}_distilled.pt"
     student_path, teacher_path = inputs
     settings = _recover_settings(ctx)
     assert settings is not None
@@ -273,11 +282,13 @@ def reads_export(ctx: StepContext) -> dict[str, Any]:
 
 
 def export_models(ctx: StepContext, inputs: list[Path]) -> list[Path]:
-    """The baseline to ``fp32.onnx`` and, when pruning ran, the student to ``pruned.fp32.onnx``."""
-    baseline, student = inputs
+    """The baseline to ``fp32.onnx`` and each pruned student to ``<its stem>.fp32.onnx``
+    (``pruned_distilled.pt`` -> ``pruned.fp32.onnx``, ``pruned-r0.3.pt`` -> ``pruned-r0.3.fp32.onnx``)."""
+    baseline, *students = inputs
     outputs = [export(ctx.config, baseline, ctx.artifacts / "fp32.onnx")]
-    if student != baseline:
-        outputs.append(export(ctx.config, student, ctx.artifacts / "pruned.fp32.onnx"))
+    for student in students:
+        stem = student.name[: -len(".pt")].removesuffix("_distilled")
+        outputs.append(export(ctx.config, student, ctx.artifacts / f"{stem}.fp32.onnx"))
     return outputs
 
 
@@ -477,6 +488,7 @@ def reads_bench(ctx: StepContext) -> dict[str, Any]:
     hosts = [{**h.model_dump(), "profile": _profile(ctx, h.target)} for h in b.hosts]
     return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
             **({"profile_top": b.profile_top} if b.profile else {}),
+            **({"parity": {"data": _data(ctx.config, "calib")}} if b.parity else {}),
             "targets": {t: _profile(ctx, t) for t in b.targets},
             "machine": _this_machine("machine", "cpu_model", "cpu_count", "isa_flags") if b.targets else None,
             **versions("onnxruntime", "tensorflow", "ai-edge-litert", "openvino", "asyncssh")}
@@ -493,10 +505,17 @@ def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
         name = f"{host.target or 'device'}-{host.host.replace('@', '_').replace(':', '_')}"
         jobs.append((name, {"target": host.target and _target_file(ctx, host.target), "host": host.host, "remote_python": host.remote_python,
                             "ssh_options": options}))
+    samples = None
+    if b.parity:
+        from edgekit.bench.parity import REAL_SAMPLES
+        from edgekit.data import calibration_tensors
+
+        samples = calibration_tensors(ctx.config.data.calib, ctx.config.data.recipe, REAL_SAMPLES, 0)
     for name, job in jobs:
         _log.info(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs")
         document = benchmark(artifacts, runs=b.runs, warmup=b.warmup, threads=b.threads,
-                             profile_top=b.profile_top if b.profile else None, **job)
+                             profile_top=b.profile_top if b.profile else None, parity=b.parity,
+                             parity_samples=samples, **job)
         _log.info(render_table(document))
         if b.profile:
             from edgekit.bench.run import render_profiles

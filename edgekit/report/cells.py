@@ -80,3 +80,30 @@ def ship_text(decision: dict[str, Any]) -> str:
         change = delta_text({**decision, "top1_delta": None}) if decision.get("score_delta") is not None else ""
         parts.append(f"{metric} {decision['score']:.2f}" + (f" ({change} vs baseline)" if change else ""))
     return ", ".join(parts)
+
+
+def parity_text(row: dict[str, Any]) -> str:
+    """Device parity as ``vs FP32 | vs the same file on this host`` (output cosines); "" when not measured."""
+    parity = row.get("device_parity")
+    if not parity:
+        return ""
+    if "error" in parity:
+        return "not measured"
+    same = parity.get("host_same_artifact") or {}
+    versus_host = "-" if "cosine" not in same else f"{same['cosine']:.4f}"
+    return f"{parity['cosine']:.4f} | {versus_host}"
+
+
+def parity_note(row: dict[str, Any]) -> str | None:
+    """The note of a row whose device output disagrees with its references, else None."""
+    parity = row.get("device_parity") or {}
+    if "error" in parity or not parity:
+        return None
+    same = parity.get("host_same_artifact") or {}
+    if same.get("agrees") is False:
+        return (f"DEVICE DIFFERS from this host's run of the same file (cosine {same['cosine']:.4f}, "
+                f"top-1 agreement {same['top1_agreement']:.0f}%)")
+    if parity.get("agrees") is False:
+        return (f"DEVICE OUTPUT DIFFERS from FP32 (cosine {parity['cosine']:.4f}, top-1 agreement "
+                f"{parity['top1_agreement']:.0f}% on {parity['samples']} {parity.get('inputs', 'samples')})")
+    return None

@@ -57,7 +57,9 @@ def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str
     pruned = any(s.get("stage") == "prune" for s in stages)
     distilled = any(s.get("stage") == "distill" for s in stages)
     precision = _precision(quant)
-    kind = ("pruned+distilled " if pruned and distilled else "pruned " if pruned else "") + precision
+    variant = next((s.get("variant") for s in stages if s.get("stage") == "prune" and s.get("variant")), None)
+    pruned_as = f"pruned {variant}" if variant else "pruned"  # a sweep's variants, told apart by ratio
+    kind = (f"{pruned_as}+distilled " if pruned and distilled else f"{pruned_as} " if pruned else "") + precision
     return {
         "label": f"{kind} {format_label(artifact)}", "precision": precision, "pruned": pruned, "distilled": distilled,
         "quantization": quant.get("label") if quant else None, "macs": _last(stages, "macs"),
@@ -153,6 +155,7 @@ def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str |
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],
         "profile": (result or {}).get("profile"), "quantize_sensitivity": info["sensitivity"],
+        "device_parity": (result or {}).get("device_parity"),
     }
     return row
 

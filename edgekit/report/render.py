@@ -19,7 +19,9 @@ table sorted by group and latency with the shipped rows highlighted, then the pl
                 "latencies_ms", "speedup" (baseline p50 / p50), "speedup_ci95" ([lo, hi], bootstrap 95%;
                 null for the baseline row), "vs_baseline" ("faster"|"slower"|"no measurable
                 difference"|"baseline"), "pareto", "noisy", "noise_reasons", "is_baseline", "ship",
-                "profile", "quantize_sensitivity"}],
+                "profile", "quantize_sensitivity", "device_parity" (bench with parity: {"cosine",
+                "top1_agreement", "samples", "agrees", "inputs", "reference", "device", "host_same_artifact":
+                {"cosine", "top1_agreement", "samples", "agrees"}} or {"error"}; null when not measured)}],
               sorted by group (target @ host, then runtime: the baseline's first) and then p50
     summary   {"rule" (the ship rule in words), "ship": [{"runtime", "runtime_label", "host", "artifact", "label",
                "p50_ms", "speedup", "speedup_ci95", "metric", "score", "score_delta", "score_delta_ci95",
@@ -34,8 +36,8 @@ import html
 from typing import Any, Callable
 
 from edgekit import __version__
-from edgekit.report.cells import (delta_header, delta_text, fmt, group_name, ship_text, speedup_text,
-                                  versus_text)
+from edgekit.report.cells import (delta_header, delta_text, fmt, group_name, parity_note, parity_text, ship_text,
+                                  speedup_text, versus_text)
 from edgekit.report.collect import goodness
 from edgekit.report.decide import RULE, group_key, is_shipped, ship, sort_rows
 from edgekit.report.profile_table import html_section, markdown_section
@@ -53,6 +55,8 @@ def _notes(row: dict[str, Any]) -> str:
         notes.append("Pareto")
     if row["noisy"]:
         notes.append("NOISY: " + "; ".join(row["noise_reasons"]))
+    if parity_note(row):
+        notes.append(parity_note(row))
     if row.get("accuracy_warning"):
         notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
     notes += quantize_notes(row)
@@ -77,6 +81,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
         (delta_header(rows), lambda n, r: delta_text(r, short=True)),
         ("agree %", lambda n, r: fmt(r["agreement"], ".1f")),
         ("cosine", lambda n, r: fmt(r.get("cosine"), ".4f")),
+        ("device cos (vs FP32 | vs host)", lambda n, r: parity_text(r)),
         ("notes", lambda n, r: _notes(r)),
     ]
     keep = {"#", "variant", "runtime", "target @ host", "p50 ms", "notes"}

@@ -136,6 +136,26 @@ def check_bench(document: dict[str, Any], path: Path) -> None:
             raise EdgekitError(f"{path}: field '{where}.noise_reasons' must be a list of strings")
         if result.get("profile") is not None:
             check_profile(result["profile"], path, f"{where}.profile")
+        if result.get("device_parity") is not None:
+            check_parity(result["device_parity"], path, f"{where}.device_parity")
+
+
+PARITY_FIELDS = {"cosine": NUMBER, "top1_agreement": NUMBER}
+
+
+def check_parity(value: Any, path: Path, where: str) -> None:
+    """A result's optional ``device_parity`` (bench with a parity reference): an error text, or the
+    figures against the host FP32 reference and, where measured, against the host's run of the file."""
+    parity = _mapping(value, path, where)
+    if "error" in parity:
+        _nested(parity, path, where, "error", TEXT)
+        return
+    for name, kind in PARITY_FIELDS.items():
+        _nested(parity, path, where, name, kind)
+    same = parity.get("host_same_artifact")
+    if same is not None and "error" not in _mapping(same, path, f"{where}.host_same_artifact"):
+        for name, kind in PARITY_FIELDS.items():
+            _nested(same, path, f"{where}.host_same_artifact", name, kind)
 
 
 OP_FIELDS = {"node": TEXT, "op_type": TEXT, "total_ms": NUMBER, "mean_ms": NUMBER, "share": NUMBER}

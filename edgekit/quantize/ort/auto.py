@@ -1,18 +1,22 @@
-"""``--auto``: try the candidate configurations *on this machine* and keep the fastest within budget.
+"""``--auto``: try the candidate configurations on the machine they are for; keep the fastest within budget.
 
 The right INT8 format depends on the CPU: measured here on ResNet-18 (AMD EPYC, AVX2, no VNNI),
 U8S8 QDQ ran at 1.8x FP32 speed and S8S8 QOperator at 0.22x, so picking by folklore can cost 8x.
-Every candidate is measured with the same runner and threads as ``edgekit bench``.
+Every candidate is quantized here, then all are measured in one go by a
+:class:`~edgekit.bench.measure.Measurer`: on this machine, or uploaded to the device (``--host``)
+and timed there by the same runner and threads as ``edgekit bench``. Accuracy is measured here.
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # edgekit.bench imports the target profiles, which import the quantize settings
+    from edgekit.bench.measure import Measurer
 
 from edgekit.quantize.ort.settings import OrtQuantSettings
-from edgekit.quantize.speed import latency_stats
 
 _log = logging.getLogger(__name__)
 
@@ -37,17 +41,19 @@ def choose(
     quantize: Callable[[OrtQuantSettings, Path], None],
     accuracy: Callable[[Path], float | None],
     budget: float | None,
-    threads: int | None = None,
+    measure: Measurer | None = None,
     log: Callable[[str], None] = _log.info,
 ) -> dict[str, Any]:
-    """Measure FP32 and each candidate; return the table and the winner (None if none fits)."""
-    rows = []
-    fp32_stats = latency_stats(fp32_path, threads)
-    fp32_ms = fp32_stats["p50"]
+    """Quantize every candidate, measure them with FP32 by ``measure`` (default: this machine, the
+    runner's default threads); return the table, where it was measured and the winner (None if none fits)."""
+    from edgekit.bench.measure import Measurer
+
+    measure = measure or Measurer()
+    rows: list[dict[str, Any]] = []
     fp32_acc = accuracy(Path(fp32_path))
-    rows.append({"config": "FP32", "p50_ms": fp32_ms, "p50_ci95": fp32_stats["p50_ci95"], "speedup": 1.0,
-                 "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})
+    rows.append({"config": "FP32", "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})
     with tempfile.TemporaryDirectory(prefix="edgekit-auto-") as work:
+        made: list[tuple[dict[str, Any], Path]] = []
         for index, settings in enumerate(CANDIDATES):
             out = Path(work) / f"candidate{index}.onnx"
             log(f"auto: {settings.label()}")
@@ -56,10 +62,17 @@ def choose(
             except Exception as exc:  # a candidate that fails is reported, not fatal
                 rows.append({"config": settings.label(), "error": str(exc)})
                 continue
-            stats = latency_stats(out, threads)
-            ms = stats["p50"]
-            rows.append({"config": settings.label(), "settings": settings, "p50_ms": ms, "p50_ci95": stats["p50_ci95"],
-                         "speedup": fp32_ms / ms, "top1": accuracy(out), "size_mb": out.stat().st_size / 1e6})
+            row = {"config": settings.label(), "settings": settings, "top1": accuracy(out),
+                   "size_mb": out.stat().st_size / 1e6}
+            rows.append(row)
+            made.append((row, out))
+        log(f"auto: measuring FP32 and {len(made)} candidates on "
+            f"{measure.host or measure.target or 'this machine'} ...")
+        stats = measure([Path(fp32_path), *(path for _, path in made)])
+    fp32_stats, fp32_ms = stats[0], stats[0]["p50"]
+    rows[0].update(p50_ms=fp32_ms, p50_ci95=fp32_stats["p50_ci95"], speedup=1.0)
+    for (row, _), measured in zip(made, stats[1:]):
+        row.update(p50_ms=measured["p50"], p50_ci95=measured["p50_ci95"], speedup=fp32_ms / measured["p50"])
     eligible = [r for r in rows[1:] if "error" not in r and (
         budget is None or r["top1"] is None or fp32_acc is None or fp32_acc - r["top1"] <= budget)]
     fastest = min(eligible, key=lambda r: r["p50_ms"]) if eligible else None
@@ -70,7 +83,8 @@ def choose(
     ties = [r["config"] for r in tied[1:]]
     beats = any("p50_ci95" in r and r["p50_ci95"][1] < fp32_stats["p50_ci95"][0] for r in rows[1:])
     return {"rows": rows, "winner": winner, "ties": ties, "fp32_ms": fp32_ms, "fp32_top1": fp32_acc,
-            "int8_beats_fp32": beats}
+            "int8_beats_fp32": beats, "measured_on": measure.where, "on_device": measure.on_device,
+            "scope": measure.scope_note()}
 
 
 def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -85,14 +99,15 @@ def render(result: dict[str, Any]) -> str:
               f"{r['size_mb']:.2f}" if "size_mb" in r else r.get("error", "")[:60]] for r in result["rows"]]
     text = tabulate(table, headers=["config", "p50 ms", "vs FP32", "top-1 %", "MB"], tablefmt="github")
     winner = result["winner"]
-    lines = [text, ""]
+    lines = [f"auto: latencies {result['scope']}; accuracy measured on this machine", text, ""]
+    where = "on the device" if result["on_device"] else "here"
     if winner:
-        lines.append(f"auto: chose {winner['config']}: the fastest here within the accuracy budget, or tied with it "
+        lines.append(f"auto: chose {winner['config']}: the fastest {where} within the accuracy budget, or tied with it "
                      f"and first in portability order ({winner['p50_ms']:.2f} ms, {winner['speedup']:.2f}x FP32)")
         if result["ties"]:
             lines.append(f"auto: no measurable difference (overlapping 95% CIs of the p50) from: {', '.join(result['ties'])}")
     if not result["int8_beats_fp32"]:
-        lines.append("auto: no INT8 candidate beats FP32 on this CPU: here INT8 buys size (about 4x smaller), "
+        lines.append(f"auto: no INT8 candidate beats FP32 on {'that device' if result['on_device'] else 'this CPU'}: INT8 buys size (about 4x smaller), "
                      "not speed. INT8 speed comes on CPUs with int8 dot products (ARM dotprod, x86 VNNI); see the "
                      "target profiles.")
     return "\n".join(lines)

@@ -73,12 +73,15 @@ def quantize_ort_workflow(
     remedies: bool = True,
     holdout: np.ndarray | None = None,
     timer: speed.Timer | None = None,
+    measure: Any = None,
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
     (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.
     ``budget_key`` names the budget in errors: ``--accuracy-budget``, or the pipeline file's key.
     ``holdout``: tensors to measure fidelity on (default: a held-out slice of ``calib``); ``remedies``:
-    try them when fidelity is low; ``timer``: measures a model file (default ``speed.default_timer``)."""
+    try them when fidelity is low; ``timer``: measures a model file (default ``speed.default_timer``);
+    ``measure``: where ``auto`` times its candidates (an ``edgekit.bench.measure.Measurer``; default
+    this machine with ``threads``)."""
     fp32, out = Path(fp32), Path(out)
     check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
@@ -100,14 +103,19 @@ def quantize_ort_workflow(
             return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32)
 
         if auto:
+            if measure is None:
+                from edgekit.bench.measure import Measurer
+
+                measure = Measurer(threads=threads)
             table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
                                     accuracy_budget if accuracy_budget is not None else AUTO_DEFAULT_BUDGET,
-                                    threads, log)
+                                    measure, log)
             log(auto_mod.render(table))
             if table["winner"] is None:
                 raise EdgekitError("--auto: no INT8 candidate stayed within the accuracy budget")
             settings = table["winner"]["settings"]
             extra["auto"] = [{k: v for k, v in r.items() if k != "settings"} for r in table["rows"]]
+            extra["auto_measured_on"] = table["measured_on"]
             timings["auto_s"] = time.perf_counter() - started
         first = quantize(settings, excluded, work / "int8.onnx", progress)
         timings["quantize_s"] = time.perf_counter() - started - timings.get("auto_s", 0.0)

@@ -30,7 +30,8 @@ from .base import Runner
 from .registry import NAMES, choose, require_installed
 from .system import cpu_busy_fraction, peak_rss_bytes, read_temperature, system_info
 
-RUNNER_VERSION = 2
+RUNNER_VERSION = 3
+MAX_PROBE_VALUES = 1 << 22  # outputs returned for parity at most (16 MB of float32 as base64 in the JSON)
 
 
 def open_runner(path: str, threads: int | None = None, runtime: str | None = None, layout: str | None = None,
@@ -60,9 +61,10 @@ def time_loop(run: Callable[[], Any], warmup: int, runs: int, time_budget: float
 
 def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: str | None,
               time_budget: float | None, layout: str | None = None, delegate: str | None = None,
-              profile_runs: int = 0, profile_top: int = 10) -> dict[str, Any]:
+              profile_runs: int = 0, profile_top: int = 10, probe_set: str | None = None) -> dict[str, Any]:
     """Load, time the first inference, then time ``runs`` inferences on fixed random inputs; with
-    ``profile_runs``, then a separate profiled pass (per-operator time, see op_profile.py)."""
+    ``profile_runs``, then a separate profiled pass (per-operator time, see op_profile.py); with
+    ``probe_set`` (a float NCHW .npy the host sent), the outputs on it, for device parity."""
     start = time.perf_counter()
     runner = open_runner(path, threads, runtime, layout, delegate)
     load_s = time.perf_counter() - start
@@ -94,7 +96,25 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
         result["delegate"] = runner.delegate
     if profile_runs:
         result["profile"] = profile(runner, feeds, profile_runs, profile_top)
+    if probe_set:
+        result["probe_outputs"] = probe_outputs(runner, probe_set)
     return result
+
+
+def probe_outputs(runner: Runner, probe_set: str) -> dict[str, Any]:
+    """The first output on the host's probe inputs, as float32 bytes in base64 (exact, so the host
+    compares what this device computed, not a rounded copy); an error entry when they do not fit."""
+    import base64
+
+    import numpy as np
+
+    try:
+        outputs = np.ascontiguousarray(runner.predict(np.load(probe_set, allow_pickle=False)), dtype=np.float32)
+    except Exception as exc:  # a probe set of another shape: parity is not measured, timings stand
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    if outputs.size > MAX_PROBE_VALUES:
+        return {"error": f"{outputs.size} output values exceed the {MAX_PROBE_VALUES} returned at most"}
+    return {"shape": list(outputs.shape), "dtype": "float32", "base64": base64.b64encode(outputs.tobytes()).decode()}
 
 
 def profile(runner: Runner, feeds: list[Any], runs: int, top: int) -> dict[str, Any]:
@@ -170,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-runs", type=int, default=0,
                         help="after timing, this many profiled inferences: per-operator time (0: none)")
     parser.add_argument("--profile-top", type=int, default=10, help="slowest operators kept in the profile")
+    parser.add_argument("--probe-set", help="float NCHW .npy: return each model's first output on it (parity)")
     parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
     parser.add_argument("--serve", action="store_true",
@@ -198,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 document["results"].append(
                     benchmark(model, args.runs, args.warmup, args.threads, args.runtime, args.time_budget,
-                              delegate=args.delegate, profile_runs=args.profile_runs, profile_top=args.profile_top))
+                              delegate=args.delegate, profile_runs=args.profile_runs, profile_top=args.profile_top,
+                              probe_set=args.probe_set))
             except Exception as exc:  # reported per model, the others still run
                 document["results"].append(failure(model, args.runtime, exc))
     json.dump(document, sys.stdout)
