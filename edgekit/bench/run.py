@@ -8,6 +8,8 @@ Schema::
     host      "local" or "user@host:port"
     notes     (when any) lines about the measurement: runtimes skipped, fewer CPUs than threads
     host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
+    upload    (SSH only) "sftp", or "exec" where the device has no SFTP subsystem (``cat > FILE``, checked by SHA-256)
+    error     (a device of a fleet that could not be measured) one line; ``results`` is then empty
     system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
     settings  {"runs", "warmup", "threads", "time_budget"}
     results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_package", "runtime_version",
@@ -25,13 +27,14 @@ measures an .onnx on both); ``runtime`` tells them apart.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 from pathlib import Path
 from typing import Any, Sequence
 
 from edgekit.bench.local import bench_local
 from edgekit.bench.plan import plan
-from edgekit.bench.remote import SshTarget, bench_remote
+from edgekit.bench.remote import SshTarget, bench_remote_async
 from edgekit.bench.stats import noise_reasons, summarize
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
@@ -59,6 +62,46 @@ def benchmark(
 ) -> dict[str, Any]:
     """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document.
     ``profile_top``: also a profiled pass per artifact, keeping its slowest ``profile_top`` operators."""
+    paths = check_artifacts(artifacts, runs, warmup, profile_top)
+    profile = load_profile(target, targets_dir)
+    if host_spec(profile, host):
+        return asyncio.run(benchmark_async(
+            paths, target=target, targets_dir=targets_dir, host=host, runs=runs, warmup=warmup, threads=threads,
+            runtime=runtime, time_budget=time_budget, remote_python=remote_python, ssh_options=ssh_options,
+            timeout=timeout, profile_top=profile_top, checked=True))
+    jobs = plan(paths, runtime, profile, threads)
+    document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
+                           profile_top=profile_top)
+    return _document(document, profile, "local", runs, warmup, threads, time_budget, profile_top)
+
+
+async def benchmark_async(
+    artifacts: Sequence[str | Path], *, target: str | None = None, targets_dir: str | None = None,
+    host: str | None = None, runs: int = 100, warmup: int = 10, threads: int | None = None,
+    runtime: str | None = None, time_budget: float | None = None, remote_python: str | None = None,
+    ssh_options: dict[str, Any] | None = None, timeout: float = 1800.0, profile_top: int | None = None,
+    checked: bool = False,
+) -> dict[str, Any]:
+    """:func:`benchmark` on one device over SSH, awaitable: a fleet measures its devices at once
+    (:mod:`edgekit.bench.fleet`). ``checked``: the artifacts were already checked."""
+    paths = [Path(a) for a in artifacts] if checked else check_artifacts(artifacts, runs, warmup, profile_top)
+    profile = load_profile(target, targets_dir)
+    spec = host_spec(profile, host)
+    if not spec:
+        raise EdgekitError("no --host, and the target profile has no ssh.host")
+    jobs = plan(paths, runtime, profile, threads)
+    python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
+    workdir = profile.ssh.workdir if profile and profile.ssh else None
+    ssh_target = SshTarget.parse(spec, **(ssh_options or {}))
+    document = await bench_remote_async(ssh_target, jobs, runs, warmup, time_budget=time_budget,
+                                        remote_python=python, workdir=workdir, timeout=timeout,
+                                        profile_top=profile_top)
+    return _document(document, profile, ssh_target.label(), runs, warmup, threads, time_budget, profile_top)
+
+
+def check_artifacts(artifacts: Sequence[str | Path], runs: int, warmup: int, profile_top: int | None) -> list[Path]:
+    """The settings and every artifact, checked here before any upload: a corrupt file is named,
+    not a runner crash on the device."""
     if runs < 1 or warmup < 0:
         raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     if profile_top is not None and profile_top < 1:
@@ -68,22 +111,14 @@ def benchmark(
         if not path.exists():
             raise EdgekitError(f"{path}: artifact not found")
         check_model_file(path, "artifact")
-        verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
-    profile = load_profile(target, targets_dir)
-    jobs = plan(paths, runtime, profile, threads)
+        verify_model(path)
+    return paths
+
+
+def _document(document: dict[str, Any], profile: Any, where: str, runs: int, warmup: int, threads: int | None,
+              time_budget: float | None, profile_top: int | None) -> dict[str, Any]:
+    """The runner's merged output -> an ``edgekit.bench/1`` document."""
     threads = threads or (profile.threads if profile else None)
-    host = host_spec(profile, host)
-    if host:
-        python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
-        workdir = profile.ssh.workdir if profile and profile.ssh else None
-        ssh_target = SshTarget.parse(host, **(ssh_options or {}))
-        document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
-                                workdir=workdir, timeout=timeout, profile_top=profile_top)
-        where = ssh_target.label()
-    else:
-        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
-                               profile_top=profile_top)
-        where = "local"
     results = []
     for job, raw in zip(document.pop("jobs"), document["results"]):
         if "error" in raw:
@@ -92,13 +127,28 @@ def benchmark(
         results.append(_result(job.path, raw, document["system"]))
     notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where)]
     return {
-        "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": _now(),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
         "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget,
                      **({"profile_top": profile_top} if profile_top is not None else {})},
         "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
+        **({"upload": document["upload"]} if "upload" in document else {}),
     }
+
+
+def failure_document(target: str | None, host: str, error: str) -> dict[str, Any]:
+    """A device that could not be measured, as a bench document with no results: the report shows
+    it as one line, and a pipeline re-run retries it (:func:`is_failure`)."""
+    return {"schema": SCHEMA, "created": _now(), "target": target, "host": host, "error": error, "results": []}
+
+
+def is_failure(document: dict[str, Any]) -> bool:
+    return "error" in document
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def cores_note(profile: Any, results: list[dict[str, Any]], system: dict[str, Any], where: str) -> list[str]:
