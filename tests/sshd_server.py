@@ -31,9 +31,10 @@ def keygen(path: Path) -> Path:
 
 
 class SshServer:
-    """``sshd -D -e -f config`` on a free high port; ``known_hosts`` and ``client_key`` for the client."""
+    """``sshd -D -e -f config`` on a free high port; ``known_hosts`` and ``client_key`` for the client.
+    ``sftp=False``: no SFTP subsystem, as on many boards (dropbear, a stripped sshd)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, sftp: bool = True) -> None:
         self.folder = folder
         self.port = free_port()
         self.user = getpass.getuser()
@@ -51,7 +52,7 @@ class SshServer:
             f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPubkeyAuthentication yes\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             f"PermitRootLogin prohibit-password\nPidFile {folder / 'sshd.pid'}\n"
-            "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
+            + ("Subsystem sftp internal-sftp\n" if sftp else "") + "LogLevel ERROR\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
 

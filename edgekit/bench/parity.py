@@ -19,8 +19,11 @@ host's run of the same file every sample counts: there any difference is the dev
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -181,3 +184,43 @@ def line(result: dict[str, Any]) -> str | None:
         return (f"{result['artifact']} ({result['runtime']}) computes differently on {parity['device']} than on this "
                 f"host: cosine {same['cosine']:.4f}, top-1 agreement {same['top1_agreement']:.1f}%")
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSet:
+    """The probe inputs of one benchmark (saved as ``file`` for the runner) and each artifact's reference."""
+
+    references: dict[str, Path]
+    inputs: np.ndarray
+    real: int      # the first ``real`` inputs are real samples
+    file: Path
+
+
+@contextlib.contextmanager
+def probe_scope(artifacts: list[Path], wanted: bool, reference: str | Path | None = None,
+                samples: np.ndarray | None = None) -> Iterator[ProbeSet | None]:
+    """The probe set while the benchmark runs (its .npy removed after); None when parity is not wanted."""
+    if not wanted:
+        yield None
+        return
+    references_found = references(artifacts, reference)
+    inputs = reference_probe_set(next(iter(references_found.values())), samples)
+    real = min(len(samples), REAL_SAMPLES) if samples is not None else 0
+    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as folder:
+        file = Path(folder) / "probe.npy"
+        np.save(file, inputs)
+        yield ProbeSet(references_found, inputs, real, file)
+
+
+def finish(document: dict[str, Any], probe: ProbeSet | None) -> dict[str, Any]:
+    """``document`` (an edgekit.bench/1) with ``device_parity`` on every result and a note per
+    disagreeing one; unchanged without a probe set."""
+    if probe is None:
+        return document
+    attach(document, document["results"], probe.references,
+           HostOutputs(probe.inputs, document["settings"].get("threads")), probe.real)
+    document["settings"]["parity"] = {"samples": int(len(probe.inputs)), "real": probe.real}
+    notes = [*document.get("notes", []), *(text for text in map(line, document["results"]) if text)]
+    if notes:
+        document["notes"] = notes
+    return document

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from edgekit.bench.local import RUN_MODULE, RUNNER, merge_documents, parse_runner_output, runner_arguments
 from edgekit.bench.plan import Job, settle
+from edgekit.bench.upload import Uploader, open_uploader
 from edgekit.errors import EdgekitError, first_line
 from edgekit.log import progress as progress_bar
 from edgekit.runtime.registry import model_format
@@ -340,8 +341,7 @@ async def bench_remote_async(
     profile_top: int | None = None, probe_set: Path | None = None,
 ) -> dict[str, Any]:
     """Measure ``jobs`` on the device; the runner's JSON document plus where it ran, the jobs measured
-    (in result order) and notes on runtimes skipped. ``probe_set``: a .npy sent along, whose outputs
-    each job returns (device parity)."""
+    (in result order) and notes on runtimes skipped."""
     import asyncssh
 
     where = target.label()
@@ -358,23 +358,21 @@ async def bench_remote_async(
         keeper, owner = await _start_keeper(connection, where)
         remote_dir, swept = await _make_remote_dir(connection, workdir, owner, where)
         runner = f"cd {shlex.quote(remote_dir)} && {python} {' '.join(RUN_MODULE)}"
+        uploader = await open_uploader(connection, where, remote_python)
         try:
-            async with connection.start_sftp_client() as sftp:
-                await _upload_runner(sftp, remote_dir)
-                check = await _run(connection, f"{runner} --probe", 120, where)
-                if check.exit_status != 0:
-                    last = (str(check.stderr).strip().splitlines() or ["?"])[-1]
-                    raise EdgekitError(f"{where}: the runner cannot start with {remote_python} ({last[:200]}); it needs numpy")
-                available = parse_runner_output(str(check.stdout), where)["system"].get("runtimes", {})
-                jobs, notes = settle(list(jobs), available, where, "the device's Python", remote=True)
-                for path in _uploads(jobs):
-                    await sftp.put(str(path), f"{remote_dir}/{path.name}")
-                if probe_set:
-                    await sftp.put(str(probe_set), f"{remote_dir}/{PROBE_FILE}")
-        except (asyncssh.SFTPError, OSError) as exc:
-            if isinstance(exc, EdgekitError):
-                raise
-            raise EdgekitError(f"{where}: upload failed ({first_line(exc)})") from exc
+            await _upload_runner(uploader, remote_dir)
+            check = await _run(connection, f"{runner} --probe", 120, where)
+            if check.exit_status != 0:
+                last = (str(check.stderr).strip().splitlines() or ["?"])[-1]
+                raise EdgekitError(f"{where}: the runner cannot start with {remote_python} ({last[:200]}); it needs numpy")
+            available = parse_runner_output(str(check.stdout), where)["system"].get("runtimes", {})
+            jobs, notes = settle(list(jobs), available, where, "the device's Python", remote=True)
+            for path in _uploads(jobs):
+                await uploader.put(path, f"{remote_dir}/{path.name}")
+            if probe_set:
+                await uploader.put(probe_set, f"{remote_dir}/{PROBE_FILE}")
+        finally:
+            await uploader.close()
         documents = []
         # one process each on the device too: a clean peak-memory figure
         for index, job in enumerate(progress_bar(jobs, desc=f"benchmarking on {where}", unit="artifact")):
@@ -392,20 +390,22 @@ async def bench_remote_async(
                 raise EdgekitError(f"{where}: the runner failed with exit {result.exit_status} ({last[:200]})")
             documents.append(parse_runner_output(str(result.stdout), where))
         document = merge_documents(documents)
-        document.update(remote_dir=remote_dir, stale_dirs_removed=swept,
+        document.update(remote_dir=remote_dir, stale_dirs_removed=swept, upload=uploader.kind,
                         host_key_checked=not target.insecure_no_host_check, jobs=jobs, notes=notes)
         return document
+    except (asyncssh.Error, OSError, EOFError) as exc:  # anything SSH-side not named above: still one line
+        raise EdgekitError(f"{where}: SSH failed ({type(exc).__name__}: {first_line(exc)})") from exc
     finally:
         await _clean_up(connection, remote_dir if not keep else None, keeper)
 
 
-async def _upload_runner(sftp: Any, remote_dir: str) -> None:
+async def _upload_runner(uploader: Uploader, remote_dir: str) -> None:
     """The runner package's sources (not its __pycache__): every runtime module travels, so a new
     runtime needs no change here."""
     folder = f"{remote_dir}/{RUNNER.name}"
-    await sftp.mkdir(folder)
+    await uploader.mkdir(folder)
     for source in sorted(RUNNER.glob("*.py")):
-        await sftp.put(str(source), f"{folder}/{source.name}")
+        await uploader.put(source, f"{folder}/{source.name}")
 
 
 def _uploads(jobs: Sequence[Job]) -> list[Path]:

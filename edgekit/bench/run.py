@@ -8,6 +8,8 @@ Schema::
     host      "local" or "user@host:port"
     notes     (when any) lines about the measurement: runtimes skipped, fewer CPUs than threads
     host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
+    upload    (SSH only) "sftp", or "exec" where the device has no SFTP subsystem (``cat > FILE``, checked by SHA-256)
+    error     (a device of a fleet that could not be measured) one line; ``results`` is then empty
     system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
     settings  {"runs", "warmup", "threads", "time_budget"}
     results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_package", "runtime_version",
@@ -25,17 +27,15 @@ measures an .onnx on both); ``runtime`` tells them apart.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
-
-import numpy as np
 
 from edgekit.bench import parity as parity_mod
 from edgekit.bench.local import bench_local
 from edgekit.bench.plan import plan
-from edgekit.bench.remote import SshTarget, bench_remote
+from edgekit.bench.remote import SshTarget, bench_remote_async
 from edgekit.bench.stats import noise_reasons, summarize
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
@@ -69,6 +69,50 @@ def benchmark(
     ``parity``: each result also gets ``device_parity``, its outputs on a probe set (seeded inputs and
     ``parity_samples``, real float NCHW samples) against its FP32 model's (``parity_reference``, else
     the one its manifest names) and the same file's on this host (see :mod:`edgekit.bench.parity`)."""
+    paths = check_artifacts(artifacts, runs, warmup, profile_top)
+    profile = load_profile(target, targets_dir)
+    with parity_mod.probe_scope(paths, parity, parity_reference, parity_samples) as probe:
+        if host_spec(profile, host):
+            return asyncio.run(benchmark_async(
+                paths, target=target, targets_dir=targets_dir, host=host, runs=runs, warmup=warmup, threads=threads,
+                runtime=runtime, time_budget=time_budget, remote_python=remote_python, ssh_options=ssh_options,
+                timeout=timeout, profile_top=profile_top, checked=True, probe=probe))
+        jobs = plan(paths, runtime, profile, threads)
+        document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
+                               profile_top=profile_top, probe_set=probe.file if probe else None)
+        return parity_mod.finish(_document(document, profile, "local", runs, warmup, threads, time_budget,
+                                           profile_top), probe)
+
+
+async def benchmark_async(
+    artifacts: Sequence[str | Path], *, target: str | None = None, targets_dir: str | None = None,
+    host: str | None = None, runs: int = 100, warmup: int = 10, threads: int | None = None,
+    runtime: str | None = None, time_budget: float | None = None, remote_python: str | None = None,
+    ssh_options: dict[str, Any] | None = None, timeout: float = 1800.0, profile_top: int | None = None,
+    checked: bool = False, probe: parity_mod.ProbeSet | None = None,
+) -> dict[str, Any]:
+    """:func:`benchmark` on one device over SSH, awaitable: a fleet measures its devices at once
+    (:mod:`edgekit.bench.fleet`). ``checked``: the artifacts were already checked; ``probe``: the
+    device-parity probe set (:func:`edgekit.bench.parity.probe_scope`)."""
+    paths = [Path(a) for a in artifacts] if checked else check_artifacts(artifacts, runs, warmup, profile_top)
+    profile = load_profile(target, targets_dir)
+    spec = host_spec(profile, host)
+    if not spec:
+        raise EdgekitError("no --host, and the target profile has no ssh.host")
+    jobs = plan(paths, runtime, profile, threads)
+    python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
+    workdir = profile.ssh.workdir if profile and profile.ssh else None
+    ssh_target = SshTarget.parse(spec, **(ssh_options or {}))
+    document = await bench_remote_async(ssh_target, jobs, runs, warmup, time_budget=time_budget,
+                                        remote_python=python, workdir=workdir, timeout=timeout,
+                                        profile_top=profile_top, probe_set=probe.file if probe else None)
+    return parity_mod.finish(_document(document, profile, ssh_target.label(), runs, warmup, threads, time_budget,
+                                       profile_top), probe)
+
+
+def check_artifacts(artifacts: Sequence[str | Path], runs: int, warmup: int, profile_top: int | None) -> list[Path]:
+    """The settings and every artifact, checked here before any upload: a corrupt file is named,
+    not a runner crash on the device."""
     if runs < 1 or warmup < 0:
         raise EdgekitError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     if profile_top is not None and profile_top < 1:
@@ -78,19 +122,14 @@ def benchmark(
         if not path.exists():
             raise EdgekitError(f"{path}: artifact not found")
         check_model_file(path, "artifact")
-        verify_model(path)  # here, before any upload: a corrupt file is named, not a runner crash
-    references = parity_mod.references(paths, parity_reference) if parity else {}
-    profile = load_profile(target, targets_dir)
-    jobs = plan(paths, runtime, profile, threads)
+        verify_model(path)
+    return paths
+
+
+def _document(document: dict[str, Any], profile: Any, where: str, runs: int, warmup: int, threads: int | None,
+              time_budget: float | None, profile_top: int | None) -> dict[str, Any]:
+    """The runner's merged output -> an ``edgekit.bench/1`` document."""
     threads = threads or (profile.threads if profile else None)
-    host = host_spec(profile, host)
-    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as scratch:
-        probe = None
-        if references:
-            probe = parity_mod.reference_probe_set(next(iter(references.values())), parity_samples)
-            np.save(Path(scratch) / "probe.npy", probe)
-        document, where = _measure(jobs, host, profile, runs, warmup, time_budget, remote_python, ssh_options,
-                                   timeout, local_python, profile_top, Path(scratch) / "probe.npy" if probe is not None else None)
     results = []
     for job, raw in zip(document.pop("jobs"), document["results"]):
         if "error" in raw:
@@ -98,38 +137,29 @@ def benchmark(
                                f"({raw['error'][:200]})")
         results.append(_result(job.path, raw, document["system"]))
     notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where)]
-    measured = {
-        "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    return {
+        "schema": SCHEMA, "created": _now(),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
         "settings": {"runs": runs, "warmup": warmup, "threads": threads, "time_budget": time_budget,
                      **({"profile_top": profile_top} if profile_top is not None else {})},
         "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
+        **({"upload": document["upload"]} if "upload" in document else {}),
     }
-    if probe is not None:
-        real = min(len(parity_samples), parity_mod.REAL_SAMPLES) if parity_samples is not None else 0
-        parity_mod.attach(measured, results, references, parity_mod.HostOutputs(probe, threads), real)
-        measured["settings"]["parity"] = {"samples": int(len(probe)), "real": real}
-        notes += [text for text in map(parity_mod.line, results) if text]
-        if notes:
-            measured["notes"] = notes
-    return measured
 
 
-def _measure(jobs: list[Any], host: str | None, profile: Any, runs: int, warmup: int, time_budget: float | None,
-             remote_python: str | None, ssh_options: dict[str, Any] | None, timeout: float,
-             local_python: str | None, profile_top: int | None, probe_set: Path | None) -> tuple[dict[str, Any], str]:
-    """The runner's document for ``jobs`` and where it ran: on ``host`` over SSH, else here."""
-    if host:
-        python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
-        workdir = profile.ssh.workdir if profile and profile.ssh else None
-        ssh_target = SshTarget.parse(host, **(ssh_options or {}))
-        document = bench_remote(ssh_target, jobs, runs, warmup, time_budget=time_budget, remote_python=python,
-                                workdir=workdir, timeout=timeout, profile_top=profile_top, probe_set=probe_set)
-        return document, ssh_target.label()
-    document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
-                           profile_top=profile_top, probe_set=probe_set)
-    return document, "local"
+def failure_document(target: str | None, host: str, error: str) -> dict[str, Any]:
+    """A device that could not be measured, as a bench document with no results: the report shows
+    it as one line, and a pipeline re-run retries it (:func:`is_failure`)."""
+    return {"schema": SCHEMA, "created": _now(), "target": target, "host": host, "error": error, "results": []}
+
+
+def is_failure(document: dict[str, Any]) -> bool:
+    return "error" in document
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def cores_note(profile: Any, results: list[dict[str, Any]], system: dict[str, Any], where: str) -> list[str]:

@@ -15,12 +15,15 @@ MAX_PROFILE_TOP = 10_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from edgekit.cli.common import add_json_output, add_runtime, add_targets_dir
+    from edgekit.cli.common import add_json_output, add_runtime, add_ssh_options, add_targets_dir
 
     parser = subparsers.add_parser(
         "bench", help="benchmark artifacts locally or on a device over SSH",
-        description="Measure the latency of model artifacts here or on a device over SSH, with a target "
-                    "profile's threads and runtimes; the input is each model's own shape (dynamic batch: 1).")
+        description="Measure the latency of model artifacts here or on devices over SSH, with a target "
+                    "profile's threads and runtimes; the input is each model's own shape (dynamic batch: 1). "
+                    "Several --host are measured at once, one connection each; exit 0 when every device was "
+                    "measured, 1 when some failed (one line each) and the others were, 2 on bad input or when "
+                    "none was.")
     parser.add_argument("artifacts", nargs="+", help=f"model files ({', '.join(SUFFIXES)})")
     parser.add_argument("--target", help="target profile (threads, SSH defaults); see edgekit targets list")
     add_targets_dir(parser)
@@ -46,16 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_output(parser, "write the result (schema edgekit.bench/1) to this file")
     parser.add_argument("--out-dir", metavar="DIR", help="write the result into this folder as bench-<target>-<host>.json")
     parser.add_argument("--force", action="store_true", help="overwrite the JSON output (--json or in --out-dir)")
-    ssh = parser.add_argument_group("device over SSH")
-    ssh.add_argument("--host", help="user@addr[:port] or an ~/.ssh/config alias")
-    ssh.add_argument("--remote-python", help="the device's Python (default python3, or the profile's)")
-    ssh.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
-    ssh.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown host key")
-    ssh.add_argument("--insecure-no-host-check", action="store_true",
-                     help="do not check the host key at all (recorded in the result as host_key_checked: false)")
-    ssh.add_argument("--identity", help="private key file")
-    ssh.add_argument("--ssh-config", help="ssh config file (default ~/.ssh/config)")
-    ssh.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the whole run")
+    add_ssh_options(parser, many=True)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the whole run on a device")
     parser.set_defaults(handler=run)
 
 
@@ -69,11 +64,11 @@ def output_path(args: argparse.Namespace, target: str | None, host: str) -> str 
     return None
 
 
-def check_arguments(args: argparse.Namespace) -> str | None:
-    """Every argument and the output file, checked before measuring (which can take an hour);
-    returns the output path."""
+def check_arguments(args: argparse.Namespace) -> tuple[list, list[str | None]]:
+    """Every argument and the output files, checked before measuring (which can take an hour);
+    returns the devices (none: here, or the profile's ssh host) and each one's output path."""
     from edgekit.bench.run import destination
-    from edgekit.cli.common import check_output, positive
+    from edgekit.cli.common import check_output, devices, positive
     from edgekit.errors import EdgekitError
     from edgekit.evaluate import MAX_THREADS
 
@@ -95,23 +90,24 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         raise EdgekitError("--recipe: required to read --parity-data")
     if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise EdgekitError(f"--out-dir {args.out_dir}: exists and is not a folder")
-    target, host = destination(args.target, args.targets_dir, args.host)
-    path = output_path(args, target, host)
-    if path:
-        check_output(path, args.force, inputs=args.artifacts)
-    return path
+    fleet = devices(args, args.target)
+    if len(fleet) > 1 and args.json:
+        raise EdgekitError("--json: one file cannot hold several devices' results; use --out-dir DIR "
+                           "(one bench-<target>-<host>.json per device)")
+    places = [destination(d.target, args.targets_dir, d.spec) for d in fleet] or \
+        [destination(args.target, args.targets_dir, None)]
+    paths = [output_path(args, target, host) for target, host in places]
+    for path in paths:
+        if path:
+            check_output(path, args.force, inputs=args.artifacts)
+    return fleet, paths
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgekit.atomic import write_text_atomic
-    from edgekit.bench import benchmark, render_table
-    from edgekit.bench.run import render_profiles
+    from edgekit.bench import benchmark
 
-    path = check_arguments(args)
-    options = {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host,
-               "insecure_no_host_check": args.insecure_no_host_check, "identity": args.identity,
-               "ssh_config": args.ssh_config}
-    if args.target and not args.host:
+    fleet, paths = check_arguments(args)
+    if args.target and not fleet:
         import platform
 
         from edgekit.targets import load_target
@@ -120,19 +116,56 @@ def run(args: argparse.Namespace) -> int:
         if profile.arch != platform.machine() and not (profile.ssh and profile.ssh.host):
             log.info(f"note: target {profile.name} is {profile.arch}, this machine is {platform.machine()}: measuring "
                   f"here with its settings; add --host to measure on the device itself")
+    settings = {"runs": args.runs, "warmup": args.warmup, "threads": args.threads, "runtime": args.runtime,
+                "time_budget": args.time_budget, "timeout": args.timeout,
+                "profile_top": args.profile_top if args.profile else None, **parity_settings(args)}
+    if len(fleet) > 1:
+        return run_fleet(args, fleet, paths, settings)
+    log.info(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...")
+    device = fleet[0] if fleet else None
+    document = benchmark(args.artifacts, target=device.target if device else args.target, targets_dir=args.targets_dir,
+                         host=device.spec if device else None,
+                         remote_python=device.remote_python if device else args.remote_python,
+                         ssh_options=device.ssh_options if device else None, local_python=args.python, **settings)
+    show(args, document, paths[0])
+    return 0
+
+
+def parity_settings(args: argparse.Namespace) -> dict:
+    """``--parity``'s keyword arguments of :func:`edgekit.bench.benchmark` (the real samples read here)."""
+    if not args.parity:
+        return {}
     samples = None
     if args.parity_data:
         from edgekit.bench.parity import REAL_SAMPLES
         from edgekit.data import calibration_tensors, load_recipe
 
         samples = calibration_tensors(args.parity_data, load_recipe(args.recipe), REAL_SAMPLES, 0)
-    log.info(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each ...")
-    document = benchmark(args.artifacts, target=args.target, targets_dir=args.targets_dir, host=args.host,
-                         runs=args.runs, warmup=args.warmup, threads=args.threads, runtime=args.runtime,
-                         time_budget=args.time_budget, remote_python=args.remote_python, ssh_options=options,
-                         timeout=args.timeout, local_python=args.python,
-                         profile_top=args.profile_top if args.profile else None, parity=args.parity,
-                         parity_reference=args.parity_reference, parity_samples=samples)
+    return {"parity": True, "parity_reference": args.parity_reference, "parity_samples": samples}
+
+
+def run_fleet(args: argparse.Namespace, fleet: list, paths: list[str | None], settings: dict) -> int:
+    """Every device at once; a failed one is one ``edgekit: error:`` line (and its document, marked failed)."""
+    import sys
+
+    from edgekit.bench.fleet import bench_fleet, exit_code
+    from edgekit.bench.run import is_failure
+
+    log.info(f"benchmarking {len(args.artifacts)} artifact(s), {args.runs} runs each, on {len(fleet)} devices at once ...")
+    documents = bench_fleet(args.artifacts, fleet, targets_dir=args.targets_dir, **settings)
+    for document, path in zip(documents, paths):
+        if is_failure(document):
+            print(f"edgekit: error: {document['error']}", file=sys.stderr)
+            write(args, document, path)
+        else:
+            show(args, document, path)
+    return exit_code(documents)
+
+
+def show(args: argparse.Namespace, document: dict, path: str | None) -> None:
+    from edgekit.bench import render_table
+    from edgekit.bench.run import render_profiles
+
     for note in document.get("notes", []):
         log.info(note)
     print(render_table(document))
@@ -142,7 +175,12 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.bench.run import render_parity
 
         print("\n" + render_parity(document))
+    write(args, document, path)
+
+
+def write(args: argparse.Namespace, document: dict, path: str | None) -> None:
+    from edgekit.atomic import write_text_atomic
+
     if path:
         write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=args.force)
         log.info(f"wrote {path}")
-    return 0

@@ -167,3 +167,40 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(sub)
         elif shows_default(action) and "default" not in (action.help or ""):
             action.help = f"{action.help} (default: %(default)s)" if action.help else "(default: %(default)s)"
+
+
+def add_ssh_options(parser: argparse.ArgumentParser, many: bool = False,
+                    host_help: str = "user@addr[:port], an ~/.ssh/config alias or an inventory device name") -> None:
+    """The SSH options of every command that measures on a device: one spelling, one meaning.
+    ``many``: ``--host`` may be repeated (a fleet, measured concurrently)."""
+    ssh = parser.add_argument_group("device over SSH")
+    if many:
+        ssh.add_argument("--host", action="append", metavar="HOST", help=host_help + "; repeat for several devices")
+    else:
+        ssh.add_argument("--host", metavar="HOST", help=host_help)
+    ssh.add_argument("--inventory", metavar="FILE", help="YAML of devices (name, host, target, python, known_hosts, "
+                     "identity) that --host may name (also EDGEKIT_INVENTORY)")
+    ssh.add_argument("--remote-python", help="the device's Python (default python3, or the inventory's or profile's)")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (default ~/.ssh/known_hosts)")
+    ssh.add_argument("--trust-new-host", action="store_true", help="accept and record an unknown host key")
+    ssh.add_argument("--insecure-no-host-check", action="store_true",
+                     help="do not check the host key at all (recorded in the result as host_key_checked: false)")
+    ssh.add_argument("--identity", metavar="FILE", help="private key file")
+    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh config file (default ~/.ssh/config)")
+
+
+def ssh_options(args: argparse.Namespace) -> dict[str, object]:
+    """What :class:`edgekit.bench.remote.SshTarget` takes, from :func:`add_ssh_options`' arguments."""
+    return {"known_hosts": args.known_hosts, "trust_new_host": args.trust_new_host,
+            "insecure_no_host_check": args.insecure_no_host_check, "identity": args.identity,
+            "ssh_config": args.ssh_config}
+
+
+def devices(args: argparse.Namespace, target: str | None = None) -> list:
+    """``--host`` (once or repeated) resolved through ``--inventory``: a list of
+    :class:`edgekit.bench.inventory.Device`, empty without ``--host``."""
+    from edgekit.bench.inventory import resolve_hosts
+
+    hosts = args.host if isinstance(args.host, list) else [args.host] if args.host else []
+    return resolve_hosts(hosts, args.inventory, target=target, remote_python=args.remote_python,
+                         ssh_options=ssh_options(args))

@@ -168,16 +168,20 @@ class QuantizeConfig(_Strict):
 
 
 class HostConfig(_Strict):
-    host: str
-    target: str | None = None
+    host: str                           # user@addr[:port], an ssh config alias, or a name in bench.inventory
+    target: str | None = None           # these win over the inventory device's own values
     remote_python: str | None = None
     known_hosts: str | None = None
     identity: str | None = None
+    ssh_config: str | None = None
+    trust_new_host: bool = False
+    insecure_no_host_check: bool = False
 
 
 class BenchConfig(_Strict):
     targets: list[str] = Field(default_factory=lambda: ["x86-64-avx2"])
-    hosts: list[HostConfig] = Field(default_factory=list)
+    hosts: list[HostConfig] = Field(default_factory=list)  # measured at once; one failing is one line in the report
+    inventory: str | None = None  # devices YAML that hosts[].host may name (edgekit.bench.inventory)
     runs: Runs = 100
     warmup: Warmup = 10
     threads: Threads | None = None
@@ -227,10 +231,27 @@ def check_inputs(config: PipelineConfig, origin: str, targets_dir: str | None = 
 
     for i, name in enumerate(config.bench.targets):
         _in_key(origin, f"bench.targets.{i}", lambda: load_target(name, targets_dir))
-    for i, host in enumerate(config.bench.hosts):
-        _in_key(origin, f"bench.hosts.{i}.host", lambda: SshTarget.parse(host.host))
-        if host.target:
-            _in_key(origin, f"bench.hosts.{i}.target", lambda: load_target(host.target, targets_dir))
+    if config.bench.inventory:
+        from edgekit.bench.inventory import load_inventory
+
+        _in_key(origin, "bench.inventory", lambda: load_inventory(config.bench.inventory))
+    for i, device in enumerate(_in_key(origin, "bench.hosts", lambda: host_devices(config.bench))):
+        _in_key(origin, f"bench.hosts.{i}.host", lambda: SshTarget.parse(device.spec))
+        if device.target:
+            _in_key(origin, f"bench.hosts.{i}.target", lambda: load_target(device.target, targets_dir))
+
+
+def host_devices(bench: BenchConfig) -> list[Any]:
+    """``bench.hosts`` as :class:`edgekit.bench.inventory.Device` (names looked up in ``bench.inventory``)."""
+    from edgekit.bench.inventory import resolve_host
+
+    devices = []
+    for host in bench.hosts:
+        options = host.model_dump(include={"known_hosts", "identity", "ssh_config", "trust_new_host",
+                                           "insecure_no_host_check"})
+        devices.append(resolve_host(host.host, bench.inventory, target=host.target, remote_python=host.remote_python,
+                                    ssh_options=options))
+    return devices
 
 
 def _check_model(model: ModelConfig, origin: str) -> None:

@@ -71,6 +71,7 @@ class Pipeline:
 
     def _run(self) -> Path:
         self.cache = StageCache(self.run_dir)
+        self.incomplete: list[str] = []  # stages with a failure recorded (a device): redone next run
         if self.force:
             self.cache.clear()
         self.artifacts.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,10 @@ class Pipeline:
         started = time.perf_counter()
         checkpoints = checkpoint_dir(self.run_dir, entry, key)
         outputs = step.work(dataclasses.replace(context, checkpoints=checkpoints), inputs)
-        self.cache.record(entry, key, outputs)
+        complete = step.complete(outputs)
+        self.cache.record(entry, key, outputs, complete)
+        if not complete:
+            self.incomplete.append(entry)
         remove_stale_checkpoints(self.run_dir, entry, keep=checkpoints)
         self.log(f"[{entry}] done in {time.perf_counter() - started:.1f} s")
         return outputs

@@ -46,11 +46,13 @@ class StepContext:
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One stage: ``reads(ctx)`` is everything it reads besides its input artifacts (declared next to
-    the code that reads it, in ``steps.py``); ``work(ctx, inputs)`` makes its outputs."""
+    the code that reads it, in ``steps.py``); ``work(ctx, inputs)`` makes its outputs; ``complete(outputs)``
+    is False for outputs that record a failure the next run must retry (a device that was unreachable)."""
 
     name: str
     reads: Callable[[StepContext], dict[str, Any]]
     work: Callable[[StepContext, list[Path]], list[Path]]
+    complete: Callable[[list[Path]], bool] = lambda outputs: True
 
 
 def versions(*packages: str) -> dict[str, str | None]:
@@ -89,9 +91,11 @@ class StageCache:
     def outputs(self, stage: str) -> list[Path]:
         return [self.run_dir / p for p in self.records.get(stage, {}).get("outputs", [])]
 
-    def record(self, stage: str, key: str, outputs: Iterable[Path]) -> None:
+    def record(self, stage: str, key: str, outputs: Iterable[Path], complete: bool = True) -> None:
+        """``complete=False``: the outputs are kept (a later stage reads them) but never fresh, so the
+        next run redoes the stage (a failure is not cached as a result)."""
         relative = [Path(p).resolve().relative_to(self.run_dir.resolve()).as_posix() for p in outputs]
-        self.records[stage] = {"key": key, "outputs": relative}
+        self.records[stage] = {"key": key if complete else f"incomplete:{key}", "outputs": relative}
         write_text_atomic(self.path, json.dumps(self.records, indent=2) + "\n", force=True)
 
     def clear(self) -> None:

@@ -9,6 +9,7 @@ a step starts reading something new, its ``reads_*`` says so in the same edit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -484,8 +485,10 @@ def evaluate_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
 
 
 def reads_bench(ctx: StepContext) -> dict[str, Any]:
+    from edgekit.pipeline.config import host_devices
+
     b = ctx.config.bench
-    hosts = [{**h.model_dump(), "profile": _profile(ctx, h.target)} for h in b.hosts]
+    hosts = [{**dataclasses.asdict(d), "profile": _profile(ctx, d.target)} for d in host_devices(b)]
     return {"runs": b.runs, "warmup": b.warmup, "threads": b.threads, "hosts": hosts,
             **({"profile_top": b.profile_top} if b.profile else {}),
             **({"parity": {"data": _data(ctx.config, "calib")}} if b.parity else {}),
@@ -495,36 +498,62 @@ def reads_bench(ctx: StepContext) -> dict[str, Any]:
 
 
 def bench_all(ctx: StepContext, artifacts: list[Path]) -> list[Path]:
-    from edgekit.bench import benchmark, render_table
+    """This machine per target, one after the other (they would share its cores), then every device
+    at once; a device that fails is written as a failure document, shown as one line by the report,
+    and the stage is not recorded as done, so the next run retries it."""
+    from edgekit.bench import benchmark
+    from edgekit.bench.fleet import bench_fleet
+    from edgekit.pipeline.config import host_devices
 
     b, bench_dir = ctx.config.bench, ctx.run_dir / "bench"
-    written = []
-    jobs: list[tuple[str, dict[str, Any]]] = [(f"{t}-local", {"target": _target_file(ctx, t)}) for t in b.targets]
-    for host in b.hosts:
-        options = {"known_hosts": host.known_hosts, "identity": host.identity}
-        name = f"{host.target or 'device'}-{host.host.replace('@', '_').replace(':', '_')}"
-        jobs.append((name, {"target": host.target and _target_file(ctx, host.target), "host": host.host, "remote_python": host.remote_python,
-                            "ssh_options": options}))
     samples = None
     if b.parity:
         from edgekit.bench.parity import REAL_SAMPLES
         from edgekit.data import calibration_tensors
 
         samples = calibration_tensors(ctx.config.data.calib, ctx.config.data.recipe, REAL_SAMPLES, 0)
-    for name, job in jobs:
-        _log.info(f"[bench] {name}: {len(artifacts)} artifacts x {b.runs} runs")
-        document = benchmark(artifacts, runs=b.runs, warmup=b.warmup, threads=b.threads,
-                             profile_top=b.profile_top if b.profile else None, parity=b.parity,
-                             parity_samples=samples, **job)
+    settings = {"runs": b.runs, "warmup": b.warmup, "threads": b.threads,
+                "profile_top": b.profile_top if b.profile else None, "parity": b.parity, "parity_samples": samples}
+    written = []
+    for target in b.targets:
+        _log.info(f"[bench] {target}-local: {len(artifacts)} artifacts x {b.runs} runs")
+        document = benchmark(artifacts, target=_target_file(ctx, target), **settings)
+        written.append(_write_bench(ctx, bench_dir / f"{target}-local.json", document))
+    named = host_devices(b)
+    devices = [dataclasses.replace(d, target=d.target and _target_file(ctx, d.target)) for d in named]
+    if devices:
+        _log.info(f"[bench] {len(devices)} device(s) at once: {len(artifacts)} artifacts x {b.runs} runs")
+        for device, document in zip(named, bench_fleet(artifacts, devices, **settings)):
+            name = f"{device.target or 'device'}-{_safe(device.name)}"
+            written.append(_write_bench(ctx, bench_dir / f"{name}.json", document))
+    return _keep_only(bench_dir, written)
+
+
+def bench_complete(outputs: list[Path]) -> bool:
+    """Whether every bench document measured: a failed device keeps the stage due."""
+    from edgekit.bench.run import is_failure
+
+    return not any(is_failure(json.loads(p.read_text())) for p in outputs if p.suffix == ".json")
+
+
+def _safe(name: str) -> str:
+    return name.replace("@", "_").replace(":", "_").replace("/", "_")
+
+
+def _write_bench(ctx: StepContext, path: Path, document: dict[str, Any]) -> Path:
+    from edgekit.bench import render_table
+    from edgekit.bench.run import is_failure
+
+    if is_failure(document):
+        _log.warning(f"[bench] failed: {document['error']}")
+    else:
         _log.info(render_table(document))
-        if b.profile:
+        if ctx.config.bench.profile:
             from edgekit.bench.run import render_profiles
 
             _log.info(render_profiles(document))
-        path = bench_dir / f"{name}.json"
-        write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=True)
-        written.append(path)
-    return _keep_only(bench_dir, written)
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n", force=True)
+    return path
 
 
 def reads_report(ctx: StepContext) -> dict[str, Any]:
@@ -546,6 +575,6 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("quantize", reads_quantize, quantize_all),
     Step("quantize_modes", reads_quantize_modes, quantize_modes),
     Step("eval", reads_eval, evaluate_all),
-    Step("bench", reads_bench, bench_all),
+    Step("bench", reads_bench, bench_all, bench_complete),
     Step("report", reads_report, report),
 )}

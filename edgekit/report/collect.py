@@ -93,11 +93,14 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
             evals[data["artifact"]] = data  # on the artifact's default runtime: <artifact>.json
         if data.get("runtime"):
             evals_on[(data["artifact"], data["runtime"])] = data  # per runtime: <artifact>.<runtime>.json
-    benches = []
+    benches, failures = [], []
     for path in _json_files(run_dir / "bench"):
         data = _load(path, "edgekit.bench/1")
         check_bench(data, path)
-        benches.append((path, data))
+        if "error" in data:
+            failures.append({"host": f"{data.get('target') or '-'} @ {data['host']}", "error": data["error"]})
+        else:
+            benches.append((path, data))
     if not benches and not evals:
         raise EdgekitError(f"{run_dir}: no bench/*.json and no eval/*.json to report on")
     baseline = baseline or run_info.get("baseline") or _default_baseline(manifests, evals, benches)
@@ -118,7 +121,8 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     attach_sensitivity(rows, run_dir / "artifacts")
     _relate_to_baseline(rows, baseline)
     _mark_pareto(rows)
-    return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows}
+    return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows,
+            "failures": failures}
 
 
 def _json_files(folder: Path) -> list[Path]:

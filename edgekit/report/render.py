@@ -134,7 +134,13 @@ def build_document(collected: dict[str, Any]) -> dict[str, Any]:
         "schema": SCHEMA, "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "edgekit": __version__, "name": collected["name"], "baseline": collected["baseline"],
         "hosts": collected["hosts"], "rows": rows, "summary": summary(rows, collected["baseline"]),
+        "failures": collected.get("failures", []),
     }
+
+
+def failure_lines(document: dict[str, Any]) -> list[str]:
+    """One line per device that could not be measured (``bench/*.json`` with an ``error``)."""
+    return [f"not measured on {f['host']}: {f['error']}" for f in document.get("failures", [])]
 
 
 def _baseline_label(document: dict[str, Any]) -> str:
@@ -175,6 +181,7 @@ def render_markdown(document: dict[str, Any]) -> str:
     parts += [f"- **{group}**: ship **{label}** (`{artifact}`): {figures}." for group, label, artifact, figures in items]
     if not items:
         parts.append("- No variant qualifies: none has both a latency and an accuracy to compare with the baseline.")
+    parts += [f"- **{line}**" for line in failure_lines(document)]
     parts += ["", f"Rule: {RULE}.", "", *_context_lines(document), "",
               tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True), "", *markdown_section(document["rows"]), "## Machines", ""]
     for host, system in document["hosts"].items():
@@ -251,6 +258,7 @@ def _ship_box(document: dict[str, Any]) -> str:
                     for group, label, artifact, figures in ship_items(document))
     if not items:
         items = "<li>No variant qualifies: none has both a latency and an accuracy to compare with the baseline.</li>"
+    items += "".join(f"<li><b>{html.escape(line)}</b></li>" for line in failure_lines(document))
     return (f'<section class="ship-box" id="ship"><h2>What to ship</h2><ul>{items}</ul>'
             f'<p class="rule">Rule: {html.escape(RULE)}. Shipped rows are highlighted in the table and ringed '
             f"in the plot.</p></section>")

@@ -36,6 +36,7 @@ def terminal_summary(document: dict[str, Any]) -> str:
                      f"{d['label']} ({d['artifact']}), {ship_text(d)}")
     if not document["summary"].get("ship"):
         lines.append("ship: no variant has both a latency and an accuracy to compare with the baseline")
+    lines += [f"not measured on {f['host']}: {f['error']}" for f in document.get("failures", [])]
     return "\n".join(lines)
 
 

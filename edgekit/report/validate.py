@@ -107,6 +107,8 @@ def check_bench(document: dict[str, Any], path: Path) -> None:
     """An ``edgekit.bench/1`` document as the report reads it."""
     field(document, path, "host", TEXT)
     field(document, path, "target", TEXT, required=False)
+    if "error" in document:  # a device that could not be measured: one line in the report
+        field(document, path, "error", TEXT)
     system = _mapping(document.get("system", {}), path, "system")
     if "isa_flags" in system and system["isa_flags"] is not None:
         flags = _list(system["isa_flags"], path, "system.isa_flags")
