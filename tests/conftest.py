@@ -1,4 +1,5 @@
-"""Shared fixtures: a digits CNN trained once per session, its FP32 ONNX, and calibration tensors."""
+"""Shared fixtures: a digits CNN trained once per session, its FP32 ONNX, calibration tensors, and for
+the SSH tests a real OpenSSH server on 127.0.0.1 with a board-like device Python."""
 from __future__ import annotations
 
 import logging
@@ -53,3 +54,24 @@ def digits_calib() -> np.ndarray:
     from edgekit.data import calibration_tensors
 
     return calibration_tensors("builtin:digits/train", "digits", 200, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd_server.py), one per test module."""
+    import sshd_server
+
+    sshd = sshd_server.find_sshd()
+    if sshd is None:
+        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run does)")
+    ssh = sshd_server.SshServer(tmp_path_factory.mktemp("sshd")).start(sshd)
+    yield ssh
+    ssh.stop()
+
+
+@pytest.fixture(scope="module")
+def device_python() -> str:
+    """A board-like Python: numpy, onnxruntime and tflite-runtime, nothing of edgekit (tests/device_env.py)."""
+    import device_env
+
+    return str(device_env.ensure(".venv-device"))

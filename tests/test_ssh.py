@@ -19,21 +19,6 @@ import sshd_server
 from edgekit.cli import main
 
 pytestmark = pytest.mark.ssh
-SSHD = sshd_server.find_sshd()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    if SSHD is None:
-        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run does)")
-    ssh = sshd_server.SshServer(tmp_path_factory.mktemp("sshd")).start(SSHD)
-    yield ssh
-    ssh.stop()
-
-
-@pytest.fixture(scope="module")
-def device_python() -> str:
-    return str(device_env.ensure(".venv-device"))
 
 
 @pytest.fixture(scope="module")

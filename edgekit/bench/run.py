@@ -273,8 +273,8 @@ def render_parity(document: dict[str, Any]) -> str:
         same = parity.get("host_same_artifact", {})
         versus_host = (same["error"][:60] if "error" in same
                        else f"{same['cosine']:.4f} / {same['top1_agreement']:.0f}%{'' if same['agrees'] else '  DIFFERS'}")
-        rows.append([r["artifact"], r["runtime"], parity["reference"].split(" ")[0],
-                     f"{parity['cosine']:.4f} / {parity['top1_agreement']:.0f}%", versus_host])
+        versus_fp32 = f"{parity['cosine']:.4f} / {parity['top1_agreement']:.0f}%{'' if parity['agrees'] else '  DIFFERS'}"
+        rows.append([r["artifact"], r["runtime"], parity["reference"].split(" ")[0], versus_fp32, versus_host])
     inputs = document["results"][0].get("device_parity", {}).get("inputs", "probe inputs") if document["results"] else ""
     return (f"device parity on {document['host']} (cosine / top-1 agreement; vs FP32 on {inputs})\n"
             + tabulate(rows, headers=["artifact", "runtime", "FP32 reference", "vs FP32 on this host", "vs same file on this host"]))

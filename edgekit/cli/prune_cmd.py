@@ -182,10 +182,7 @@ def _prune_to_latency(args: argparse.Namespace, model, example, prune_settings, 
     print(latency.curve_text(trials, chosen, args.target_latency, measure.where))
     log.info(measure.scope_note())
     report = chosen.report or latency.unpruned_report(chosen.model, example, prune_settings)
-    search = {"target_ms": args.target_latency, "latency_of": args.latency_of, "measured_on": measure.where,
-              "on_device": measure.on_device, "chosen_ratio": chosen.ratio, "chosen_p50_ms": chosen.p50_ms,
-              "curve": [t.row() for t in sorted(trials, key=lambda t: t.ratio)]}
-    return chosen.model, report, search
+    return chosen.model, report, latency.search_record(chosen, trials, args.target_latency, args.latency_of, measure)
 
 
 def _round_to(args: argparse.Namespace) -> int:

@@ -105,6 +105,11 @@ class PruneConfig(_Strict):
     ratio: OpenFraction | None = 0.5
     # a sweep: one pruned (and distilled, exported, quantized, measured) variant per ratio
     ratios: Annotated[list[OpenFraction], AfterValidator(_distinct_ratios)] | None = None
+    # the smallest ratio whose latency_of model meets this p50, measured on bench.hosts[0] (else here, with
+    # bench.targets[0]'s threads); the ratio/latency curve goes into the manifest
+    target_latency_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    latency_of: Literal["fp32-onnx", "int8-onnx", "int8-tflite"] = "fp32-onnx"
+    max_ratio: OpenFraction = 0.9
     target_macs: MacsFraction | None = None
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
     round_to: Annotated[AtLeastOne, _at_most(4096)] | None = None
@@ -115,8 +120,11 @@ class PruneConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_amount(self) -> "PruneConfig":
-        if self.ratios is not None and self.target_macs is not None:
-            raise ValueError("ratios and target_macs: give one of them (a sweep of ratios, or one MACs target)")
+        given = [k for k in ("ratio", "ratios", "target_macs", "target_latency_ms")
+                 if k in self.model_fields_set and getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one of them (a ratio, a sweep of ratios, a MACs target "
+                             "or a latency target)")
         return self
 
     def variants(self) -> list[str | None]:
@@ -124,7 +132,9 @@ class PruneConfig(_Strict):
         return [f"r{ratio:g}" for ratio in self.ratios] if self.ratios else [None]
 
     def ratio_of(self, variant: str | None) -> float | None:
-        return float(variant[1:]) if variant else (self.ratio if self.target_macs is None else None)
+        if variant:
+            return float(variant[1:])
+        return None if self.target_macs is not None or self.target_latency_ms is not None else self.ratio
 
 
 class DistillConfig(_Strict):

@@ -99,12 +99,12 @@ class Pipeline:
 
     def _stage(self, name: str, inputs: list[Path], variant: str | None = None) -> list[Path]:
         """Reuse the stage's outputs when its key (derived from what its step reads) is unchanged.
-        ``variant``: one pruned variant of a sweep, cached on its own (``prune[r0.3]``)."""
+        ``variant``: one pruned variant of a sweep, cached on its own (``prune@r0.3``)."""
         from edgekit.pipeline.steps import STEPS
 
         step = STEPS[name]
         context = dataclasses.replace(self.context, variant=variant)
-        entry = f"{name}[{variant}]" if variant else name
+        entry = f"{name}@{variant}" if variant else name
         key = self.cache.key(step.reads(context), inputs)
         wanted = self.only is None or name in self.only
         if self.cache.is_fresh(entry, key) or (not wanted and self.cache.outputs(entry)):

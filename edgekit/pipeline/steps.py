@@ -221,6 +221,9 @@ def reads_prune(ctx: StepContext) -> dict[str, Any]:
     reads = {"prune": section, "round_to": _round_to(ctx), "shape": config.model.input_shape,
              **versions("torch", "torch-pruning")}
     settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
+    if config.prune.target_latency_ms is not None:  # measured: where and with what it is measured
+        reads["latency"] = {"where": _latency_place(ctx), "calib": _data(config, "calib"),
+                            **versions("onnx", "onnxruntime", "tensorflow", "ai-edge-litert")}
     if config.data.train and reads_train_data(settings, recovery is not None):
         between = recovery is not None and settings.steps > 1
         reads |= {"data": _data(config, "train"), "recovery": recovery.as_dict() if between else None}
@@ -242,12 +245,66 @@ def prune(ctx: StepContext, inputs: list[Path]) -> list[Path]:
         if recovery is not None and settings.steps > 1:
             teacher = _load(baseline, config).eval()
             fine_tune = between_steps(teacher, config.data.train, config.data.recipe, recovery, ctx.log)
-        report = prune_step(model, _example(config), settings, train=config.data.train,
-                            recipe=config.data.recipe, recovery=fine_tune, progress=ctx.log)
+        prune_one = lambda m, s: prune_step(m, _example(config), s, train=config.data.train,  # noqa: E731
+                                            recipe=config.data.recipe, recovery=fine_tune, progress=None)
+        extra: dict[str, Any] = {}
+        if config.prune.target_latency_ms is not None:
+            model, report, extra["latency_search"] = _prune_to_latency(ctx, model, settings, prune_one)
+        else:
+            report = prune_step(model, _example(config), settings, train=config.data.train,
+                                recipe=config.data.recipe, recovery=fine_tune, progress=ctx.log)
     save_module(model, out, _example(config), force=True)
-    stage = report.manifest_stage() | ({"variant": ctx.variant} if ctx.variant else {})
+    stage = report.manifest_stage() | extra | ({"variant": ctx.variant} if ctx.variant else {})
     write_manifest(out, derive_manifest(baseline, out, stage))
     return [out]
+
+
+def _latency_measurer(ctx: StepContext, runtime: str | None = None) -> Any:
+    """Where ``prune.target_latency_ms`` and ``quantize.auto`` measure: the first bench device, else this
+    machine with the first bench target's threads; ``runtime`` default: the one of ``prune.latency_of``."""
+    from edgekit.bench.measure import Measurer
+    from edgekit.pipeline.config import host_devices
+
+    b, p = ctx.config.bench, ctx.config.prune
+    runtime = runtime or ("tflite" if p and p.latency_of == "int8-tflite" else "onnxruntime")
+    devices = host_devices(b)
+    if devices:
+        d = devices[0]
+        return Measurer(host=d.spec, target=d.target and _target_file(ctx, d.target), remote_python=d.remote_python,
+                        ssh_options=d.ssh_options, runtime=runtime)
+    return Measurer(target=_target_file(ctx, b.targets[0]) if b.targets else None, runtime=runtime)
+
+
+def _latency_place(ctx: StepContext) -> dict[str, Any]:
+    """What ``_latency_measurer`` measures on, for the prune stage's key."""
+    from edgekit.pipeline.config import host_devices
+
+    b = ctx.config.bench
+    devices = host_devices(b)
+    if devices:
+        return {"device": dataclasses.asdict(devices[0]), "profile": _profile(ctx, devices[0].target)}
+    return {"profile": _profile(ctx, b.targets[0]) if b.targets else None,
+            "machine": _this_machine("machine", "cpu_model", "cpu_count", "isa_flags")}
+
+
+def _prune_to_latency(ctx: StepContext, model: Any, settings: Any, prune_one: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``prune.target_latency_ms``: (the pruned model, its report, the manifest's ``latency_search``)."""
+    from edgekit.prune import latency
+
+    config, p = ctx.config, ctx.config.prune
+    measure = _latency_measurer(ctx)
+    calib = None
+    if p.latency_of != "fp32-onnx":
+        from edgekit.data import calibration_tensors
+
+        calib = calibration_tensors(config.data.calib, config.data.recipe, 100, 0)
+    with latency.scratch() as work:
+        chosen, trials = latency.search(model, _example(config), settings, p.target_latency_ms, measure, prune_one,
+                                        latency.Shipped(p.latency_of, _example(config), Path(work), calib),
+                                        p.max_ratio, ctx.log)
+    ctx.log(latency.curve_text(trials, chosen, p.target_latency_ms, measure.where))
+    report = chosen.report or latency.unpruned_report(chosen.model, _example(config), settings)
+    return chosen.model, report, latency.search_record(chosen, trials, p.target_latency_ms, p.latency_of, measure)
 
 
 def _variant_stem(ctx: StepContext) -> str:
@@ -344,8 +401,8 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
                   "remedies": q.remedies}
     if _measures_accuracy(ctx):
         reads["eval_data"] = _data(ctx.config, "eval")
-    if q.ort is not None and q.auto:  # the fastest candidate is this machine's
-        reads["machine"] = _this_machine("machine", "cpu_model", "cpu_count", "isa_flags")
+    if q.ort is not None and q.auto:  # the fastest candidate is the measuring machine's
+        reads["measured_on"] = _latency_place(ctx)
     if q.tflite is not None:
         reads |= {"tflite": q.tflite.model_dump(), **versions("onnx2tf", "tensorflow", "tf-keras")}
     return reads
@@ -361,7 +418,9 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
         evaluate = accuracy_on(config.data.eval, config.data.recipe) if _measures_accuracy(ctx) else None
         options["ort"] = {"settings": _ort_settings(ctx), "auto": q.auto, "accuracy_budget": q.accuracy_budget,
                           "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log,
-                          "remedies": q.remedies}
+                          "remedies": q.remedies,
+                          # auto times its candidates where prune.target_latency_ms would: the first device, else here
+                          **({"measure": _latency_measurer(ctx, "onnxruntime")} if q.auto else {})}
     if q.tflite is not None:
         options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback}
     return options

@@ -160,5 +160,13 @@ def curve_text(trials: list[Trial], chosen: Trial, target_ms: float, where: str)
             + tabulate(rows, headers=["ratio", "MMACs", "p50 ms", "p50 95% CI", "", ""]))
 
 
+def search_record(chosen: Trial, trials: list[Trial], target_ms: float, latency_of: str, measure: Any) -> dict[str, Any]:
+    """The manifest's ``latency_search``: the target, where it was measured, the choice and the curve."""
+    return {"target_ms": target_ms, "latency_of": latency_of, "measured_on": measure.where,
+            "on_device": measure.on_device, "chosen_ratio": round(chosen.ratio, 4),
+            "chosen_p50_ms": round(chosen.p50_ms, 4),
+            "curve": [t.row() for t in sorted(trials, key=lambda t: t.ratio)]}
+
+
 def scratch() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="edgekit-latency-")
