@@ -6,7 +6,7 @@ Format (``--inventory FILE``, else ``$EDGEKIT_INVENTORY``; no file is read impli
     devices:
       - name: pi4                  # what --host names
         host: pi@10.0.0.5          # user@addr[:port] or an ~/.ssh/config alias
-        target: rpi4-arm64         # target profile (optional)
+        target: rpi4               # target profile (optional)
         python: /usr/bin/python3   # the device's Python (optional)
         known_hosts: ~/.ssh/known_hosts   # optional; relative paths are relative to the inventory file
         identity: ~/.ssh/id_pi            # optional

@@ -79,7 +79,7 @@ class ExecUploader(Uploader):
             raise EdgekitError(f"{self.where}: cannot create {path} on the device ({_last_line(result)})")
 
     async def put(self, local: Path, remote: str) -> None:
-        digest, size = hashlib.sha256(), 0
+        digest = hashlib.sha256()
         command = (f"cat > {shlex.quote(remote)} && {shlex.quote(self.python)} -c {shlex.quote(DIGEST)} "
                    f"{shlex.quote(remote)}")
         result = await self._exec(command, local, remote, digest)

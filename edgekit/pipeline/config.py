@@ -245,7 +245,8 @@ def check_inputs(config: PipelineConfig, origin: str, targets_dir: str | None = 
         from edgekit.bench.inventory import load_inventory
 
         _in_key(origin, "bench.inventory", lambda: load_inventory(config.bench.inventory))
-    for i, device in enumerate(_in_key(origin, "bench.hosts", lambda: host_devices(config.bench))):
+    for i, host in enumerate(config.bench.hosts):
+        device = _in_key(origin, f"bench.hosts.{i}.host", lambda: host_device(config.bench, host))
         _in_key(origin, f"bench.hosts.{i}.host", lambda: SshTarget.parse(device.spec))
         if device.target:
             _in_key(origin, f"bench.hosts.{i}.target", lambda: load_target(device.target, targets_dir))
@@ -253,15 +254,16 @@ def check_inputs(config: PipelineConfig, origin: str, targets_dir: str | None = 
 
 def host_devices(bench: BenchConfig) -> list[Any]:
     """``bench.hosts`` as :class:`edgekit.bench.inventory.Device` (names looked up in ``bench.inventory``)."""
+    return [host_device(bench, host) for host in bench.hosts]
+
+
+def host_device(bench: BenchConfig, host: HostConfig) -> Any:
     from edgekit.bench.inventory import resolve_host
 
-    devices = []
-    for host in bench.hosts:
-        options = host.model_dump(include={"known_hosts", "identity", "ssh_config", "trust_new_host",
-                                           "insecure_no_host_check"})
-        devices.append(resolve_host(host.host, bench.inventory, target=host.target, remote_python=host.remote_python,
-                                    ssh_options=options))
-    return devices
+    options = host.model_dump(include={"known_hosts", "identity", "ssh_config", "trust_new_host",
+                                       "insecure_no_host_check"})
+    return resolve_host(host.host, bench.inventory, target=host.target, remote_python=host.remote_python,
+                        ssh_options=options)
 
 
 def _check_model(model: ModelConfig, origin: str) -> None:
