@@ -7,38 +7,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-import device_env
 import sshd_server
 from edgekit.cli import main
 
 pytestmark = pytest.mark.ssh
-SSHD = sshd_server.find_sshd()
-
-
-def start(folder: Path, sftp: bool):
-    if SSHD is None:
-        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run does)")
-    return sshd_server.SshServer(folder, sftp=sftp).start(SSHD)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    ssh = start(tmp_path_factory.mktemp("sshd"), sftp=True)
-    yield ssh
-    ssh.stop()
 
 
 @pytest.fixture(scope="module")
 def bare_server(tmp_path_factory: pytest.TempPathFactory):
-    """An sshd without the SFTP subsystem, as on many boards."""
-    ssh = start(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False)
+    """An sshd without the SFTP subsystem, as on many boards (``server``, in conftest, has it)."""
+    sshd = sshd_server.find_sshd()
+    if sshd is None:
+        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run does)")
+    ssh = sshd_server.SshServer(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False).start(sshd)
     yield ssh
     ssh.stop()
-
-
-@pytest.fixture(scope="module")
-def device_python() -> str:
-    return str(device_env.ensure(".venv-device"))
 
 
 def ssh_args(server: sshd_server.SshServer) -> list[str]:
