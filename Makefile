@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench zoo bench-nncf device-env clean
+.PHONY: setup test test-fast demo bench zoo bench-nncf device-env arm-board arm-board-stop clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,14 @@ test: setup device-env
 # A board-like Python for the SSH tests: numpy, onnxruntime and tflite-runtime only (no edgekit).
 device-env:
 	@$(PY) tests/device_env.py > /dev/null
+
+# An emulated aarch64 board (qemu-user, Debian arm64 python3.11, ARM wheels of numpy/onnxruntime/tflite-runtime)
+# behind its own sshd on 127.0.0.1; built once into .arm-board/. Prints HOST PORT USER KNOWN_HOSTS IDENTITY REMOTE_PYTHON.
+arm-board: setup
+	@$(PY) tests/arm_board.py start
+
+arm-board-stop:
+	@$(PY) tests/arm_board.py stop
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -41,4 +49,4 @@ bench-nncf: setup
 	PYTHONPATH=. $(PY) benchmarks/bench_nncf.py $(NNCF_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-device .venv-device-bare .venv-nncf build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-device .venv-device-bare .venv-nncf .arm-board build dist *.egg-info .pytest_cache

@@ -30,6 +30,20 @@ def keygen(path: Path) -> Path:
     return path
 
 
+def wait_listening(port: int, process: subprocess.Popen, seconds: float = 15.0) -> bool:
+    """True once 127.0.0.1:port accepts a connection; False if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 class SshServer:
     """``sshd -D -e -f config`` on a free high port; ``known_hosts`` and ``client_key`` for the client.
     ``sftp=False``: no SFTP subsystem, as on many boards (dropbear, a stripped sshd)."""
@@ -59,15 +73,10 @@ class SshServer:
     def start(self, sshd: str) -> "SshServer":
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation dir sshd insists on
         self.process = subprocess.Popen([sshd, "-D", "-e", "-f", str(self.config)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.process.stderr.read().decode()[-500:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+        if wait_listening(self.port, self.process):
+            return self
+        if self.process.poll() is not None:
+            raise RuntimeError(f"sshd exited: {self.process.stderr.read().decode()[-500:]}")
         raise RuntimeError("sshd did not start listening")
 
     def stop(self) -> None:

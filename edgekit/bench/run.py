@@ -233,7 +233,9 @@ def render_table(document: dict[str, Any]) -> str:
                      f"{s['cv']:.1%}", f"{r['throughput_ips']:.1f}", f"{(r['peak_rss_bytes'] or 0) / 1e6:.0f}",
                      versus, "NOISY: " + "; ".join(r["noise_reasons"]) if r["noisy"] else ""])
     system = document["system"]
-    header = (f"{document['host']} ({system.get('cpu_model', '?')}, {system.get('cpu_count')} cores, "
+    emulated = (f", EMULATED ({system['emulated']}): these timings are not {system.get('machine')} performance"
+                if system.get("emulated") else "")
+    header = (f"{document['host']} ({system.get('cpu_model', '?')}{emulated}, {system.get('cpu_count')} cores, "
               f"{document['settings']['threads'] or 'default'} threads, target {document['target'] or '-'})")
     return header + "\n" + tabulate(rows, headers=["artifact", "runtime", "MB", "p50 ms", "p50 95% CI", "p90 ms",
                                                    "p99 ms", "CV", "img/s", "peak MB", "vs first", "notes"])

@@ -7,7 +7,8 @@ pruned, exported (and quantized, for an INT8 format), and timed by a
 latency ~ MACs ~ (1 - ratio)^2 for channel pruning. Then the search interpolates between the
 measured points that bracket the target, aiming a little under it (``AIM``) so the chosen model
 still meets it when measured again, and keeps the *smallest* ratio that meets it (the least
-pruning costs the least accuracy). Every measured point is kept: the ratio/latency curve goes into
+pruning costs the least accuracy), once a second measurement of it meets it too (on a shared
+machine one lucky run chose ratio 0.38 for 9.7 ms that then measured 15.8 ms). Every measured point is kept: the ratio/latency curve goes into
 the manifest and is printed.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ _log = logging.getLogger(__name__)
 FORMATS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 AIM = 0.95          # aim at 95% of the target: a re-measurement's noise stays under it
 CLOSE_ENOUGH = 0.9  # a meeting point this close to the target (p50 >= 90% of it) ends the search
-MAX_TRIALS = 7
+MAX_TRIALS = 8      # measured ratios in all, the unpruned model included
+CONFIRMATIONS = 2   # a chosen ratio that fails its second measurement: search on, at most this often
 MIN_RATIO = 0.02
 
 
@@ -100,24 +102,42 @@ def search(model: Any, example: Any, settings: PruneSettings, target_ms: float, 
     if unpruned.p50_ms <= target_ms:
         log(f"target latency {target_ms:g} ms: the unpruned model already meets it ({unpruned.p50_ms:.3f} ms)")
         return unpruned, trials
-    ratio = min(max_ratio, max(MIN_RATIO, 1.0 - math.sqrt(AIM * target_ms / unpruned.p50_ms)))  # the MACs guess
-    for _ in range(MAX_TRIALS - 1):
+    ratio: float | None = min(max_ratio, max(MIN_RATIO, 1.0 - math.sqrt(AIM * target_ms / unpruned.p50_ms)))
+    for _ in range(CONFIRMATIONS + 1):
+        _refine(trial, trials, ratio, target_ms, max_ratio)
+        meeting = [t for t in trials if t.p50_ms <= target_ms]
+        if not meeting:
+            break
+        chosen = min(meeting, key=lambda t: t.ratio)
+        again = measure([ship(chosen.model)])[0]  # one measurement can be a lucky one: it must meet twice
+        chosen.p50_ms, chosen.p50_ci95 = max(chosen.p50_ms, again["p50"]), [
+            min(chosen.p50_ci95[0], again["p50_ci95"][0]), max(chosen.p50_ci95[1], again["p50_ci95"][1])]
+        log(f"target latency {target_ms:g} ms: ratio {chosen.ratio:.3f} measured again -> {again['p50']:.3f} ms p50")
+        if chosen.p50_ms <= target_ms:
+            return chosen, trials
+        ratio = _next_ratio(trials, AIM * target_ms, max_ratio)
+        if ratio is None:
+            break
+    fastest = min(trials, key=lambda t: t.p50_ms)
+    raise EdgekitError(f"--target-latency {target_ms:g} ms: not met even at ratio {fastest.ratio:.2f} "
+                       f"({fastest.p50_ms:.3f} ms p50, the largest allowed is --max-ratio {max_ratio:g}); "
+                       "allow a larger --max-ratio, a faster format (--latency-of int8-onnx), or a slower target")
+
+
+def _refine(trial: Callable[[float], Trial], trials: list[Trial], ratio: float | None, target_ms: float,
+            max_ratio: float) -> None:
+    """Measure from ``ratio`` on, interpolating, until a meeting point is close enough to the target,
+    the next ratio repeats one measured, or the trials run out (MAX_TRIALS in all)."""
+    while ratio is not None and len(trials) < MAX_TRIALS:
+        if any(abs(ratio - t.ratio) < 0.01 for t in trials):
+            return
         current = trial(ratio)
         meeting = [t for t in trials if t.p50_ms <= target_ms]
         if meeting and min(meeting, key=lambda t: t.ratio).p50_ms >= CLOSE_ENOUGH * target_ms:
-            break
-        ratio = _next_ratio(trials, AIM * target_ms, max_ratio)
-        if ratio is None or any(abs(ratio - t.ratio) < 0.01 for t in trials):
-            break
+            return
         if current.ratio >= max_ratio and current.p50_ms > target_ms:
-            break
-    meeting = [t for t in trials if t.p50_ms <= target_ms]
-    if not meeting:
-        fastest = min(trials, key=lambda t: t.p50_ms)
-        raise EdgekitError(f"--target-latency {target_ms:g} ms: not met even at ratio {fastest.ratio:.2f} "
-                           f"({fastest.p50_ms:.3f} ms p50, the largest allowed is --max-ratio {max_ratio:g}); "
-                           "allow a larger --max-ratio, a faster format (--latency-of int8-onnx), or a slower target")
-    return min(meeting, key=lambda t: t.ratio), trials
+            return
+        ratio = _next_ratio(trials, AIM * target_ms, max_ratio)
 
 
 def _next_ratio(trials: list[Trial], aim_ms: float, max_ratio: float) -> float | None:

@@ -109,11 +109,12 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     measured = set()
     for path, bench in benches:
-        host_key = f"{bench.get('target') or '-'} @ {bench['host']}"
+        host_key = f"{bench.get('target') or '-'} @ {bench['host']}" + emulated_mark(bench.get("system") or {})
         hosts[host_key] = bench.get("system", {})
         for result in bench["results"]:
             evaluation = evals_on.get((result["artifact"], result.get("runtime"))) or evals.get(result["artifact"], {})
-            rows.append(_row(result["artifact"], manifests, evaluation, labels, host_key, result))
+            rows.append(_row(result["artifact"], manifests, evaluation, labels, host_key, result)
+                        | {"emulated": bool((bench.get("system") or {}).get("emulated"))})
             measured.add(result["artifact"])
     for name in evals:
         if name not in measured:
@@ -123,6 +124,12 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     _mark_pareto(rows)
     return {"name": run_info.get("name", run_dir.name), "baseline": baseline, "hosts": hosts, "rows": rows,
             "failures": failures}
+
+
+def emulated_mark(system: dict[str, Any]) -> str:
+    """`` [EMULATED aarch64: not ARM speed]`` for a machine the runner found emulated (qemu-user), else "":
+    part of the machine's name, so no table, plot or ship line shows its timings as a board's."""
+    return f" [EMULATED {system.get('machine', '?')}: not ARM speed]" if system.get("emulated") else ""
 
 
 def _json_files(folder: Path) -> list[Path]:

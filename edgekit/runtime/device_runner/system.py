@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from typing import Any
@@ -47,12 +48,29 @@ def isa_flags() -> list[str]:
     return []
 
 
+X86_CPUINFO = ("GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")
+ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l", "armv6l")
+
+
+def emulation(machine: str, cpuinfo: str) -> str | None:
+    """How this Python is emulated, or None when it runs on its own CPU. A user-mode emulator
+    (qemu-user) runs ARM code on an x86 host and passes the host's /proc/cpuinfo through: an ARM
+    Python that reads an x86 vendor in it is emulated, and its timings say nothing of ARM speed
+    (measured here: 25-30x slower). An ARM Python whose cpuinfo says ARM, and any x86 one, is not."""
+    if machine.lower() not in ARM_MACHINES:
+        return None
+    if any(vendor in cpuinfo for vendor in X86_CPUINFO) or re.search(r"^flags\s*:.*\bsse", cpuinfo, re.M):
+        return f"qemu-user ({machine} on an x86-64 host)"
+    return None
+
+
 def system_info() -> dict[str, Any]:
     """What a reader needs to trust a number: CPU, ISA flags, governor, temperature, load."""
     info: dict[str, Any] = {
         "hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
         "python": platform.python_version(), "cpu_count": os.cpu_count(), "numpy": np.__version__,
     }
+    text = ""
     try:
         with open("/proc/cpuinfo") as handle:
             text = handle.read()
@@ -64,6 +82,7 @@ def system_info() -> dict[str, Any]:
     except OSError:
         pass
     info["isa_flags"] = isa_flags()
+    info["emulated"] = emulation(info["machine"], text)
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     freq = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     info["cpu_freq_mhz"] = int(freq) / 1000 if freq and freq.isdigit() else None
