@@ -9,7 +9,7 @@ Nothing is registered with binfmt: the board's Python is a wrapper script that r
 ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11``, so the root needs no chroot and the
 host's /proc, /sys and /tmp stay visible (ONNX Runtime reads /sys/devices/system/cpu). The
 packages come from Debian's archive (``apt-get download`` of the arm64 builds, unpacked with
-``dpkg-deb -x``) and PyPI (``pip download --platform ..._aarch64``). Emulated code runs 25-100x
+``dpkg-deb -x``) and PyPI (``pip download --platform ..._aarch64``). Emulated code runs about 100x
 slower than native; the runner says it is emulated (``system.emulated``) and every report marks
 such timings. ai-edge-litert 2.3.0 segfaults under qemu 7.2 on ``Interpreter()``; tflite-runtime
 2.14.0, the package boards use, runs. A step that cannot happen (no qemu, no network) is one line

@@ -98,4 +98,4 @@ def test_pipeline_rows_on_a_device_carry_parity(server, device_python: str, tmp_
         assert parity["device"] == server.host and parity["host_same_artifact"]["cosine"] > 0.999, row
         assert parity["cosine"] > 0.99 and parity["reference"].startswith("fp32.onnx")
     html = (tmp_path / "run" / "report.html").read_text()
-    assert "device cos (vs FP32 | vs host)" in html
+    assert "device parity: cos (agree) vs FP32 | vs host" in html

@@ -12,9 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-RUNS = 40        # timed runs per candidate
+RUNS = 1000      # timed runs per candidate at most: TIME_BUDGET ends them first on all but tiny models
 WARMUP = 5
-TIME_BUDGET = 20.0  # seconds per candidate at most (a slow board stops early, at 5 runs at least)
+TIME_BUDGET = 2.0  # seconds of timed runs per process (at least 5 runs): a burst of noise cannot fill a window this long
 
 
 @dataclasses.dataclass
@@ -40,11 +40,14 @@ class Measurer:
         self.on_device = label != "local"
 
     def __call__(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
-        """One statistics dict per path, in order; ``where`` then names the machine and its threads."""
+        """One statistics dict per entry of ``paths``, in order (a path may repeat: each entry is its own
+        process, so ``[a, b, a, b]`` measures side by side); ``where`` then names the machine."""
         from edgekit.bench.run import benchmark
+        from edgekit.runtime.registry import runtime_for
 
+        runtime = self.runtime or runtime_for(Path(paths[0])).name  # one result per entry
         document = benchmark(list(paths), target=self.target, targets_dir=self.targets_dir, host=self.host,
-                             runs=self.runs, warmup=WARMUP, threads=self.threads, runtime=self.runtime,
+                             runs=self.runs, warmup=WARMUP, threads=self.threads, runtime=runtime,
                              time_budget=TIME_BUDGET, remote_python=self.remote_python,
                              ssh_options=self.ssh_options)
         system = document.get("system", {})
@@ -53,10 +56,7 @@ class Measurer:
         self.where = (f"{'this machine' if document['host'] == 'local' else document['host']} "
                       f"({system.get('cpu_model') or system.get('machine') or '?'}, "
                       f"{threads or 'default'} threads{emulated})")
-        by_path: dict[str, dict[str, Any]] = {}
-        for result in document["results"]:
-            by_path.setdefault(result["path"], result["latency_ms"])
-        return [_p50(by_path[str(path)]) for path in paths]
+        return [_p50(result["latency_ms"]) for result in document["results"]]
 
     def scope_note(self) -> str:
         """What a choice made from these figures holds for."""

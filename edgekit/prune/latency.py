@@ -4,12 +4,15 @@ MACs do not predict latency well across machines and formats (grouped and depthw
 bound layers, INT8 kernels that exist on one CPU and not another), so each candidate ratio is
 pruned, exported (and quantized, for an INT8 format), and timed by a
 :class:`~edgekit.bench.measure.Measurer` on the machine it is for. MACs only give the first guess:
-latency ~ MACs ~ (1 - ratio)^2 for channel pruning. Then the search interpolates between the
-measured points that bracket the target, aiming a little under it (``AIM``) so the chosen model
-still meets it when measured again, and keeps the *smallest* ratio that meets it (the least
-pruning costs the least accuracy), once a second measurement of it meets it too (on a shared
-machine one lucky run chose ratio 0.38 for 9.7 ms that then measured 15.8 ms). Every measured point is kept: the ratio/latency curve goes into
-the manifest and is printed.
+latency ~ MACs ~ (1 - ratio)^2 for channel pruning. Each candidate is timed side by side with the
+unpruned model (alternating processes, ROUNDS each) and its latency is its median ratio to the
+unpruned model times the unpruned model's median p50: this machine's speed drifted by 20-30%
+between consecutive measurements of one file, which moves both alike. Then the search interpolates
+between the measured points that bracket the target, aiming a little under it (``AIM``) so the
+chosen model still meets it when measured again, and keeps the *smallest* ratio that meets it (the
+least pruning costs the least accuracy), once a second measurement of it meets it too (one lucky
+run once chose ratio 0.38 for 9.7 ms that then measured 15.8 ms). Every measured point is kept:
+the ratio/latency curve goes into the manifest and is printed.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import copy
 import dataclasses
 import logging
 import math
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +34,7 @@ FORMATS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 AIM = 0.95          # aim at 95% of the target: a re-measurement's noise stays under it
 CLOSE_ENOUGH = 0.9  # a meeting point this close to the target (p50 >= 90% of it) ends the search
 MAX_TRIALS = 8      # measured ratios in all, the unpruned model included
+ROUNDS = 3          # alternating unpruned/candidate processes per measurement
 CONFIRMATIONS = 2   # a chosen ratio that fails its second measurement: search on, at most this often
 MIN_RATIO = 0.02
 
@@ -38,14 +43,14 @@ MIN_RATIO = 0.02
 class Trial:
     ratio: float
     p50_ms: float
-    p50_ci95: list[float]
+    p50_range: list[float]  # lowest and highest estimate over the side-by-side rounds
     macs: int
     model: Any = None
     report: PruneReport | None = None
 
     def row(self) -> dict[str, Any]:
         return {"ratio": round(self.ratio, 4), "macs": self.macs, "p50_ms": round(self.p50_ms, 4),
-                "p50_ci95": [round(v, 4) for v in self.p50_ci95]}
+                "p50_range": [round(v, 4) for v in self.p50_range]}
 
 
 class Shipped:
@@ -87,13 +92,32 @@ def search(model: Any, example: Any, settings: PruneSettings, target_ms: float, 
     from edgekit.prune.structured import count_macs_params
 
     trials: list[Trial] = []
+    reference: list[float] = []  # every p50 of the unpruned model: its median is the scale of all ratios
+    unpruned_file: list[Path] = []
+
+    def timed(candidate: Any) -> tuple[float, list[float]]:
+        """p50 of ``candidate`` as (median ratio to the unpruned model, measured side by side in ROUNDS
+        alternating processes) x the unpruned model's median p50: a machine whose speed drifts by 20-30%
+        from one minute to the next (measured here) moves both alike, and the ratio stays."""
+        shipped = ship(candidate)
+        if not unpruned_file:
+            unpruned_file.append(shipped)
+            stats = measure([shipped] * ROUNDS)
+            reference.extend(s["p50"] for s in stats)
+            middle = statistics.median(reference)
+            return middle, [min(s["p50_ci95"][0] for s in stats), max(s["p50_ci95"][1] for s in stats)]
+        stats = measure([unpruned_file[0], shipped] * ROUNDS)
+        reference.extend(s["p50"] for s in stats[0::2])
+        ratios = [c["p50"] / u["p50"] for u, c in zip(stats[0::2], stats[1::2])]
+        scale = statistics.median(reference)
+        return statistics.median(ratios) * scale, [min(ratios) * scale, max(ratios) * scale]
 
     def trial(ratio: float) -> Trial:
         candidate = copy.deepcopy(model)
         report = prune(candidate, dataclasses.replace(settings, ratio=ratio, target_macs=None)) if ratio > 0 else None
-        stats = measure([ship(candidate)])[0]
+        p50, spread = timed(candidate)
         macs = report.macs_after if report else count_macs_params(candidate, example)[0]
-        done = Trial(ratio, stats["p50"], stats["p50_ci95"], macs, candidate, report)
+        done = Trial(ratio, p50, spread, macs, candidate, report)
         trials.append(done)
         log(f"target latency {target_ms:g} ms: ratio {ratio:.3f} -> {done.p50_ms:.3f} ms p50 ({macs / 1e6:.1f} MMACs)")
         return done
@@ -109,10 +133,10 @@ def search(model: Any, example: Any, settings: PruneSettings, target_ms: float, 
         if not meeting:
             break
         chosen = min(meeting, key=lambda t: t.ratio)
-        again = measure([ship(chosen.model)])[0]  # one measurement can be a lucky one: it must meet twice
-        chosen.p50_ms, chosen.p50_ci95 = max(chosen.p50_ms, again["p50"]), [
-            min(chosen.p50_ci95[0], again["p50_ci95"][0]), max(chosen.p50_ci95[1], again["p50_ci95"][1])]
-        log(f"target latency {target_ms:g} ms: ratio {chosen.ratio:.3f} measured again -> {again['p50']:.3f} ms p50")
+        again, spread = timed(chosen.model)  # one measurement can be a lucky one: it must meet twice
+        chosen.p50_ms, chosen.p50_range = max(chosen.p50_ms, again), [min(chosen.p50_range[0], spread[0]),
+                                                                     max(chosen.p50_range[1], spread[1])]
+        log(f"target latency {target_ms:g} ms: ratio {chosen.ratio:.3f} measured again -> {again:.3f} ms p50")
         if chosen.p50_ms <= target_ms:
             return chosen, trials
         ratio = _next_ratio(trials, AIM * target_ms, max_ratio)
@@ -173,16 +197,19 @@ def curve_text(trials: list[Trial], chosen: Trial, target_ms: float, where: str)
     """The measured ratio/latency curve, the chosen row marked."""
     from tabulate import tabulate
 
-    rows = [[f"{t.ratio:.3f}", f"{t.macs / 1e6:.1f}", f"{t.p50_ms:.3f}", f"[{t.p50_ci95[0]:.3f}, {t.p50_ci95[1]:.3f}]",
+    rows = [[f"{t.ratio:.3f}", f"{t.macs / 1e6:.1f}", f"{t.p50_ms:.3f}",
+             f"[{t.p50_range[0]:.3f}, {t.p50_range[1]:.3f}]",
              "meets" if t.p50_ms <= target_ms else "too slow", "<- chosen" if t is chosen else ""]
             for t in sorted(trials, key=lambda t: t.ratio)]
     return (f"ratio/latency measured on {where} (target {target_ms:g} ms)\n"
-            + tabulate(rows, headers=["ratio", "MMACs", "p50 ms", "p50 95% CI", "", ""]))
+            + tabulate(rows, headers=["ratio", "MMACs", "p50 ms", "range over rounds", "", ""]))
 
 
 def search_record(chosen: Trial, trials: list[Trial], target_ms: float, latency_of: str, measure: Any) -> dict[str, Any]:
     """The manifest's ``latency_search``: the target, where it was measured, the choice and the curve."""
+    unpruned = min(trials, key=lambda t: t.ratio)
     return {"target_ms": target_ms, "latency_of": latency_of, "measured_on": measure.where,
+            "unpruned_p50_ms": round(unpruned.p50_ms, 4),
             "on_device": measure.on_device, "chosen_ratio": round(chosen.ratio, 4),
             "chosen_p50_ms": round(chosen.p50_ms, 4),
             "curve": [t.row() for t in sorted(trials, key=lambda t: t.ratio)]}

@@ -83,15 +83,16 @@ def ship_text(decision: dict[str, Any]) -> str:
 
 
 def parity_text(row: dict[str, Any]) -> str:
-    """Device parity as ``vs FP32 | vs the same file on this host`` (output cosines); "" when not measured."""
+    """Device parity as ``vs FP32 | vs the same file on this host``: output cosine (top-1 agreement);
+    "" when not measured."""
     parity = row.get("device_parity")
     if not parity:
         return ""
     if "error" in parity:
         return "not measured"
     same = parity.get("host_same_artifact") or {}
-    versus_host = "-" if "cosine" not in same else f"{same['cosine']:.4f}"
-    return f"{parity['cosine']:.4f} | {versus_host}"
+    versus_host = "-" if "cosine" not in same else f"{same['cosine']:.4f} ({same['top1_agreement']:.0f}%)"
+    return f"{parity['cosine']:.4f} ({parity['top1_agreement']:.0f}%) | {versus_host}"
 
 
 def parity_note(row: dict[str, Any]) -> str | None:

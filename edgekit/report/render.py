@@ -81,7 +81,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
         (delta_header(rows), lambda n, r: delta_text(r, short=True)),
         ("agree %", lambda n, r: fmt(r["agreement"], ".1f")),
         ("cosine", lambda n, r: fmt(r.get("cosine"), ".4f")),
-        ("device cos (vs FP32 | vs host)", lambda n, r: parity_text(r)),
+        ("device parity: cos (agree) vs FP32 | vs host", lambda n, r: parity_text(r)),
         ("notes", lambda n, r: _notes(r)),
     ]
     keep = {"#", "variant", "runtime", "target @ host", "p50 ms", "notes"}
