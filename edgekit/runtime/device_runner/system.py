@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import time
 from typing import Any
@@ -48,20 +47,49 @@ def isa_flags() -> list[str]:
     return []
 
 
-X86_CPUINFO = ("GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l", "armv6l")
 
 
-def emulation(machine: str, cpuinfo: str) -> str | None:
-    """How this Python is emulated, or None when it runs on its own CPU. A user-mode emulator
-    (qemu-user) runs ARM code on an x86 host and passes the host's /proc/cpuinfo through: an ARM
-    Python that reads an x86 vendor in it is emulated, and its timings say nothing of ARM speed
-    (measured here: 25-30x slower). An ARM Python whose cpuinfo says ARM, and any x86 one, is not."""
-    if machine.lower() not in ARM_MACHINES:
-        return None
-    if any(vendor in cpuinfo for vendor in X86_CPUINFO) or re.search(r"^flags\s*:.*\bsse", cpuinfo, re.M):
-        return f"qemu-user ({machine} on an x86-64 host)"
+def _cpuinfo_machine(text: str) -> str | None:
+    """The machine /proc/cpuinfo describes: qemu-user passes the host's file through unchanged."""
+    keys = {line.partition(":")[0].strip().lower() for line in text.splitlines()}
+    if "vendor_id" in keys:
+        return "x86_64"
+    if "cpu implementer" in keys:
+        return "aarch64"
     return None
+
+
+def _emulator_in_host_maps() -> str | None:
+    """qemu-user rewrites /proc/self/maps but not a thread's own maps file, where its binary shows."""
+    try:
+        import threading
+
+        with open(f"/proc/self/task/{threading.get_native_id()}/maps") as handle:
+            for line in handle:
+                name = line.rsplit("/", 1)[-1].strip() if "/" in line else ""
+                if name.startswith("qemu-"):
+                    return "qemu-user"
+    except (OSError, AttributeError):
+        pass
+    status = _read_first("/proc/self/status") or ""
+    if status.startswith("Name:") and status.split()[1].startswith("qemu-"):
+        return "qemu-user"
+    return None
+
+
+def emulation(machine: str, cpuinfo: str) -> tuple[str | None, str | None]:
+    """(emulator, host machine), or (None, None) on real hardware: timings under user-mode emulation
+    say nothing about the emulated CPU, so every report must mark them."""
+    emulator = _emulator_in_host_maps()
+    host = _cpuinfo_machine(cpuinfo)
+    family = "x86_64" if machine.lower() in X86_MACHINES else "aarch64" if machine.lower() in ARM_MACHINES else None
+    if host and family and host != family:
+        emulator = emulator or "user-mode emulation"
+    elif emulator and not host:
+        host = "unknown host"
+    return emulator, (host if emulator else None)
 
 
 def system_info() -> dict[str, Any]:
@@ -82,7 +110,10 @@ def system_info() -> dict[str, Any]:
     except OSError:
         pass
     info["isa_flags"] = isa_flags()
-    info["emulated"] = emulation(info["machine"], text)
+    info["emulated"], info["emulation_host"] = emulation(info["machine"], text)
+    if info["emulated"]:  # the host's CPU and flags, not the emulated one's
+        info["cpu_model"] = f"{info['machine']} emulated by {info['emulated']} on {info['emulation_host']} ({info.get('cpu_model', '?')})"
+        info["isa_flags"] = []
     info["cpu_governor"] = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     freq = _read_first("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     info["cpu_freq_mhz"] = int(freq) / 1000 if freq and freq.isdigit() else None
