@@ -99,3 +99,20 @@ def test_pipeline_rows_on_a_device_carry_parity(server, device_python: str, tmp_
         assert parity["cosine"] > 0.99 and parity["reference"].startswith("fp32.onnx")
     html = (tmp_path / "run" / "report.html").read_text()
     assert "device parity: cos (agree) vs FP32 | vs host" in html
+
+
+def test_an_artifact_the_device_cannot_run_is_its_own_line(server, device_python: str, digits_fp32_onnx: Path,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The board's tflite-runtime 2.14 has no FULLY_CONNECTED v12, which TF 2.19's dynamic-range converter
+    writes: that artifact is one line, the others are measured, exit 1 (found running the demo on it)."""
+    dynamic = tmp_path / "digits.dynamic.tflite"
+    assert main(["quantize", str(digits_fp32_onnx), "--runtime", "tflite", "--mode", "dynamic", "-o", str(dynamic)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "partial.json"
+    assert main(["bench", str(digits_fp32_onnx), str(dynamic), *ssh_args(server, device_python), "--runs", "3",
+                 "--warmup", "1", "--json", str(out)]) == 1
+    said = capsys.readouterr()
+    assert f"{dynamic.name} could not be run on {server.host} with tflite" in said.out + said.err
+    document = json.loads(out.read_text())
+    assert [r["artifact"] for r in document["results"]] == [digits_fp32_onnx.name]
+    assert document["failed"][0]["artifact"] == dynamic.name and "FULLY_CONNECTED" in document["failed"][0]["error"]

@@ -57,6 +57,8 @@ def failure_line(device: Device, message: str) -> str:
 
 
 def exit_code(documents: Sequence[dict[str, Any]]) -> int:
-    """0: every device measured; 1: some failed, the others measured; 2: none measured."""
+    """0: every device measured every artifact; 1: some device or artifact failed, the others measured;
+    2: no device measured."""
     failed = sum(is_failure(d) for d in documents)
-    return 0 if not failed else 2 if failed == len(documents) else 1
+    partial = any(d.get("failed") for d in documents)
+    return 2 if documents and failed == len(documents) else 1 if failed or partial else 0

@@ -6,7 +6,10 @@ Schema::
     created   ISO-8601 UTC
     target    profile name or null
     host      "local" or "user@host:port"
-    notes     (when any) lines about the measurement: runtimes skipped, fewer CPUs than threads
+    notes     (when any) lines about the measurement: runtimes skipped, fewer CPUs than threads, artifacts
+              that could not run there
+    failed    (when any) [{"artifact", "runtime", "error"}]: artifacts the machine could not run (a runtime too
+              old for the file's ops); the others' results stand, and with none left it is an error
     host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
     upload    (SSH only) "sftp", or "exec" where the device has no SFTP subsystem (``cat > FILE``, checked by SHA-256)
     error     (a device of a fleet that could not be measured) one line; ``results`` is then empty
@@ -130,13 +133,19 @@ def _document(document: dict[str, Any], profile: Any, where: str, runs: int, war
               time_budget: float | None, profile_top: int | None) -> dict[str, Any]:
     """The runner's merged output -> an ``edgekit.bench/1`` document."""
     threads = threads or (profile.threads if profile else None)
-    results = []
+    results, failed = [], []
     for job, raw in zip(document.pop("jobs"), document["results"]):
-        if "error" in raw:
-            raise EdgekitError(f"{job.path}: could not be benchmarked on {where} with {job.runtime.name} "
-                               f"({raw['error'][:200]})")
+        if "error" in raw:  # this artifact only (a runtime too old for its ops): the others' figures stand
+            failed.append({"artifact": job.path.name, "runtime": job.runtime.name, "error": raw["error"][:300]})
+            continue
         results.append(_result(job.path, raw, document["system"]))
-    notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where)]
+    if failed and not results:
+        first = failed[0]
+        raise EdgekitError(f"{first['artifact']}: could not be benchmarked on {where} with {first['runtime']} "
+                           f"({first['error'][:200]})")
+    notes = [*document.pop("notes"), *cores_note(profile, results, document["system"], where),
+             *(f"note: {f['artifact']} could not be run on {where} with {f['runtime']}: {f['error'][:200]}"
+               for f in failed)]
     return {
         "schema": SCHEMA, "created": _now(),
         "target": profile.name if profile else None, "host": where, "system": document["system"],
@@ -145,6 +154,7 @@ def _document(document: dict[str, Any], profile: Any, where: str, runs: int, war
         "results": results, **({"notes": notes} if notes else {}),
         **({"host_key_checked": document["host_key_checked"]} if "host_key_checked" in document else {}),
         **({"upload": document["upload"]} if "upload" in document else {}),
+        **({"failed": failed} if failed else {}),
     }
 
 

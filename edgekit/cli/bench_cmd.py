@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                          remote_python=device.remote_python if device else args.remote_python,
                          ssh_options=device.ssh_options if device else None, local_python=args.python, **settings)
     show(args, document, paths[0])
-    return 0
+    return 1 if document.get("failed") else 0  # an artifact the device cannot run: as a failed device
 
 
 def parity_settings(args: argparse.Namespace) -> dict:

@@ -101,6 +101,8 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
             failures.append({"host": f"{data.get('target') or '-'} @ {data['host']}", "error": data["error"]})
         else:
             benches.append((path, data))
+            failures += [{"host": f"{data.get('target') or '-'} @ {data['host']}",
+                          "error": f"{f['artifact']} on {f['runtime']}: {f['error']}"} for f in data.get("failed", [])]
     if not benches and not evals:
         raise EdgekitError(f"{run_dir}: no bench/*.json and no eval/*.json to report on")
     baseline = baseline or run_info.get("baseline") or _default_baseline(manifests, evals, benches)
