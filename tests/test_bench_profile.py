@@ -13,7 +13,7 @@ import pytest
 from edgekit.cli import main
 from edgekit.report.profile_table import base_name
 from run_dirs import build_run
-from test_ssh import device_python, server, ssh_args  # noqa: F401 - the SSH fixtures, reused
+from test_ssh import ssh_args  # the server and device_python fixtures are conftest.py's
 
 TOP = 5
 

@@ -431,7 +431,3 @@ async def _clean_up(connection: Any, remote_dir: str | None, keeper: Any) -> Non
         pass
     finally:
         connection.close()
-
-
-def bench_remote(target: SshTarget, jobs: Sequence[Job], runs: int, warmup: int, **kwargs: Any) -> dict[str, Any]:
-    return asyncio.run(bench_remote_async(target, jobs, runs, warmup, **kwargs))

@@ -13,8 +13,9 @@ Schema::
     host_key_checked  (SSH only) false when --insecure-no-host-check skipped the host-key check
     upload    (SSH only) "sftp", or "exec" where the device has no SFTP subsystem (``cat > FILE``, checked by SHA-256)
     error     (a device of a fleet that could not be measured) one line; ``results`` is then empty
-    system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes
-    settings  {"runs", "warmup", "threads", "time_budget"}
+    system    the runner's system_info(): CPU model, ISA flags, governor, temperature, load, runtimes,
+              "emulated" ("qemu-user" or null: then no timing here is the emulated CPU's) and "emulation_host"
+    settings  {"runs", "warmup", "threads", "time_budget", "parity": {"samples", "real"} (with parity)}
     results   [{"artifact", "path", "sha256", "size_bytes", "runtime", "runtime_package", "runtime_version",
                 "threads", "delegate" (TFLite),
                 "load_s", "first_inference_s", "peak_rss_bytes",
@@ -23,7 +24,9 @@ Schema::
                 "profile" (with --profile): {"available", "reason", "runs", "nodes", "kernel_ms_per_run" (mean),
                   "kernel_ms_p50" (median over runs of a run's summed kernel time),
                   "ops": [{"node", "op_type", "total_ms", "mean_ms", "share", "provider"?}, ... slowest
-                  first, the top N, then {"node": "(other)", "other": true, "nodes": k, ...}]}}]
+                  first, the top N, then {"node": "(other)", "other": true, "nodes": k, ...}]},
+                "device_parity" (with parity, see edgekit.bench.parity): {"cosine", "top1_agreement", "samples",
+                  "agrees", "inputs", "reference", "device", "host_same_artifact": {...}} or {"error", ...}}]
 
 One artifact can have several results, one per runtime (a profile listing onnxruntime and openvino
 measures an .onnx on both); ``runtime`` tells them apart.
