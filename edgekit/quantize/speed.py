@@ -31,6 +31,23 @@ def latency_stats(path: str | Path, threads: int | None, runs: int = 40,
     return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs, time_budget=time_budget))
 
 
+class Here:
+    """Latencies of model files measured in this process, with ``threads``: ``auto``'s default when no
+    ``edgekit.bench.measure.Measurer`` (here or on a device, through bench's runner) is given."""
+
+    on_device = False
+    where = "this machine (in-process)"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def __call__(self, paths: list[Path]) -> list[Stats]:
+        return [latency_stats(path, self.threads) for path in paths]
+
+    def scope_note(self) -> str:
+        return f"measured on {self.where}: the choice holds for this machine only"
+
+
 def default_timer(threads: int | None) -> Timer:
     """``latency_stats`` with a small run count and a time cap."""
     return lambda path: latency_stats(path, threads, runs=_TIMING_RUNS, time_budget=_TIMING_SECONDS)

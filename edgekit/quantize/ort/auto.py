@@ -11,10 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:  # edgekit.bench imports the target profiles, which import the quantize settings
-    from edgekit.bench.measure import Measurer
+from typing import Any, Callable
 
 from edgekit.quantize.ort.settings import OrtQuantSettings
 
@@ -41,14 +38,15 @@ def choose(
     quantize: Callable[[OrtQuantSettings, Path], None],
     accuracy: Callable[[Path], float | None],
     budget: float | None,
-    measure: Measurer | None = None,
+    measure: Any = None,
     log: Callable[[str], None] = _log.info,
 ) -> dict[str, Any]:
-    """Quantize every candidate, measure them with FP32 by ``measure`` (default: this machine, the
-    runner's default threads); return the table, where it was measured and the winner (None if none fits)."""
-    from edgekit.bench.measure import Measurer
+    """Quantize every candidate, measure them with FP32 by ``measure`` (an ``edgekit.bench.measure.Measurer``,
+    which the CLI and the pipeline pass; default :class:`edgekit.quantize.speed.Here`, this process);
+    return the table, where it was measured and the winner (None if none fits)."""
+    from edgekit.quantize.speed import Here
 
-    measure = measure or Measurer()
+    measure = measure or Here()
     rows: list[dict[str, Any]] = []
     fp32_acc = accuracy(Path(fp32_path))
     rows.append({"config": "FP32", "top1": fp32_acc, "size_mb": Path(fp32_path).stat().st_size / 1e6})

@@ -81,7 +81,7 @@ def quantize_ort_workflow(
     ``holdout``: tensors to measure fidelity on (default: a held-out slice of ``calib``); ``remedies``:
     try them when fidelity is low; ``timer``: measures a model file (default ``speed.default_timer``);
     ``measure``: where ``auto`` times its candidates (an ``edgekit.bench.measure.Measurer``; default
-    this machine with ``threads``)."""
+    ``speed.Here(threads)``, this process: quantize does not depend on bench, data flows the other way)."""
     fp32, out = Path(fp32), Path(out)
     check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
@@ -103,10 +103,7 @@ def quantize_ort_workflow(
             return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32)
 
         if auto:
-            if measure is None:
-                from edgekit.bench.measure import Measurer
-
-                measure = Measurer(threads=threads)
+            measure = measure or speed.Here(threads)
             table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
                                     accuracy_budget if accuracy_budget is not None else AUTO_DEFAULT_BUDGET,
                                     measure, log)
