@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 
 MAX_INPUT_ELEMENTS = 1 << 28  # a 1 GB float32 example tensor; more is a typo, not a model
@@ -204,3 +204,16 @@ def devices(args: argparse.Namespace, target: str | None = None) -> list:
     hosts = args.host if isinstance(args.host, list) else [args.host] if args.host else []
     return resolve_hosts(hosts, args.inventory, target=target, remote_python=args.remote_python,
                          ssh_options=ssh_options(args))
+
+
+def device_measurer(args: argparse.Namespace, runtime: str) -> Any:
+    """Where a command that chooses by latency measures (``quantize --auto``, ``prune --target-latency``):
+    ``--host`` (an inventory name too), else the ``--target`` profile's ssh: device, else this machine
+    with the profile's threads; an ``edgekit.bench.measure.Measurer`` timing on ``runtime``."""
+    from edgekit.bench.measure import Measurer
+
+    found = devices(args, args.target)
+    device = found[0] if found else None
+    return Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
+                    targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
+                    ssh_options=device.ssh_options if device else None, runtime=runtime)

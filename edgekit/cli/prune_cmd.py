@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from edgekit.cli.common import (add_force, add_model_source, add_output_file, add_ssh_options, add_targets_dir, fraction,
                                  input_shape, positive)
 from edgekit.log import log
-from edgekit.prune.latency import FORMATS
+from edgekit.prune.latency import CALIBRATION_SAMPLES, FORMATS
 
 if TYPE_CHECKING:
     from edgekit.distill import RecoverSettings
@@ -155,34 +155,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _prune_to_latency(args: argparse.Namespace, model, example, prune_settings, recovery) -> tuple:
     """``--target-latency``: (the pruned model, its report, the manifest's ``latency_search``)."""
-    from pathlib import Path
-
-    from edgekit.bench.measure import Measurer
-    from edgekit.cli.common import devices
-    from edgekit.prune import latency
+    from edgekit.cli.common import device_measurer
+    from edgekit.prune.latency import prune_to_latency
     from edgekit.prune.workflow import prune_step
 
-    found = devices(args, args.target)
-    device = found[0] if found else None
-    measure = Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
-                       targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
-                       ssh_options=device.ssh_options if device else None,
-                       runtime="tflite" if args.latency_of == "int8-tflite" else "onnxruntime")
+    measure = device_measurer(args, "tflite" if args.latency_of == "int8-tflite" else "onnxruntime")
     calib = None
-    if args.latency_of != "fp32-onnx" and args.calib:
+    if args.latency_of != "fp32-onnx":
         from edgekit.data import calibration_tensors, load_recipe
 
-        calib = calibration_tensors(args.calib, load_recipe(args.recipe), 100, 0)
-    with latency.scratch() as work:
-        ship = latency.Shipped(args.latency_of, example, Path(work), calib)
-        chosen, trials = latency.search(
-            model, example, prune_settings, args.target_latency, measure,
-            lambda m, s: prune_step(m, example, s, train=args.train, recipe=args.recipe, recovery=recovery, progress=None),
-            ship, args.max_ratio, log.info)
-    print(latency.curve_text(trials, chosen, args.target_latency, measure.where))
-    log.info(measure.scope_note())
-    report = chosen.report or latency.unpruned_report(chosen.model, example, prune_settings)
-    return chosen.model, report, latency.search_record(chosen, trials, args.target_latency, args.latency_of, measure)
+        calib = calibration_tensors(args.calib, load_recipe(args.recipe), CALIBRATION_SAMPLES, 0)
+    return prune_to_latency(
+        model, example, prune_settings, args.target_latency, measure,
+        lambda m, s: prune_step(m, example, s, train=args.train, recipe=args.recipe, recovery=recovery, progress=None),
+        args.latency_of, calib, args.max_ratio, log.info)
 
 
 def _round_to(args: argparse.Namespace) -> int:

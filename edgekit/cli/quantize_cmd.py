@@ -193,6 +193,7 @@ def _run_without_calibration(args: argparse.Namespace, backend) -> int:
 
 def _ort_options(args: argparse.Namespace, evaluate) -> dict:
     """The ORT workflow's options from the flags: settings resolved host <- --target <- flags."""
+    from edgekit.cli.common import device_measurer
     from edgekit.quantize.ort.settings import from_arguments, resolve_settings
 
     profile = None
@@ -203,17 +204,4 @@ def _ort_options(args: argparse.Namespace, evaluate) -> dict:
     settings = resolve_settings(profile, from_arguments(args), origin="command line")
     return {"settings": settings, "exclude": args.exclude, "auto": args.auto, "accuracy_budget": args.accuracy_budget,
             "evaluate": evaluate, "sensitivity": not args.no_sensitivity, "details": {"target": args.target},
-            "remedies": not args.no_remedies, "measure": _auto_measurer(args) if args.auto else None}
-
-
-def _auto_measurer(args: argparse.Namespace):
-    """Where ``--auto`` times its candidates: --host (an inventory name too), else the --target profile's
-    ssh: device, else this machine (with the profile's threads)."""
-    from edgekit.bench.measure import Measurer
-    from edgekit.cli.common import devices
-
-    found = devices(args, args.target)
-    device = found[0] if found else None
-    return Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
-                    targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
-                    ssh_options=device.ssh_options if device else None, runtime="onnxruntime")
+            "remedies": not args.no_remedies, "measure": device_measurer(args, "onnxruntime") if args.auto else None}

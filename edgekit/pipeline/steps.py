@@ -222,7 +222,9 @@ def reads_prune(ctx: StepContext) -> dict[str, Any]:
              **versions("torch", "torch-pruning")}
     settings, recovery = _prune_settings(ctx), _recover_settings(ctx)
     if config.prune.target_latency_ms is not None:  # measured: where and with what it is measured
-        reads["latency"] = {"where": _latency_place(ctx), "calib": _data(config, "calib"),
+        reads["latency"] = {"where": _latency_place(ctx), "latency_of": config.prune.latency_of,
+                            # the calibration images are read only to quantize INT8 candidates
+                            "calib": _data(config, "calib") if config.prune.latency_of != "fp32-onnx" else None,
                             **versions("onnx", "onnxruntime", "tensorflow", "ai-edge-litert")}
     if config.data.train and reads_train_data(settings, recovery is not None):
         between = recovery is not None and settings.steps > 1
@@ -289,22 +291,16 @@ def _latency_place(ctx: StepContext) -> dict[str, Any]:
 
 def _prune_to_latency(ctx: StepContext, model: Any, settings: Any, prune_one: Any) -> tuple[Any, Any, dict[str, Any]]:
     """``prune.target_latency_ms``: (the pruned model, its report, the manifest's ``latency_search``)."""
-    from edgekit.prune import latency
+    from edgekit.prune.latency import CALIBRATION_SAMPLES, prune_to_latency
 
     config, p = ctx.config, ctx.config.prune
-    measure = _latency_measurer(ctx)
     calib = None
     if p.latency_of != "fp32-onnx":
         from edgekit.data import calibration_tensors
 
-        calib = calibration_tensors(config.data.calib, config.data.recipe, 100, 0)
-    with latency.scratch() as work:
-        chosen, trials = latency.search(model, _example(config), settings, p.target_latency_ms, measure, prune_one,
-                                        latency.Shipped(p.latency_of, _example(config), Path(work), calib),
-                                        p.max_ratio, ctx.log)
-    ctx.log(latency.curve_text(trials, chosen, p.target_latency_ms, measure.where))
-    report = chosen.report or latency.unpruned_report(chosen.model, _example(config), settings)
-    return chosen.model, report, latency.search_record(chosen, trials, p.target_latency_ms, p.latency_of, measure)
+        calib = calibration_tensors(config.data.calib, config.data.recipe, CALIBRATION_SAMPLES, 0)
+    return prune_to_latency(model, _example(config), settings, p.target_latency_ms, _latency_measurer(ctx),
+                            prune_one, p.latency_of, calib, p.max_ratio, ctx.log)
 
 
 def _variant_stem(ctx: StepContext) -> str:

@@ -31,6 +31,7 @@ from edgekit.prune.report import PruneReport, PruneSettings
 _log = logging.getLogger(__name__)
 
 FORMATS = ("fp32-onnx", "int8-onnx", "int8-tflite")
+CALIBRATION_SAMPLES = 100  # to quantize each INT8 candidate: its latency, not its accuracy, is what counts
 AIM = 0.95          # aim at 95% of the target: a re-measurement's noise stays under it
 CLOSE_ENOUGH = 0.9  # a meeting point this close to the target (p50 >= 90% of it) ends the search
 MAX_TRIALS = 8      # measured ratios in all, the unpruned model included
@@ -213,6 +214,22 @@ def search_record(chosen: Trial, trials: list[Trial], target_ms: float, latency_
             "on_device": measure.on_device, "chosen_ratio": round(chosen.ratio, 4),
             "chosen_p50_ms": round(chosen.p50_ms, 4),
             "curve": [t.row() for t in sorted(trials, key=lambda t: t.ratio)]}
+
+
+def prune_to_latency(model: Any, example: Any, settings: PruneSettings, target_ms: float, measure: Any,
+                     prune: Callable[[Any, PruneSettings], PruneReport], latency_of: str, calib: Any = None,
+                     max_ratio: float = 0.9, log: Callable[[str], None] = _log.info,
+                     ) -> tuple[Any, PruneReport, dict[str, Any]]:
+    """The whole ``--target-latency`` step, as the CLI and the pipeline run it: search (candidates shipped
+    as ``latency_of`` in a scratch folder), print the curve, and return (the pruned model, its report,
+    the manifest's ``latency_search``)."""
+    with scratch() as work:
+        chosen, trials = search(model, example, settings, target_ms, measure, prune,
+                                Shipped(latency_of, example, Path(work), calib), max_ratio, log)
+    log(curve_text(trials, chosen, target_ms, measure.where))
+    log(measure.scope_note())
+    report = chosen.report or unpruned_report(chosen.model, example, settings)
+    return chosen.model, report, search_record(chosen, trials, target_ms, latency_of, measure)
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:
