@@ -28,12 +28,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
-from edgekit.tasks import output_cosine
+from edgekit.quantize.fidelity import MIN_COSINE  # below it (or with a flip) a device disagrees
+from edgekit.tasks import output_cosine, top1_agreement
 
 RANDOM_SAMPLES = 8  # seeded N(0, 1) inputs: the same on every host and in every run
 REAL_SAMPLES = 8    # calibration samples at most: inputs like the ones the model will see
 SEED = 20261126
-MIN_COSINE = 0.99   # below it (or with flips) a device is said to disagree; edgekit.quantize.fidelity's threshold
 
 
 def probe_set(input_shape: list[Any], real: np.ndarray | None = None, seed: int = SEED) -> np.ndarray:
@@ -115,11 +115,9 @@ def compare(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """Cosine and top-1 agreement of ``outputs`` against ``reference`` (same samples, same shape)."""
     if outputs.shape != reference.shape:
         return {"error": f"output shape {list(outputs.shape)} differs from the reference's {list(reference.shape)}"}
-    count = len(outputs)
-    agree = outputs.reshape(count, -1).argmax(1) == reference.reshape(count, -1).argmax(1)
-    cosine = output_cosine(outputs, reference)
-    return {"cosine": round(cosine, 6), "top1_agreement": round(float(agree.mean()) * 100.0, 2), "samples": count,
-            "agrees": bool(cosine >= MIN_COSINE and agree.all())}
+    cosine, agreement = output_cosine(outputs, reference), top1_agreement(outputs, reference)
+    return {"cosine": round(cosine, 6), "top1_agreement": round(agreement, 2), "samples": len(outputs),
+            "agrees": bool(cosine >= MIN_COSINE and agreement == 100.0)}
 
 
 class HostOutputs:

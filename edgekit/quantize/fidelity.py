@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.tasks import output_cosine
+from edgekit.tasks import output_cosine, top1_agreement
 
 MIN_COSINE = 0.99
 MIN_AGREEMENT = 97.0  # %
@@ -118,8 +118,7 @@ def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str
     if ref.shape != out.shape:
         raise EdgekitError(f"{int8}: output shape {list(out.shape)} differs from FP32's {list(ref.shape)}; "
                            "fidelity not measured")
-    agree = float(np.mean(ref.reshape(len(ref), -1).argmax(1) == out.reshape(len(out), -1).argmax(1)) * 100)
-    return Fidelity(output_cosine(out, ref), agree, int(len(samples)), source)
+    return Fidelity(output_cosine(out, ref), top1_agreement(out, ref), int(len(samples)), source)
 
 
 def predict(path: str | Path, samples: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -108,3 +108,8 @@ def parity_note(row: dict[str, Any]) -> str | None:
         return (f"DEVICE OUTPUT DIFFERS from FP32 (cosine {parity['cosine']:.4f}, top-1 agreement "
                 f"{parity['top1_agreement']:.0f}% on {parity['samples']} {parity.get('inputs', 'samples')})")
     return None
+
+
+def failure_lines(document: dict[str, Any]) -> list[str]:
+    """One line per device (or artifact on a device) that could not be measured: the report's ``failures``."""
+    return [f"not measured on {f['host']}: {f['error']}" for f in document.get("failures", [])]

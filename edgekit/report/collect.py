@@ -98,11 +98,11 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
         data = _load(path, "edgekit.bench/1")
         check_bench(data, path)
         if "error" in data:
-            failures.append({"host": f"{data.get('target') or '-'} @ {data['host']}", "error": data["error"]})
+            failures.append({"host": machine_name(data), "error": data["error"]})
         else:
             benches.append((path, data))
-            failures += [{"host": f"{data.get('target') or '-'} @ {data['host']}",
-                          "error": f"{f['artifact']} on {f['runtime']}: {f['error']}"} for f in data.get("failed", [])]
+            failures += [{"host": machine_name(data), "error": f"{f['artifact']} on {f['runtime']}: {f['error']}"}
+                         for f in data.get("failed", [])]
     if not benches and not evals:
         raise EdgekitError(f"{run_dir}: no bench/*.json and no eval/*.json to report on")
     baseline = baseline or run_info.get("baseline") or _default_baseline(manifests, evals, benches)
@@ -111,7 +111,7 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     measured = set()
     for path, bench in benches:
-        host_key = f"{bench.get('target') or '-'} @ {bench['host']}" + emulated_mark(bench.get("system") or {})
+        host_key = machine_name(bench)
         hosts[host_key] = bench.get("system", {})
         for result in bench["results"]:
             evaluation = evals_on.get((result["artifact"], result.get("runtime"))) or evals.get(result["artifact"], {})
@@ -128,10 +128,13 @@ def collect(run_dir: str | Path, baseline: str | None = None) -> dict[str, Any]:
             "failures": failures}
 
 
-def emulated_mark(system: dict[str, Any]) -> str:
-    """`` [EMULATED aarch64: not ARM speed]`` for a machine the runner found emulated (qemu-user), else "":
-    part of the machine's name, so no table, plot or ship line shows its timings as a board's."""
-    return f" [EMULATED {system.get('machine', '?')}: not ARM speed]" if system.get("emulated") else ""
+def machine_name(bench: dict[str, Any]) -> str:
+    """``TARGET @ HOST`` of a bench document, with `` [EMULATED aarch64: not ARM speed]`` for a machine the
+    runner found emulated (qemu-user): part of the name, so no table, plot or ship line shows its
+    timings as a board's."""
+    system = bench.get("system") or {}
+    emulated = f" [EMULATED {system.get('machine', '?')}: not ARM speed]" if system.get("emulated") else ""
+    return f"{bench.get('target') or '-'} @ {bench['host']}{emulated}"
 
 
 def _json_files(folder: Path) -> list[Path]:

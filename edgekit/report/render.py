@@ -36,8 +36,8 @@ import html
 from typing import Any, Callable
 
 from edgekit import __version__
-from edgekit.report.cells import (delta_header, delta_text, fmt, group_name, parity_note, parity_text, ship_text,
-                                  speedup_text, versus_text)
+from edgekit.report.cells import (delta_header, delta_text, failure_lines, fmt, group_name, parity_note, parity_text,
+                                  ship_text, speedup_text, versus_text)
 from edgekit.report.collect import goodness
 from edgekit.report.decide import RULE, group_key, is_shipped, ship, sort_rows
 from edgekit.report.profile_table import html_section, markdown_section
@@ -55,8 +55,9 @@ def _notes(row: dict[str, Any]) -> str:
         notes.append("Pareto")
     if row["noisy"]:
         notes.append("NOISY: " + "; ".join(row["noise_reasons"]))
-    if parity_note(row):
-        notes.append(parity_note(row))
+    parity = parity_note(row)
+    if parity:
+        notes.append(parity)
     if row.get("accuracy_warning"):
         notes.append("ACCURACY HOST-SPECIFIC: U8S8 saturates on this CPU (no VNNI)")
     notes += quantize_notes(row)
@@ -136,11 +137,6 @@ def build_document(collected: dict[str, Any]) -> dict[str, Any]:
         "hosts": collected["hosts"], "rows": rows, "summary": summary(rows, collected["baseline"]),
         "failures": collected.get("failures", []),
     }
-
-
-def failure_lines(document: dict[str, Any]) -> list[str]:
-    """One line per device that could not be measured (``bench/*.json`` with an ``error``)."""
-    return [f"not measured on {f['host']}: {f['error']}" for f in document.get("failures", [])]
 
 
 def _baseline_label(document: dict[str, Any]) -> str:

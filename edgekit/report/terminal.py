@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.report.cells import METRIC_NAMES, fmt, group_name, ship_text, speedup_text
+from edgekit.report.cells import METRIC_NAMES, failure_lines, fmt, group_name, ship_text, speedup_text
 
 
 def terminal_summary(document: dict[str, Any]) -> str:
@@ -36,7 +36,7 @@ def terminal_summary(document: dict[str, Any]) -> str:
                      f"{d['label']} ({d['artifact']}), {ship_text(d)}")
     if not document["summary"].get("ship"):
         lines.append("ship: no variant has both a latency and an accuracy to compare with the baseline")
-    lines += [f"not measured on {f['host']}: {f['error']}" for f in document.get("failures", [])]
+    lines += failure_lines(document)
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ subclass (its output check, data formats, metrics, primary and fidelity metric) 
 from __future__ import annotations
 
 from edgekit.errors import EdgekitError
-from edgekit.tasks.base import EvalData, Metric, Task, data_format, output_cosine
+from edgekit.tasks.base import EvalData, Metric, Task, data_format, output_cosine, top1_agreement
 from edgekit.tasks.classification import Classification
 
 TASKS: dict[str, Task] = {task.name: task for task in (Classification(),)}
@@ -24,4 +24,4 @@ def get_task(name: str | Task, label: str = "--task") -> Task:
     return task
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "EvalData", "Metric", "Task", "data_format", "get_task", "output_cosine"]
+__all__ = ["DEFAULT_TASK", "TASKS", "EvalData", "Metric", "Task", "data_format", "get_task", "output_cosine", "top1_agreement"]

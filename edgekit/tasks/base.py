@@ -125,6 +125,12 @@ def data_format(source: str) -> str:
     return "array" if Path(text).suffix.lower() in (".npy", ".npz") else "folder"
 
 
+def top1_agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """% of samples whose flattened output has its largest value where the reference's has."""
+    a = np.asarray(outputs).reshape(len(outputs), -1).argmax(1)
+    return float(np.mean(a == np.asarray(reference).reshape(len(reference), -1).argmax(1)) * 100)
+
+
 def output_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
     """Mean per-sample cosine between float outputs and the reference's: 1.0 for an exact copy, a
     continuous measure of what quantization changed even where no top-1 prediction flips."""
