@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                          "(required with --calib or --eval)")
     parser.add_argument("--num-samples", type=int, default=200, help="calibration samples (seeded, stratified)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    parser.add_argument("--task", help="what the model does: fidelity and --accuracy-budget measure it "
+                                       "(default: the model's manifest's, else classification)")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt images and count them")
     add_output_file(parser, ".onnx (onnxruntime) or .tflite (tflite) to write")
     parser.add_argument("--target", help="target profile whose quantization defaults to use (edgekit targets list)")
@@ -46,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ort = parser.add_argument_group("ONNX Runtime")
     add_arguments(ort)
     ort.add_argument("--exclude", action="append", default=[], help="node name to keep in float (repeatable)")
-    ort.add_argument("--accuracy-budget", type=float, help="max top-1 points lost; needs --eval")
+    ort.add_argument("--accuracy-budget", type=float,
+                     help="max points of the task's metric lost (top-1, mAP50-95, mIoU); needs --eval")
     ort.add_argument("--eval", help="labelled data to measure accuracy on (for --accuracy-budget and --auto)")
     ort.add_argument("--auto", action="store_true",
                      help="measure the candidate configurations on --host (or the --target profile's ssh: device, "
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgekitError(f"--num-samples: must be at least 1, got {args.num_samples}")
     if args.seed < 0:
         raise EdgekitError(f"--seed: must be non-negative, got {args.seed}")
-    evaluate = accuracy_on(args.eval, args.recipe) if args.eval else None
+    task = _task(args)
+    evaluate = accuracy_on(args.eval, args.recipe, task) if args.eval else None
     check_budget(args.accuracy_budget, evaluate)
     if args.eval:
         from edgekit.data import open_dataset
@@ -116,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     options = _ort_options(args, evaluate) if backend.name == "ort" else {
         "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32}
+    options["task"] = task
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}
     if args.eval:  # fidelity on the evaluation images rather than a slice held out of the calibration ones
@@ -134,6 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if "top1" in result.details:
         log.info(f"top-1 on {args.eval}: INT8 {result.details['top1']:.2f}%")
     return 0
+
+
+def _task(args: argparse.Namespace) -> str:
+    """--task, else what the model's manifest records, else classification; an unknown name is one line."""
+    from edgekit.manifest import recorded_task
+    from edgekit.tasks import DEFAULT_TASK, get_task
+
+    return get_task(args.task or recorded_task(args.model) or DEFAULT_TASK).name
 
 
 def _wrote(result) -> None:

@@ -6,6 +6,8 @@ Sources:
                            an .npz may carry labels as ``y`` or ``labels``
   ``builtin:digits``       the UCI handwritten digits, shipped (real data, no download), with
                            deterministic stratified splits ``/train`` (70%), ``/val`` (15%), ``/test`` (15%)
+  ``builtin:digits-detect`` / ``builtin:digits-seg``  those digits on 64x64 canvases with boxes or
+                           masks (:mod:`edgekit.data.canvas`), same splits
 """
 from __future__ import annotations
 
@@ -228,8 +230,13 @@ def open_dataset(source: str | Path, recipe: Recipe | str) -> Dataset:
     text = str(source)
     if text.startswith("builtin:"):
         name, _, split = text[len("builtin:"):].partition("/")
+        if name in ("digits-detect", "digits-seg"):
+            from edgekit.data.canvas import DigitCanvases
+
+            return DigitCanvases(name, split or None, recipe)
         if name != "digits":
-            raise EdgekitError(f"{text}: unknown built-in data set (available: builtin:digits)")
+            raise EdgekitError(f"{text}: unknown built-in data set "
+                               "(available: builtin:digits, builtin:digits-detect, builtin:digits-seg)")
         return Digits(split or None, recipe)
     path = Path(text)
     if path.suffix.lower() in (".npy", ".npz"):

@@ -31,6 +31,7 @@ class RecoverSettings:
     channels_last: bool | None = None
     workers: int = 0
     cache_teacher: bool = False
+    task: str = "classification"  # the loss and validation score (edgekit.distill.objectives)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

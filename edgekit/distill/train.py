@@ -29,9 +29,11 @@ from edgekit.distill import checkpoint as ckpts
 from edgekit.distill import distributed as dd
 from edgekit.distill.data import TeacherCache, TorchData, as_dataset
 from edgekit.distill.history import TrainHistory
+from edgekit.distill.objectives import objective_for
 from edgekit.errors import EdgekitError
 
 _log = logging.getLogger(__name__)
+_METRIC_NAMES = {"top1": "top-1", "map50_95": "mAP50-95", "miou": "mIoU"}
 
 __all__ = ["TorchData", "TrainHistory", "accuracy", "distillation_loss", "fit", "train"]
 
@@ -102,12 +104,14 @@ def fit(
     channels_last: bool | None = None,
     workers: int = 0,
     cache_teacher: bool = False,
+    task: str = "classification",
 ) -> TrainHistory:
     """Train ``student`` in place (best validation weights kept, returned on the CPU); returns the history.
 
     ``train_source`` is a data source name (with ``recipe``) or a map-style Dataset of ``(x, y)``.
     ``amp``/``channels_last`` default to on for CUDA only; ``amp_dtype`` is ``bf16`` or ``fp16``
-    (default: bf16 where the device supports it).
+    (default: bf16 where the device supports it). ``task`` picks the loss and the validation
+    score (:mod:`edgekit.distill.objectives`): top-1, mAP50-95 or mIoU.
     """
     import torch
 
@@ -115,6 +119,7 @@ def fit(
     dev = dd.resolve_device(device)
     recipe = load_recipe(recipe) if recipe is not None else None
     train_data = as_dataset(train_source, recipe)
+    objective = objective_for(task, getattr(train_data, "dataset", None))
     size = dd.env_world_size()
     if size > len(train_data):
         raise EdgekitError(f"{train_data.name}: {len(train_data)} training samples cannot be shared by "
@@ -132,9 +137,10 @@ def fit(
         train=train_data.name, train_size=len(train_data), val=val_source,
         recipe=recipe.as_dict() if recipe else None, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
         weight_decay=weight_decay, alpha=alpha, temperature=temperature, seed=seed,
-        student=ckpts.shapes(student), teacher=ckpts.shapes(teacher))
+        student=ckpts.shapes(student), teacher=ckpts.shapes(teacher), **({} if task == "classification" else {"task": task}))
     train_loader, sampler = _loader(train_data, per_rank, world, seed, workers, dev, train=True)
     val_data = as_dataset(val_source, recipe)
+    val_objective = objective_for(task, getattr(val_data, "dataset", None)) if val_data else None
     val_loader = _loader(val_data, 256, world, seed, workers, dev, train=False)[0] if val_data else None
 
     teacher_home = _device_of(teacher)
@@ -176,11 +182,16 @@ def fit(
             if sampler is not None:
                 sampler.set_epoch(epoch)
             record = _epoch(model, teacher, cache, train_loader, opt, scheduler, scaler, dev, precision, use_cl,
-                            alpha, temperature, world, epoch, epochs, progress)
+                            objective, alpha, temperature, world, epoch, epochs, progress)
             started = time.perf_counter()
             dd.sync_buffers(student, world)
-            val_acc = accuracy(student, val_loader, dev, world, precision, use_cl) if val_loader else None
-            record.update(val_top1=val_acc, val_time_s=time.perf_counter() - started)
+            if val_loader is None:
+                val_acc = None
+            elif task == "classification":  # summed over ranks under torchrun
+                val_acc = accuracy(student, val_loader, dev, world, precision, use_cl)
+            else:
+                val_acc = val_objective.validate(student, val_loader, dev, lambda x: _to(x, dev, use_cl))
+            record.update({f"val_{objective.metric}": val_acc, "val_time_s": time.perf_counter() - started})
             score = val_acc if val_acc is not None else -record["loss"]
             if score > best_acc:
                 best_acc, best_state = score, ckpts.cpu_state(student)
@@ -194,7 +205,8 @@ def fit(
                                 "epoch": epoch, "best_acc": best_acc, "best_state": best_state,
                                 "history": history}, tmp)
             say(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}"
-                + (f", val top-1 {val_acc:.2f}%" if val_acc is not None else "")
+                + (f", val {_METRIC_NAMES.get(objective.metric, objective.metric)} {val_acc:.2f}%"
+                   if val_acc is not None else "")
                 + f", {record['images_per_s']:.0f} images/s, {record['epoch_time_s']:.1f} s"
                 + (f", ETA {record['eta_s']:.0f} s" if epoch + 1 < epochs else ""))
         if best_state is not None:
@@ -204,11 +216,11 @@ def fit(
         if teacher is not None:
             teacher.to(teacher_home).to(memory_format=torch.contiguous_format)
     student.eval()
-    return TrainHistory(history, best_acc if val_loader else None, **setup)
+    return TrainHistory(history, best_acc if val_loader else None, **setup, val_metric=objective.metric)
 
 
 def _epoch(model: Any, teacher: Any, cache: TeacherCache | None, loader: Any, opt: Any, scheduler: Any, scaler: Any,
-           dev: Any, precision: Any, use_cl: bool, alpha: float, temperature: float, world: dd.World,
+           dev: Any, precision: Any, use_cl: bool, objective: Any, alpha: float, temperature: float, world: dd.World,
            epoch: int, epochs: int, progress: bool) -> dict[str, Any]:
     """One pass over this rank's share of the data; the returned figures are summed over the ranks."""
     import torch
@@ -231,7 +243,7 @@ def _epoch(model: Any, teacher: Any, cache: TeacherCache | None, loader: Any, op
                 else:
                     soft = (cache(teacher, x, index) if cache is not None else teacher(x)).float()
             logits = model(x).float()
-        loss = distillation_loss(logits, soft, y, alpha, temperature)
+        loss = objective.loss(logits, soft, y, alpha, temperature, tuple(x.shape))
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

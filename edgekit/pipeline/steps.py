@@ -144,6 +144,8 @@ def reads_train(ctx: StepContext) -> dict[str, Any]:
              **versions("torch", "torchvision")}
     if config.train is not None:
         reads |= {"train": config.train.model_dump(), "data": _data(config, "train", "val")}
+        if config.task != "classification":  # the loss and the validation score
+            reads["task"] = config.task
     return reads
 
 
@@ -160,7 +162,7 @@ def train_baseline(ctx: StepContext, inputs: list[Path]) -> list[Path]:
 
             t = config.train
             history = fit(loaded.module, config.data.train, config.data.recipe, val_source=config.data.val,
-                          checkpoint_dir=ctx.checkpoints, log=ctx.log, **t.model_dump())
+                          checkpoint_dir=ctx.checkpoints, log=ctx.log, task=config.task, **t.model_dump())
             stages.append(history.manifest_stage("train", t.model_dump()))
     save_module(loaded.module, out, _example(config), force=True)
     write_manifest(out, new_manifest(out, source=loaded.describe(), stages=stages,
@@ -208,7 +210,9 @@ def _recover_settings(ctx: StepContext) -> Any:
     from edgekit.distill import RecoverSettings
 
     config = ctx.config
-    return RecoverSettings(**config.distill.model_dump()) if config.distill is not None and config.data.train else None
+    if config.distill is None or not config.data.train:
+        return None
+    return RecoverSettings(**config.distill.model_dump(), task=config.task)
 
 
 def reads_prune(ctx: StepContext) -> dict[str, Any]:
@@ -401,6 +405,8 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
         reads["measured_on"] = _latency_place(ctx)
     if q.tflite is not None:
         reads |= {"tflite": q.tflite.model_dump(), **versions("onnx2tf", "tensorflow", "tf-keras")}
+    if ctx.config.task != "classification":  # what fidelity and its remedies measure
+        reads["task"] = ctx.config.task
     return reads
 
 
@@ -411,14 +417,15 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
     config, q = ctx.config, ctx.config.quantize
     options: dict[str, dict[str, Any]] = {}
     if q.ort is not None:
-        evaluate = accuracy_on(config.data.eval, config.data.recipe) if _measures_accuracy(ctx) else None
+        evaluate = accuracy_on(config.data.eval, config.data.recipe, config.task) if _measures_accuracy(ctx) else None
         options["ort"] = {"settings": _ort_settings(ctx), "auto": q.auto, "accuracy_budget": q.accuracy_budget,
                           "evaluate": evaluate, "budget_key": "quantize.accuracy_budget", "log": ctx.log,
-                          "remedies": q.remedies,
+                          "remedies": q.remedies, "task": config.task,
                           # auto times its candidates where prune.target_latency_ms would: the first device, else here
                           **({"measure": _latency_measurer(ctx, "onnxruntime")} if q.auto else {})}
     if q.tflite is not None:
-        options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback}
+        options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback,
+                             "task": config.task}
     return options
 
 

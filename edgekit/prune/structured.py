@@ -67,7 +67,8 @@ def layer_widths(model: Any) -> dict[str, list[int]]:
 
 
 def _output_layers(model: Any, example_input: Any, protect: Sequence[str]) -> list[Any]:
-    """Layers whose width is the model's output width (the classifier) plus the protected ones."""
+    """Layers whose width is the model's output width (the classifier), the head layers (below)
+    and the protected ones."""
     import torch
 
     with torch.no_grad():
@@ -79,7 +80,51 @@ def _output_layers(model: Any, example_input: Any, protect: Sequence[str]) -> li
     ignored = [m for m in model.modules()
                if (isinstance(m, torch.nn.Linear) and m.out_features == width)
                or (isinstance(m, torch.nn.Conv2d) and m.out_channels == width and m.groups == 1)]
+    ignored += [m for m in head_layers(model, example_input) if all(m is not i for i in ignored)]
     return ignored + [names[p] for p in protect]
+
+
+def head_layers(model: Any, example_input: Any) -> list[Any]:
+    """Convolutions and linear layers whose channels reach an output with no other such layer in
+    between: a detector's box and class convolutions before an in-graph decode and concat, a
+    segmenter's classifier. Their widths are the output's meaning (4 box values, one score per
+    class), so pruning them would change what the model says, not how big it is. Found by walking
+    the autograd graph back from every output, stopping at the first layer on each path."""
+    import torch
+
+    produced: dict[Any, Any] = {}
+
+    def remember(module: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            produced.setdefault(output.grad_fn, module)
+
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, torch.nn.ConvTranspose2d)
+    handles = [m.register_forward_hook(remember) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            outputs = model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    tensors = [outputs] if isinstance(outputs, torch.Tensor) else [
+        t for t in (outputs.values() if isinstance(outputs, dict) else outputs) if isinstance(t, torch.Tensor)]
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node in produced:
+            if all(produced[node] is not f for f in found):
+                found.append(produced[node])
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
 
 
 def prune(

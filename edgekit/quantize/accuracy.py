@@ -11,8 +11,11 @@ from typing import Callable
 Accuracy = Callable[[Path], float]
 
 
-def accuracy_on(data: str, recipe: str) -> Accuracy:
-    """Top-1 (%) of a model file on ``data`` prepared by ``recipe``."""
+def accuracy_on(data: str, recipe: str, task: str = "classification") -> Accuracy:
+    """The task's primary metric (top-1 %, mAP50-95, mIoU) of a model file on ``data`` prepared by
+    ``recipe``: what --accuracy-budget counts in points."""
     from edgekit.evaluate import evaluate
+    from edgekit.tasks import get_task
 
-    return lambda path: float(evaluate(path, data, recipe)["top1"])
+    metric = get_task(task).primary.name
+    return lambda path: float(evaluate(path, data, recipe, task=task)[metric])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.tasks import output_cosine, top1_agreement
+from edgekit.tasks import get_task
 
 MIN_COSINE = 0.99
 MIN_AGREEMENT = 97.0  # %
@@ -36,6 +36,7 @@ class Fidelity:
     samples: int
     source: str        # "held-out", "eval data", "calibration" (too few samples to hold any out) or "random"
                        # (a mode without calibration given no images: seeded random inputs)
+    kind: str = "top-1"  # what agrees: top-1 (classification), detection (same confident boxes), pixel
 
     @property
     def flips(self) -> int:
@@ -56,12 +57,12 @@ class Fidelity:
 
     def as_dict(self) -> dict[str, Any]:
         return {"cosine": round(self.cosine, 6), "agreement": round(self.agreement, 2), "samples": self.samples,
-                "source": self.source, "ok": self.ok}
+                "source": self.source, "ok": self.ok, **({} if self.kind == "top-1" else {"agreement_of": self.kind})}
 
     def line(self) -> str:
         where = {"held-out": "held-out images", "eval data": "--eval images", "random": "random inputs"}.get(self.source, "calibration images")
         return (f"fidelity vs FP32 on {self.samples} {where}: cosine {self.cosine:.4f}, "
-                f"top-1 agreement {self.agreement:.1f}%")
+                f"{self.kind} agreement {self.agreement:.1f}%")
 
     def warning(self, advice: str, what: str = "INT8") -> str | None:
         """The warning line's text below the threshold, naming the figure that missed it."""
@@ -71,7 +72,7 @@ class Fidelity:
         if self.cosine < MIN_COSINE:
             missed.append(f"output cosine {self.cosine:.4f} < {MIN_COSINE}")
         if not self.agreement_ok:
-            missed.append(f"top-1 agreement {self.agreement:.1f}% < {MIN_AGREEMENT:g}%")
+            missed.append(f"{self.kind} agreement {self.agreement:.1f}% < {MIN_AGREEMENT:g}%")
         return f"{what} is not faithful to FP32: {' and '.join(missed)} on {self.samples} images; {advice}"
 
 
@@ -98,27 +99,32 @@ def samples_for(calib: np.ndarray, holdout: np.ndarray | None) -> tuple[np.ndarr
 class Check:
     """Fidelity of any INT8 candidate against one FP32 model, whose outputs are computed once."""
 
-    def __init__(self, fp32: str | Path, samples: np.ndarray, source: str, threads: int | None = None) -> None:
-        self.fp32, self.samples, self.source, self.threads = Path(fp32), samples, source, threads
+    def __init__(self, fp32: str | Path, samples: np.ndarray, source: str, threads: int | None = None,
+                 task: str = "classification") -> None:
+        self.fp32, self.samples, self.source, self.threads, self.task = Path(fp32), samples, source, threads, task
         self.reference = predict(fp32, samples, threads)
         self.measured: dict[Path, Fidelity] = {}
 
     def __call__(self, int8: str | Path) -> Fidelity:
         path = Path(int8)
         if path not in self.measured:
-            self.measured[path] = measure(self.fp32, path, self.samples, self.source, self.threads, self.reference)
+            self.measured[path] = measure(self.fp32, path, self.samples, self.source, self.threads, self.reference,
+                                          self.task)
         return self.measured[path]
 
 
 def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str = "held-out",
-            threads: int | None = None, reference: np.ndarray | None = None) -> Fidelity:
-    """``int8`` against ``fp32`` on float NCHW ``samples``; ``reference``: FP32's outputs already computed."""
+            threads: int | None = None, reference: np.ndarray | None = None, task: str = "classification") -> Fidelity:
+    """``int8`` against ``fp32`` on float NCHW ``samples``; ``reference``: FP32's outputs already computed;
+    ``task`` says what agreement means (:meth:`edgekit.tasks.Task.fidelity_pair`)."""
     ref = reference if reference is not None else predict(fp32, samples, threads)
     out = predict(int8, samples, threads)
     if ref.shape != out.shape:
         raise EdgekitError(f"{int8}: output shape {list(out.shape)} differs from FP32's {list(ref.shape)}; "
                            "fidelity not measured")
-    return Fidelity(output_cosine(out, ref), top1_agreement(out, ref), int(len(samples)), source)
+    scorer = get_task(task)
+    cosine, agreement = scorer.fidelity_pair(out, ref)
+    return Fidelity(cosine, agreement, int(len(samples)), source, scorer.agreement_kind)
 
 
 def predict(path: str | Path, samples: np.ndarray, threads: int | None = None) -> np.ndarray:

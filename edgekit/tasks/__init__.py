@@ -1,6 +1,6 @@
 """The task registry: what a model's outputs mean and how they are scored, one module per task.
 
-To add a task (detection, segmentation): write ``edgekit/tasks/<name>.py`` with a :class:`Task`
+To add a task: write ``edgekit/tasks/<name>.py`` with a :class:`Task`
 subclass (its output check, data formats, metrics, primary and fidelity metric) and add it to
 :data:`TASKS` below. The evaluation driver, the CLI and the pipeline take the name.
 """
@@ -9,8 +9,10 @@ from __future__ import annotations
 from edgekit.errors import EdgekitError
 from edgekit.tasks.base import EvalData, Metric, Task, data_format, output_cosine, top1_agreement
 from edgekit.tasks.classification import Classification
+from edgekit.tasks.detection import Detection
+from edgekit.tasks.segmentation import Segmentation
 
-TASKS: dict[str, Task] = {task.name: task for task in (Classification(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Detection(), Segmentation())}
 DEFAULT_TASK = "classification"
 
 

@@ -112,17 +112,27 @@ class Task:
         order, so differences between variants get paired intervals; none by default."""
         return {}
 
+    agreement_kind = "top-1"
+    decodes_in_graph = False  # outputs end in decode arithmetic that INT8 may break (edgekit.quantize.ort.head)
+
+    def fidelity_pair(self, outputs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+        """(cosine, agreement %) of a variant's outputs against the reference's: what quantization
+        checks after every conversion and its remedies try to raise."""
+        return output_cosine(outputs, reference), top1_agreement(outputs, reference)
+
     def summary(self, scores: dict[str, float | None]) -> str:
         """One line of the figures that were measured, in document order."""
         return "  ".join(f"{name} {scores[name]:g}" for name in self.metrics if scores.get(name) is not None)
 
 
 def data_format(source: str) -> str:
-    """The kind of data source open_dataset resolves ``source`` to: builtin, array or folder."""
+    """The kind of data source open_dataset resolves ``source`` to: builtin, array, yolo (an
+    Ultralytics data YAML, ``data.yaml#train`` for a split), coco (a COCO JSON) or folder."""
     text = str(source)
     if text.startswith("builtin:"):
         return "builtin"
-    return "array" if Path(text).suffix.lower() in (".npy", ".npz") else "folder"
+    suffix = Path(text.partition("#")[0]).suffix.lower()
+    return {".npy": "array", ".npz": "array", ".yaml": "yolo", ".yml": "yolo", ".json": "coco"}.get(suffix, "folder")
 
 
 def top1_agreement(outputs: np.ndarray, reference: np.ndarray) -> float:

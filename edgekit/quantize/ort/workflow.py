@@ -26,6 +26,7 @@ from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
+from edgekit.quantize.ort import head
 from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed
@@ -33,6 +34,7 @@ from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantiz
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
 from edgekit.quantize.result import QuantizeResult
+from edgekit.tasks import get_task
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def quantize_ort_workflow(
     holdout: np.ndarray | None = None,
     timer: speed.Timer | None = None,
     measure: Any = None,
+    task: str = "classification",
 ) -> QuantizeResult:
     """Quantize ``fp32`` to ``out``; see the module docstring. ``evaluate`` measures top-1 of a file
     (``edgekit.quantize.accuracy.accuracy_on``) and is needed by ``accuracy_budget``; ``auto`` uses it when given.
@@ -81,7 +84,8 @@ def quantize_ort_workflow(
     ``holdout``: tensors to measure fidelity on (default: a held-out slice of ``calib``); ``remedies``:
     try them when fidelity is low; ``timer``: measures a model file (default ``speed.default_timer``);
     ``measure``: where ``auto`` times its candidates (an ``edgekit.bench.measure.Measurer``; default
-    ``speed.Here(threads)``, this process: quantize does not depend on bench, data flows the other way)."""
+    ``speed.Here(threads)``, this process: quantize does not depend on bench, data flows the other way).
+    ``task``: what fidelity's agreement means (a detector's boxes, a segmenter's pixels; edgekit.tasks)."""
     fp32, out = Path(fp32), Path(out)
     check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
@@ -91,6 +95,8 @@ def quantize_ort_workflow(
     feed = calibration_feed(model, calib, fp32)
     calibration_feed(model, samples, fp32)  # the held-out tensors fit the model too
     extra: dict[str, Any] = dict(details or {})
+    if task != "classification":  # later commands (eval, report) read it from the manifest
+        extra["task"] = task
     excluded = list(exclude)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -117,7 +123,12 @@ def quantize_ort_workflow(
         first = quantize(settings, excluded, work / "int8.onnx", progress)
         timings["quantize_s"] = time.perf_counter() - started - timings.get("auto_s", 0.0)
         t0 = time.perf_counter()
-        check = fidelity_mod.Check(fp32, samples, source, threads)
+        check = fidelity_mod.Check(fp32, samples, source, threads, task)
+        tail = [n for n in head.output_tail(model) if n not in excluded] if get_task(task).decodes_in_graph else []
+        if tail:
+            first, kept, extra["output_tail"] = head.choose(
+                first, tail, lambda nodes: quantize(settings, excluded + nodes, work / "tail.onnx"), check, log)
+            excluded += kept
         before = check(first)
         timings["fidelity_s"] = time.perf_counter() - t0
         top1 = None

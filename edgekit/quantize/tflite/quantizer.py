@@ -54,10 +54,10 @@ ADVICE = ("try more representative --calib images, --runtime onnxruntime (its re
 
 
 def _fidelity(onnx_path: str | Path, int8: Path, samples: np.ndarray,
-              source: str) -> tuple[fidelity_mod.Fidelity | None, str | None]:
+              source: str, task: str = "classification") -> tuple[fidelity_mod.Fidelity | None, str | None]:
     """INT8 .tflite against the FP32 ONNX model; a measurement that cannot be made is a note, not an error."""
     try:
-        return fidelity_mod.measure(onnx_path, int8, samples, source), None
+        return fidelity_mod.measure(onnx_path, int8, samples, source, task=task), None
     except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost a conversion that succeeded
         return None, f"fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
 
@@ -76,6 +76,7 @@ def quantize_tflite(
     calibration_info: dict[str, Any] | None = None,
     model: Any = None,
     holdout: np.ndarray | None = None,
+    task: str = "classification",
 ) -> QuantizeResult:
     """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference (``paths["fp32"]``).
     ``model``: the ONNX model already loaded and checked by the caller (else it is loaded here).
@@ -137,7 +138,7 @@ def quantize_tflite(
                 verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
-    faithful, note = _fidelity(onnx_path, output_path, samples, source)
+    faithful, note = _fidelity(onnx_path, output_path, samples, source, task)
     pace = speed.checked(fp32_path, output_path, speed.default_timer(None), _slow_reason(leftovers), timings) \
         if write_fp32 else None
     from edgekit.inspect import inspect_tflite
@@ -149,7 +150,7 @@ def quantize_tflite(
         calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
-        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({"fidelity_note": note} if note else {}),
+        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({} if task == "classification" else {"task": task}), **({"fidelity_note": note} if note else {}),
                  **({"int8_vs_fp32_speed": pace} if pace else {})},
         fidelity=faithful,
         warnings=[w for w in (note, faithful and faithful.warning(ADVICE), pace and speed.warning(pace)) if w],

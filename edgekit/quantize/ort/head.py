@@ -1,0 +1,45 @@
+"""A detector's output tail in float when that is what keeps it faithful, chosen by measurement.
+
+Detector heads end in arithmetic on the last convolutions' outputs: box decoding (softplus or
+DFL, anchor offsets, strides), the class sigmoid, and a Concat of box coordinates (tens to
+hundreds of pixels) with scores (0-1). Quantized as one tensor, the scores get a step of about
+range/255 and collapse (onnxruntime #14233: YOLOv5 at zero confidence). The tail is what lies
+between the graph's outputs and the last weighted layers (Conv, Gemm, MatMul with a weight); the
+weighted layers themselves stay INT8. Both candidates, as configured and tail in float, are
+measured with the task's own fidelity (a detector's mAP against its FP32 model) and the better
+one is kept: a fixed list of ops would be wrong for some head.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def output_tail(model: Any) -> list[str]:
+    """Names of the nodes that reach a graph output without passing a weighted layer, in graph order."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    tail: dict[str, Any] = {}
+    stack = [producer[o.name] for o in model.graph.output if o.name in producer]
+    while stack:
+        node = stack.pop()
+        if node.name in tail or node.op_type in WEIGHTED:
+            continue
+        tail[node.name] = node
+        stack.extend(producer[i] for i in node.input if i in producer)
+    return [node.name for node in model.graph.node if node.name in tail]
+
+
+def choose(first: Any, tail: list[str], quantize_excluding: Callable[[list[str]], Any], measure: Callable[[Any], Any],
+           log: Callable[[str], None]) -> tuple[Any, list[str], dict[str, Any]]:
+    """(the INT8 file to go on with, the nodes it keeps in float, the record): as configured
+    (``first``) against the tail in float, by the task's fidelity (shortfall, then agreement)."""
+    path = quantize_excluding(tail)
+    before, after = measure(first), measure(path)
+    better = (after.shortfall(), -after.agreement, -after.cosine) < (before.shortfall(), -before.agreement, -before.cosine)
+    log(f"output tail ({len(tail)} node(s): {', '.join(sorted({n.rsplit('/', 1)[-1] for n in tail})[:6])}) "
+        f"in float: {before.kind} agreement {before.agreement:.1f}% -> {after.agreement:.1f}%, "
+        f"cosine {before.cosine:.4f} -> {after.cosine:.4f}: {'kept in float' if better else 'INT8 as configured'}")
+    record = {"tail_nodes": tail, "as_configured": before.as_dict(), "tail_in_float": after.as_dict(),
+              "chosen": "tail in float" if better else "as configured"}
+    return (path, tail, record) if better else (first, [], record)
