@@ -15,41 +15,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from edgekit.data.base import (  # noqa: F401 - re-exported: the names every caller imports from here
+    DIGITS_SPLITS, IMAGE_SUFFIXES, BadSample, Dataset, _digits_split, digits_file, read_image,
+)
 from edgekit.data.recipes import Recipe, load_recipe
 from edgekit.errors import EdgekitError, first_line
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DIGITS_SPLITS = {"train": (0.0, 0.70), "val": (0.70, 0.85), "test": (0.85, 1.0)}
-_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F", "P")
-
-
-class BadSample(EdgekitError):
-    """One unreadable or unsuitable sample; ``skip_bad`` turns it into a count instead of an error."""
-
-
-class Dataset:
-    """Common interface: ``len``, ``labels``, ``classes``, ``get(i) -> (CHW float32, label or -1)``."""
-
-    source: str
-    labels: list[int] | None = None
-    classes: list[str] | None = None
-
-    def __init__(self, source: str, recipe: Recipe) -> None:
-        self.source = source
-        self.recipe = recipe
-
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def get(self, index: int) -> tuple[np.ndarray, int]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def identity(self, indices: Sequence[int]) -> str:
-        """A digest of what ``indices`` select, by content: the cache key of prepared tensors."""
-        raise NotImplementedError  # pragma: no cover
-
-    def label(self, index: int) -> int:
-        return self.labels[index] if self.labels is not None else -1
 
 
 class ImageFolder(Dataset):
@@ -72,23 +42,7 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def get(self, index: int) -> tuple[np.ndarray, int]:
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if self.recipe.color_mode == "rgb" and image.mode in _GRAY_MODES and not self.recipe.gray_to_rgb:
-                    if image.mode != "P":
-                        raise BadSample(
-                            f"{path}: grayscale image ({image.mode}) for an RGB recipe "
-                            f"'{self.recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
-                        )
-                return self.recipe.apply(image), self.label(index)
-        except BadSample:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+        return self.recipe.apply(read_image(self.files[index], self.recipe)), self.label(index)
 
     def identity(self, indices: Sequence[int]) -> str:
         digest = hashlib.sha256(self.source.encode())
@@ -199,27 +153,6 @@ class Digits(Dataset):
         digest = hashlib.sha256(self.source.encode())
         digest.update(np.asarray(indices, np.int64).tobytes())
         return digest.hexdigest()
-
-
-def digits_file() -> Path:
-    """The shipped digits (in the package as ``_shipped/calibration``, a link to ``calibration/``)."""
-    return Path(__file__).resolve().parent.parent / "_shipped" / "calibration" / "digits.npz"
-
-
-def _digits_split(targets: np.ndarray, split: str | None) -> np.ndarray:
-    """Deterministic stratified split: each class's samples shuffled with seed 0, cut 70/15/15."""
-    if split is None:
-        return np.arange(len(targets))
-    if split not in DIGITS_SPLITS:
-        raise EdgekitError(f"builtin:digits/{split}: unknown split (use {', '.join(DIGITS_SPLITS)})")
-    low, high = DIGITS_SPLITS[split]
-    rng = np.random.default_rng(0)
-    chosen = []
-    for label in np.unique(targets):
-        members = np.flatnonzero(targets == label)
-        rng.shuffle(members)
-        chosen.extend(members[int(round(low * len(members))):int(round(high * len(members)))])
-    return np.sort(np.asarray(chosen))
 
 
 def open_dataset(source: str | Path, recipe: Recipe | str) -> Dataset:
