@@ -6,6 +6,17 @@ Sources:
                            an .npz may carry labels as ``y`` or ``labels``
   ``builtin:digits``       the UCI handwritten digits, shipped (real data, no download), with
                            deterministic stratified splits ``/train`` (70%), ``/val`` (15%), ``/test`` (15%)
+
+Annotated sources (detection and segmentation: :class:`edgekit.data.annotated.AnnotatedDataset`,
+``get`` yields the sample index as the label, ``annotation(i)`` the boxes or mask; the recipe must
+stretch, ``resize: null, center_crop: false``):
+  ``data.yaml[#split]``    an Ultralytics (YOLO) data YAML, its ``val`` split unless ``#train``/``#test``
+  ``folder[#split]``       with ``images/`` + ``labels/``: YOLO label files (``images/<split>`` with ``#split``)
+  ``instances.json``       a COCO JSON (images next to it or in its ``images/`` folder)
+  ``folder[#split]``       with ``images/`` + ``masks/``, or VOC's ``JPEGImages/`` + ``SegmentationClass/``:
+                           segmentation masks (palette or grayscale PNGs, 255 = ignore)
+  ``builtin:digits-detect``, ``builtin:digits-seg``  64x64 canvases of 1-3 shipped digits, ``/train``
+                           (1,500), ``/val`` (300), ``/test`` (300); recipe ``digits-canvas``
 """
 from __future__ import annotations
 
@@ -157,17 +168,79 @@ class Digits(Dataset):
 
 def open_dataset(source: str | Path, recipe: Recipe | str) -> Dataset:
     """Resolve a data source (see the module docstring) with the recipe that prepares it."""
+    from edgekit.data.annotated import SegmentationFolder
+    from edgekit.data.canvas import CANVAS_SETS, DigitsCanvas
+    from edgekit.data.yolo_coco import CocoDataset, open_yolo_folder, open_yolo_yaml
+
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     text = str(source)
     if text.startswith("builtin:"):
         name, _, split = text[len("builtin:"):].partition("/")
+        if name in CANVAS_SETS:
+            return DigitsCanvas(name, split or None, recipe)
         if name != "digits":
-            raise EdgekitError(f"{text}: unknown built-in data set (available: builtin:digits)")
+            raise EdgekitError(f"{text}: unknown built-in data set (available: builtin:digits, "
+                               f"{', '.join('builtin:' + n for n in CANVAS_SETS)})")
         return Digits(split or None, recipe)
-    path = Path(text)
+    path, split = _split_suffix(text)
+    kind = annotated_kind(path)
+    if kind == "yolo-yaml":
+        return open_yolo_yaml(path, split, recipe)
+    if kind == "coco":
+        return CocoDataset(path, recipe)
+    if kind == "yolo-folder":
+        return open_yolo_folder(path, split, recipe)
+    if kind == "segmentation":
+        return SegmentationFolder(path, split, recipe)
     if path.suffix.lower() in (".npy", ".npz"):
         return ArrayFile(path, recipe)
     return ImageFolder(path, recipe)
+
+
+def annotated_kind(path: Path) -> str | None:
+    """Which annotated layout ``path`` is (``yolo-yaml``, ``coco``, ``yolo-folder``, ``segmentation``), or None."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return "yolo-yaml"
+    if path.suffix.lower() == ".json":
+        return "coco"
+    if (path / "images").is_dir() and (path / "labels").is_dir():
+        return "yolo-folder"
+    if ((path / "images").is_dir() and (path / "masks").is_dir()) or \
+            ((path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir()):
+        return "segmentation"
+    return None
+
+
+def annotated_task(source: str | Path) -> str | None:
+    """``detection`` or ``segmentation`` for an annotated source (without opening it), else None:
+    how a task tells boxes and masks from class labels before reading anything (an annotated set's
+    ``get`` labels are sample indices, which a classifier must not score against)."""
+    from edgekit.data.canvas import CANVAS_SETS
+
+    text = str(source)
+    if text.startswith("builtin:"):
+        return CANVAS_SETS.get(text[len("builtin:"):].partition("/")[0])
+    kind = annotated_kind(_split_suffix(text)[0])
+    return None if kind is None else "segmentation" if kind == "segmentation" else "detection"
+
+
+def _split_suffix(text: str) -> tuple[Path, str | None]:
+    """``data.yaml#train`` -> (data.yaml, "train"); a ``#`` that is part of a real path stays."""
+    base, sep, split = text.rpartition("#")
+    if sep and split and "/" not in split and not Path(text).exists() and annotated_kind(Path(base)) is not None:
+        return Path(base), split
+    return Path(text), None
+
+
+def natural_recipe(source: str | Path) -> str | None:
+    """The shipped recipe a built-in source is made for (``digits`` for ``builtin:digits``,
+    ``digits-canvas`` for the canvas sets); None for a user's data, whose recipe only the user knows."""
+    from edgekit.data.canvas import CANVAS_RECIPE, CANVAS_SETS
+
+    name = str(source).removeprefix("builtin:").partition("/")[0] if str(source).startswith("builtin:") else None
+    if name == "digits":
+        return "digits"
+    return CANVAS_RECIPE if name in CANVAS_SETS else None
 
 
 def sample_indices(dataset: Dataset, n: int | None, seed: int = 0, stratified: bool = True) -> list[int]:
