@@ -6,8 +6,17 @@ Sources:
                            an .npz may carry labels as ``y`` or ``labels``
   ``builtin:digits``       the UCI handwritten digits, shipped (real data, no download), with
                            deterministic stratified splits ``/train`` (70%), ``/val`` (15%), ``/test`` (15%)
-  ``builtin:digits-detect`` / ``builtin:digits-seg``  those digits on 64x64 canvases with boxes or
-                           masks (:mod:`edgekit.data.canvas`), same splits
+
+Annotated sources (detection and segmentation: :class:`edgekit.data.annotated.AnnotatedDataset`,
+``get`` yields the sample index as the label, ``annotation(i)`` the boxes or mask; the recipe must
+stretch, ``resize: null, center_crop: false``):
+  ``data.yaml[#split]``    an Ultralytics (YOLO) data YAML, its ``val`` split unless ``#train``/``#test``
+  ``folder[#split]``       with ``images/`` + ``labels/``: YOLO label files (``images/<split>`` with ``#split``)
+  ``instances.json``       a COCO JSON (images next to it or in its ``images/`` folder)
+  ``folder[#split]``       with ``images/`` + ``masks/``, or VOC's ``JPEGImages/`` + ``SegmentationClass/``:
+                           segmentation masks (palette or grayscale PNGs, 255 = ignore)
+  ``builtin:digits-detect``, ``builtin:digits-seg``  64x64 canvases of 1-3 shipped digits, ``/train``
+                           (1,500), ``/val`` (300), ``/test`` (300); recipe ``digits-canvas``
 """
 from __future__ import annotations
 
@@ -17,41 +26,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from edgekit.data.base import (  # noqa: F401 - re-exported: the names every caller imports from here
+    DIGITS_SPLITS, IMAGE_SUFFIXES, BadSample, Dataset, _digits_split, digits_file, read_image,
+)
 from edgekit.data.recipes import Recipe, load_recipe
 from edgekit.errors import EdgekitError, first_line
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DIGITS_SPLITS = {"train": (0.0, 0.70), "val": (0.70, 0.85), "test": (0.85, 1.0)}
-_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F", "P")
-
-
-class BadSample(EdgekitError):
-    """One unreadable or unsuitable sample; ``skip_bad`` turns it into a count instead of an error."""
-
-
-class Dataset:
-    """Common interface: ``len``, ``labels``, ``classes``, ``get(i) -> (CHW float32, label or -1)``."""
-
-    source: str
-    labels: list[int] | None = None
-    classes: list[str] | None = None
-
-    def __init__(self, source: str, recipe: Recipe) -> None:
-        self.source = source
-        self.recipe = recipe
-
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def get(self, index: int) -> tuple[np.ndarray, int]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def identity(self, indices: Sequence[int]) -> str:
-        """A digest of what ``indices`` select, by content: the cache key of prepared tensors."""
-        raise NotImplementedError  # pragma: no cover
-
-    def label(self, index: int) -> int:
-        return self.labels[index] if self.labels is not None else -1
 
 
 class ImageFolder(Dataset):
@@ -74,23 +53,7 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def get(self, index: int) -> tuple[np.ndarray, int]:
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if self.recipe.color_mode == "rgb" and image.mode in _GRAY_MODES and not self.recipe.gray_to_rgb:
-                    if image.mode != "P":
-                        raise BadSample(
-                            f"{path}: grayscale image ({image.mode}) for an RGB recipe "
-                            f"'{self.recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
-                        )
-                return self.recipe.apply(image), self.label(index)
-        except BadSample:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+        return self.recipe.apply(read_image(self.files[index], self.recipe)), self.label(index)
 
     def identity(self, indices: Sequence[int]) -> str:
         digest = hashlib.sha256(self.source.encode())
@@ -203,45 +166,81 @@ class Digits(Dataset):
         return digest.hexdigest()
 
 
-def digits_file() -> Path:
-    """The shipped digits (in the package as ``_shipped/calibration``, a link to ``calibration/``)."""
-    return Path(__file__).resolve().parent.parent / "_shipped" / "calibration" / "digits.npz"
-
-
-def _digits_split(targets: np.ndarray, split: str | None) -> np.ndarray:
-    """Deterministic stratified split: each class's samples shuffled with seed 0, cut 70/15/15."""
-    if split is None:
-        return np.arange(len(targets))
-    if split not in DIGITS_SPLITS:
-        raise EdgekitError(f"builtin:digits/{split}: unknown split (use {', '.join(DIGITS_SPLITS)})")
-    low, high = DIGITS_SPLITS[split]
-    rng = np.random.default_rng(0)
-    chosen = []
-    for label in np.unique(targets):
-        members = np.flatnonzero(targets == label)
-        rng.shuffle(members)
-        chosen.extend(members[int(round(low * len(members))):int(round(high * len(members)))])
-    return np.sort(np.asarray(chosen))
-
-
 def open_dataset(source: str | Path, recipe: Recipe | str) -> Dataset:
     """Resolve a data source (see the module docstring) with the recipe that prepares it."""
+    from edgekit.data.annotated import SegmentationFolder
+    from edgekit.data.canvas import CANVAS_SETS, DigitsCanvas
+    from edgekit.data.yolo_coco import CocoDataset, open_yolo_folder, open_yolo_yaml
+
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     text = str(source)
     if text.startswith("builtin:"):
         name, _, split = text[len("builtin:"):].partition("/")
-        if name in ("digits-detect", "digits-seg"):
-            from edgekit.data.canvas import DigitCanvases
-
-            return DigitCanvases(name, split or None, recipe)
+        if name in CANVAS_SETS:
+            return DigitsCanvas(name, split or None, recipe)
         if name != "digits":
-            raise EdgekitError(f"{text}: unknown built-in data set "
-                               "(available: builtin:digits, builtin:digits-detect, builtin:digits-seg)")
+            raise EdgekitError(f"{text}: unknown built-in data set (available: builtin:digits, "
+                               f"{', '.join('builtin:' + n for n in CANVAS_SETS)})")
         return Digits(split or None, recipe)
-    path = Path(text)
+    path, split = _split_suffix(text)
+    kind = annotated_kind(path)
+    if kind == "yolo-yaml":
+        return open_yolo_yaml(path, split, recipe)
+    if kind == "coco":
+        return CocoDataset(path, recipe)
+    if kind == "yolo-folder":
+        return open_yolo_folder(path, split, recipe)
+    if kind == "segmentation":
+        return SegmentationFolder(path, split, recipe)
     if path.suffix.lower() in (".npy", ".npz"):
         return ArrayFile(path, recipe)
     return ImageFolder(path, recipe)
+
+
+def annotated_kind(path: Path) -> str | None:
+    """Which annotated layout ``path`` is (``yolo-yaml``, ``coco``, ``yolo-folder``, ``segmentation``), or None."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return "yolo-yaml"
+    if path.suffix.lower() == ".json":
+        return "coco"
+    if (path / "images").is_dir() and (path / "labels").is_dir():
+        return "yolo-folder"
+    if ((path / "images").is_dir() and (path / "masks").is_dir()) or \
+            ((path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir()):
+        return "segmentation"
+    return None
+
+
+def annotated_task(source: str | Path) -> str | None:
+    """``detection`` or ``segmentation`` for an annotated source (without opening it), else None:
+    how a task tells boxes and masks from class labels before reading anything (an annotated set's
+    ``get`` labels are sample indices, which a classifier must not score against)."""
+    from edgekit.data.canvas import CANVAS_SETS
+
+    text = str(source)
+    if text.startswith("builtin:"):
+        return CANVAS_SETS.get(text[len("builtin:"):].partition("/")[0])
+    kind = annotated_kind(_split_suffix(text)[0])
+    return None if kind is None else "segmentation" if kind == "segmentation" else "detection"
+
+
+def _split_suffix(text: str) -> tuple[Path, str | None]:
+    """``data.yaml#train`` -> (data.yaml, "train"); a ``#`` that is part of a real path stays."""
+    base, sep, split = text.rpartition("#")
+    if sep and split and "/" not in split and not Path(text).exists() and annotated_kind(Path(base)) is not None:
+        return Path(base), split
+    return Path(text), None
+
+
+def natural_recipe(source: str | Path) -> str | None:
+    """The shipped recipe a built-in source is made for (``digits`` for ``builtin:digits``,
+    ``digits-canvas`` for the canvas sets); None for a user's data, whose recipe only the user knows."""
+    from edgekit.data.canvas import CANVAS_RECIPE, CANVAS_SETS
+
+    name = str(source).removeprefix("builtin:").partition("/")[0] if str(source).startswith("builtin:") else None
+    if name == "digits":
+        return "digits"
+    return CANVAS_RECIPE if name in CANVAS_SETS else None
 
 
 def sample_indices(dataset: Dataset, n: int | None, seed: int = 0, stratified: bool = True) -> list[int]:

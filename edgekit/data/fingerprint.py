@@ -7,7 +7,9 @@ keeps the size and the modification time (``cp -p``, ``rsync -a``, ``tar x``, re
 a same-second edit on a coarse-mtime filesystem) would otherwise keep stale results, and a stale
 number is the failure this exists to prevent; hashing is I/O-bound (about 1 GB/s), which for the
 calibration and evaluation sets of edge models is seconds at most. ``.npy``/``.npz`` files are
-hashed whole; ``builtin:digits`` is its name plus the hash of the shipped ``digits.npz``.
+hashed whole; ``builtin:digits`` is its name plus the hash of the shipped ``digits.npz`` (the canvas
+sets add their renderer's version). Annotated sources (YOLO, COCO, segmentation folders) are the
+content identity of every image *and annotation file* they read: a fixed label must invalidate too.
 """
 from __future__ import annotations
 
@@ -24,10 +26,19 @@ def fingerprint(source: str | Path) -> dict[str, Any]:
     """A JSON-able description of ``source`` that changes exactly when what it yields can change."""
     text = str(source)
     if text.startswith("builtin:"):
+        from edgekit.data.canvas import CANVAS_SETS, VERSION
         from edgekit.data.datasets import digits_file
 
-        return {"builtin": text, "sha256": sha256_file(digits_file())}
-    path = Path(text)
+        found = {"builtin": text, "sha256": sha256_file(digits_file())}
+        if text[len("builtin:"):].partition("/")[0] in CANVAS_SETS:
+            found["version"] = VERSION
+        return found
+    from edgekit.data.datasets import _split_suffix, annotated_kind
+
+    path, split = _split_suffix(text)
+    kind = annotated_kind(path)
+    if kind is not None:
+        return _annotated_fingerprint(text, kind)
     if path.suffix.lower() in (".npy", ".npz"):
         if not path.is_file():
             raise EdgekitError(f"{path}: tensor file not found")
@@ -45,3 +56,13 @@ def _folder_fingerprint(root: Path) -> dict[str, Any]:
         digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0{sha256_file(file)}\n".encode())
     return {"folder_files": len(files), "sha256": digest.hexdigest()}
 
+
+def _annotated_fingerprint(source: str, kind: str) -> dict[str, Any]:
+    """The dataset's own content identity over all its samples (the recipe plays no part in it)."""
+    from edgekit.data.datasets import open_dataset
+    from edgekit.data.recipes import Recipe
+
+    any_stretch = Recipe(name="fingerprint", size=(1, 1), resize=None, center_crop=False, color_mode="rgb",
+                         gray_to_rgb=True, interpolation="nearest", scale=1.0, mean=(0.0,), std=(1.0,))
+    dataset = open_dataset(source, any_stretch)
+    return {"annotated": kind, "samples": len(dataset), "sha256": dataset.identity(range(len(dataset)))}

@@ -20,6 +20,10 @@ class Classification(Task):
     formats = ("folder", "array", "builtin")  # class sub-folders, .npy/.npz with y, builtin:digits
 
     def targets_of(self, dataset: Dataset, labels: np.ndarray) -> np.ndarray | None:
+        kind = getattr(dataset, "task", None)
+        if kind is not None:  # its "labels" are sample indices, not classes
+            raise EdgekitError(f"{dataset.source}: {kind} annotations; the classification task needs class labels "
+                               f"(pass --task {kind})")
         return labels if dataset.labels is not None else None
 
     def check_outputs(self, path: Path, runner: Any) -> None:

@@ -1,0 +1,89 @@
+"""The ``Dataset`` interface and what every source shares (image decoding, the shipped digits).
+
+Its own module so the annotated sources (:mod:`edgekit.data.annotated` and friends) can subclass
+``Dataset`` while :func:`edgekit.data.datasets.open_dataset` dispatches to them, with no import cycle.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit.data.recipes import Recipe
+from edgekit.errors import EdgekitError, first_line
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DIGITS_SPLITS = {"train": (0.0, 0.70), "val": (0.70, 0.85), "test": (0.85, 1.0)}
+_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F", "P")
+
+
+class BadSample(EdgekitError):
+    """One unreadable or unsuitable sample; ``skip_bad`` turns it into a count instead of an error."""
+
+
+class Dataset:
+    """Common interface: ``len``, ``labels``, ``classes``, ``get(i) -> (CHW float32, label or -1)``."""
+
+    source: str
+    labels: list[int] | None = None
+    classes: list[str] | None = None
+
+    def __init__(self, source: str, recipe: Recipe) -> None:
+        self.source = source
+        self.recipe = recipe
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get(self, index: int) -> tuple[np.ndarray, int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def identity(self, indices: Sequence[int]) -> str:
+        """A digest of what ``indices`` select, by content: the cache key of prepared tensors."""
+        raise NotImplementedError  # pragma: no cover
+
+    def label(self, index: int) -> int:
+        return self.labels[index] if self.labels is not None else -1
+
+
+def read_image(path: Path, recipe: Recipe) -> Any:
+    """The decoded PIL image at ``path``; a corrupt file, or a grayscale one for an RGB recipe that
+    does not allow it, is a :class:`BadSample` naming the file (``--skip-bad`` can count it instead)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if recipe.color_mode == "rgb" and image.mode in _GRAY_MODES and not recipe.gray_to_rgb:
+                if image.mode != "P":
+                    raise BadSample(
+                        f"{path}: grayscale image ({image.mode}) for an RGB recipe "
+                        f"'{recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
+                    )
+            return image.copy()
+    except BadSample:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+
+
+def digits_file() -> Path:
+    """The shipped digits (in the package as ``_shipped/calibration``, a link to ``calibration/``)."""
+    return Path(__file__).resolve().parent.parent / "_shipped" / "calibration" / "digits.npz"
+
+
+def _digits_split(targets: np.ndarray, split: str | None, source: str = "builtin:digits") -> np.ndarray:
+    """Deterministic stratified split: each class's samples shuffled with seed 0, cut 70/15/15."""
+    if split is None:
+        return np.arange(len(targets))
+    if split not in DIGITS_SPLITS:
+        raise EdgekitError(f"{source}/{split}: unknown split (use {', '.join(DIGITS_SPLITS)})")
+    low, high = DIGITS_SPLITS[split]
+    rng = np.random.default_rng(0)
+    chosen = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        rng.shuffle(members)
+        chosen.extend(members[int(round(low * len(members))):int(round(high * len(members)))])
+    return np.sort(np.asarray(chosen))
