@@ -70,7 +70,7 @@ def test_the_canvases_are_deterministic_and_masks_agree_with_boxes() -> None:
         for x1, y1, x2, y2 in boxes.boxes.astype(int):
             outside[y1:y2, x1:x2] = False
         assert (mask[outside] == 0).all()
-    with pytest.raises(Exception, match="crops"):
+    with pytest.raises(Exception, match="centre-crops"):
         open_dataset("builtin:digits-detect/val", "imagenet")
 
 
@@ -139,3 +139,29 @@ def test_int8_keeps_a_detectors_map_where_a_naive_head_loses_it(detector_onnx: P
     manifest = json.loads((folder / "int8.onnx.json").read_text())
     stage = manifest["stages"][-1]
     assert stage["task"] == "detection" and stage["output_tail"]["chosen"] == "tail in float"
+
+
+def test_a_segmenter_is_scored_by_miou_and_a_data_size_the_model_cannot_take_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from edgekit.export import export_onnx
+    from edgekit.zoo import digits_segmenter
+
+    torch.manual_seed(0)
+    onnx = tmp_path / "seg.onnx"
+    export_onnx(digits_segmenter().eval(), torch.zeros(1, 1, 64, 64), onnx)
+    out = tmp_path / "seg.eval.json"
+    done = subprocess.run([*EDGEKIT, "eval", str(onnx), "--data", "builtin:digits-seg/test", "--recipe",
+                           "digits-canvas", "--task", "segmentation", "--num-samples", "20", "--reference", str(onnx),
+                           "--json", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert document["task"] == "segmentation" and 0 <= document["miou"] <= 100 and document["agreement"] == 100
+    assert document["pixel_accuracy"] is not None
+    recipe = tmp_path / "canvas48.yaml"  # 48x48 images and masks for a 64x64 model
+    recipe.write_text("name: canvas48\nsize: [48, 48]\ncolor_mode: gray\nscale: 0.00392156862745098\n"
+                      "mean: [0.0]\nstd: [1.0]\n")
+    done = subprocess.run([*EDGEKIT, "eval", str(onnx), "--data", "builtin:digits-seg/test", "--recipe", str(recipe),
+                           "--task", "segmentation", "--num-samples", "5"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert str(onnx) in done.stderr and "check --recipe" in done.stderr

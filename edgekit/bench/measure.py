@@ -30,6 +30,7 @@ class Measurer:
     remote_python: str | None = None
     ssh_options: dict[str, Any] | None = None
     runs: int = RUNS
+    time_budget: float = TIME_BUDGET  # seconds of timed runs per process
     where: str = "this machine"
     on_device: bool = False
 
@@ -48,7 +49,7 @@ class Measurer:
         runtime = self.runtime or runtime_for(Path(paths[0])).name  # one result per entry
         document = benchmark(list(paths), target=self.target, targets_dir=self.targets_dir, host=self.host,
                              runs=self.runs, warmup=WARMUP, threads=self.threads, runtime=runtime,
-                             time_budget=TIME_BUDGET, remote_python=self.remote_python,
+                             time_budget=self.time_budget, remote_python=self.remote_python,
                              ssh_options=self.ssh_options)
         system = document.get("system", {})
         threads = document["settings"].get("threads")

@@ -216,4 +216,5 @@ def device_measurer(args: argparse.Namespace, runtime: str) -> Any:
     device = found[0] if found else None
     return Measurer(host=device.spec if device else None, target=(device.target if device else None) or args.target,
                     targets_dir=args.targets_dir, remote_python=device.remote_python if device else None,
-                    ssh_options=device.ssh_options if device else None, runtime=runtime)
+                    ssh_options=device.ssh_options if device else None, runtime=runtime,
+                    **({"time_budget": args.window} if getattr(args, "window", None) else {}))

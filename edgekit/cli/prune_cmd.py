@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="the format whose latency must meet the target: the file you will ship")
     latency.add_argument("--max-ratio", type=float, default=0.9, help="the largest ratio the search may try")
     latency.add_argument("--calib", help="calibration data to quantize the candidates (--latency-of int8-*)")
+    latency.add_argument("--window", type=float, default=2.0, metavar="SECONDS",
+                         help="seconds of timed runs per measuring process: longer rides out more noise, "
+                              "shorter searches faster")
     add_ssh_options(parser)
     train = parser.add_argument_group("recovery (knowledge distillation)")
     train.add_argument("--distill", action="store_true", help="distil from the unpruned model after pruning")
@@ -189,6 +192,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     fraction("--ratio", args.ratio)
     fraction("--target-macs", args.target_macs, high_open=False)
     fraction("--max-ratio", args.max_ratio)
+    positive("--window", args.window, 600.0)
     positive("--target-latency", args.target_latency, 3_600_000.0)
     if args.target_latency is not None and args.latency_of != "fp32-onnx" and not (args.calib and args.recipe):
         raise EdgekitError(f"--latency-of {args.latency_of}: needs --calib DATA and --recipe NAME to quantize the candidates")

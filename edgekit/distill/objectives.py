@@ -14,9 +14,55 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.distill import distributed as dd
 from edgekit.errors import EdgekitError
 
 TASKS = ("classification", "detection", "segmentation")
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any | None, labels: Any, alpha: float, temperature: float) -> Any:
+    """KD loss per batch; rows whose label is -1 (unlabelled) get the distillation term only."""
+    import torch
+    import torch.nn.functional as F
+
+    labelled = labels >= 0
+    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else student_logits.sum() * 0
+    if teacher_logits is None:
+        return ce
+    t = temperature
+    kd = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean") * (t * t)
+    weight = alpha if labelled.all() else torch.where(labelled, alpha, 1.0).float().mean()
+    return weight * kd + (1 - weight) * ce
+
+
+def accuracy(model: Any, loader: Any, device: Any = None, world: dd.World | None = None,
+             precision: Any = None, channels_last: bool = False) -> float | None:
+    """Top-1 percent on labelled data (None when the data has no labels); summed over ranks when distributed."""
+    import torch
+
+    world = world or dd.World()
+    device = device or torch.device("cpu")
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+        for x, y, *_ in loader:
+            keep = y >= 0
+            if keep.any():
+                x = to_device(x[keep], device, channels_last)
+                correct += int((model(x).argmax(1).cpu() == y[keep]).sum())
+                total += int(keep.sum())
+    correct, total = dd.all_sum([correct, total], world, device)
+    return 100.0 * correct / total if total else None
+
+
+def to_device(x: Any, dev: Any, channels_last: bool) -> Any:
+    """``x`` on ``dev``, channels-last for 4-D inputs when asked (what the training loop feeds)."""
+    import torch
+
+    x = x.to(dev, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
 
 
 def objective_for(task: str, dataset: Any | None) -> "Objective":
@@ -57,13 +103,9 @@ class Classification(Objective):
 
     def loss(self, outputs: Any, teacher: Any | None, y: Any, alpha: float, temperature: float,
              shape: tuple[int, ...]) -> Any:
-        from edgekit.distill.train import distillation_loss
-
         return distillation_loss(outputs, teacher, y, alpha, temperature)
 
     def validate(self, model: Any, loader: Any, device: Any, to_device: Any) -> float | None:
-        from edgekit.distill.train import accuracy
-
         return accuracy(model, loader, device)
 
 
@@ -81,7 +123,8 @@ class Segmentation(Objective):
              shape: tuple[int, ...]) -> Any:
         import torch.nn.functional as F
 
-        truth = F.cross_entropy(outputs, self._masks(y, outputs.device), ignore_index=255)
+        masks = self._masks(y, outputs.device)
+        truth = F.cross_entropy(outputs, masks, weight=_balanced(masks, outputs.shape[1]), ignore_index=255)
         if teacher is None:
             return truth
         t = temperature
@@ -181,6 +224,18 @@ class Detection(Objective):
                 found.extend(decode(raw))
                 truth.extend((a.boxes, a.classes) for a in self._annotations(y))
         return coco_map(found, truth, classes)[0] if truth else None
+
+
+def _balanced(masks: Any, classes: int) -> Any:
+    """Per-class weights ~ 1/sqrt(pixel share) in this batch (1 for absent classes): background
+    covers most pixels, and unweighted cross-entropy settles for "all background" for epochs."""
+    import torch
+
+    valid = masks[masks != 255]
+    counts = torch.bincount(valid, minlength=classes)[:classes].float()
+    share = counts / counts.sum().clamp(min=1)
+    weight = torch.where(counts > 0, share.clamp(min=1e-6).rsqrt(), torch.ones_like(share))
+    return weight / weight[counts > 0].mean().clamp(min=1e-6)
 
 
 def _xyxy(xywh: Any) -> Any:

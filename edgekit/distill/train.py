@@ -29,49 +29,13 @@ from edgekit.distill import checkpoint as ckpts
 from edgekit.distill import distributed as dd
 from edgekit.distill.data import TeacherCache, TorchData, as_dataset
 from edgekit.distill.history import TrainHistory
-from edgekit.distill.objectives import objective_for
+from edgekit.distill.objectives import accuracy, distillation_loss, objective_for, to_device as _to
 from edgekit.errors import EdgekitError
 
 _log = logging.getLogger(__name__)
 _METRIC_NAMES = {"top1": "top-1", "map50_95": "mAP50-95", "miou": "mIoU"}
 
 __all__ = ["TorchData", "TrainHistory", "accuracy", "distillation_loss", "fit", "train"]
-
-
-def distillation_loss(student_logits: Any, teacher_logits: Any | None, labels: Any, alpha: float, temperature: float) -> Any:
-    """KD loss per batch; rows whose label is -1 (unlabelled) get the distillation term only."""
-    import torch
-    import torch.nn.functional as F
-
-    labelled = labels >= 0
-    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else student_logits.sum() * 0
-    if teacher_logits is None:
-        return ce
-    t = temperature
-    kd = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
-                  reduction="batchmean") * (t * t)
-    weight = alpha if labelled.all() else torch.where(labelled, alpha, 1.0).float().mean()
-    return weight * kd + (1 - weight) * ce
-
-
-def accuracy(model: Any, loader: Any, device: Any = None, world: dd.World | None = None,
-             precision: Any = None, channels_last: bool = False) -> float | None:
-    """Top-1 percent on labelled data (None when the data has no labels); summed over ranks when distributed."""
-    import torch
-
-    world = world or dd.World()
-    device = device or torch.device("cpu")
-    model.eval()
-    correct = total = 0
-    with torch.no_grad(), torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
-        for x, y, *_ in loader:
-            keep = y >= 0
-            if keep.any():
-                x = _to(x[keep], device, channels_last)
-                correct += int((model(x).argmax(1).cpu() == y[keep]).sum())
-                total += int(keep.sum())
-    correct, total = dd.all_sum([correct, total], world, device)
-    return 100.0 * correct / total if total else None
 
 
 def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -318,13 +282,6 @@ def _name(precision: Any) -> str | None:
     import torch
 
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(precision)
-
-
-def _to(x: Any, dev: Any, channels_last: bool) -> Any:
-    import torch
-
-    x = x.to(dev, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def _device_of(model: Any) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "agreement": "agreement"}
-PERCENT_METRICS = {"top1", "top5", "agreement"}
+METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "agreement": "agreement", "map50_95": "mAP50-95", "map50": "mAP50",
+                "miou": "mIoU", "pixel_accuracy": "pixel accuracy"}
+PERCENT_METRICS = {"top1", "top5", "agreement", "map50_95", "map50", "miou", "pixel_accuracy"}
 
 
 def fmt(value: Any, pattern: str) -> str:

@@ -80,9 +80,14 @@ class Runner:
         info = self.inputs[0]
         fixed_batch = info.shape[0] if info.shape else None
         if fixed_batch is None or fixed_batch == len(x):
-            return self.to_float(self.run([self.to_native(x, info)])[0], self.outputs[0])
+            return self.to_nchw(self.to_float(self.run([self.to_native(x, info)])[0], self.outputs[0]))
         rows = [self.to_float(self.run([self.to_native(x[i:i + 1], info)])[0], self.outputs[0]) for i in range(len(x))]
-        return np.concatenate(rows, axis=0)
+        return self.to_nchw(np.concatenate(rows, axis=0))
+
+    def to_nchw(self, y: np.ndarray) -> np.ndarray:
+        """A 4-D output of an NHWC model (onnx2tf's TFLite: a segmenter's masks) in the ONNX model's
+        NCHW layout, so every runtime's outputs are scored and compared alike."""
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if self.layout == "NHWC" and y.ndim == 4 else y
 
     def example_feeds(self, seed: int = 0) -> list[np.ndarray]:
         """Random native inputs of the model's own shape (dynamic dims taken as 1)."""
