@@ -123,11 +123,12 @@ def _map(artifact: Path, reference: Path) -> dict:
 @pytest.mark.slow
 def test_int8_keeps_a_detectors_map_where_a_naive_head_loses_it(detector_onnx: Path) -> None:
     folder = detector_onnx.parent
-    common = ["--runtime", "onnxruntime", "--calib", "builtin:digits-detect/train", "--recipe", "digits-canvas",
+    common = ["--calib", "builtin:digits-detect/train", "--recipe", "digits-canvas",
               "--num-samples", "200"]
-    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "-o", str(folder / "naive.onnx"),
+    ort = [*common, "--runtime", "onnxruntime"]
+    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *ort, "-o", str(folder / "naive.onnx"),
                     "--no-remedies", "--no-sensitivity"], check=True, capture_output=True)
-    done = subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "-o", str(folder / "int8.onnx"),
+    done = subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *ort, "-o", str(folder / "int8.onnx"),
                            "--task", "detection"], check=True, capture_output=True, text=True)
     assert "output tail" in done.stdout + done.stderr
     fp32, naive, int8 = (_map(folder / name, detector_onnx) for name in ("fp32.onnx", "naive.onnx", "int8.onnx"))
@@ -139,6 +140,16 @@ def test_int8_keeps_a_detectors_map_where_a_naive_head_loses_it(detector_onnx: P
     manifest = json.loads((folder / "int8.onnx.json").read_text())
     stage = manifest["stages"][-1]
     assert stage["task"] == "detection" and stage["output_tail"]["chosen"] == "tail in float"
+    # TFLite: full-integer against the output tail's ops kept in float by selective quantization
+    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "--runtime", "tflite", "-o",
+                    str(folder / "naive.tflite")], check=True, capture_output=True)
+    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "--runtime", "tflite", "-o",
+                    str(folder / "int8.tflite"), "--task", "detection"], check=True, capture_output=True)
+    naive, int8 = (_map(folder / name, detector_onnx) for name in ("naive.tflite", "int8.tflite"))
+    kept, lost = fp32["map50_95"] - int8["map50_95"], fp32["map50_95"] - naive["map50_95"]
+    assert kept < 2.0 and lost > kept + 1.5, (fp32, naive, int8)
+    stage = json.loads((folder / "int8.tflite.json").read_text())["stages"][-1]
+    assert stage["output_tail"]["chosen"] == "tail in float" and not stage["full_integer"]
 
 
 def test_a_segmenter_is_scored_by_miou_and_a_data_size_the_model_cannot_take_is_one_line(tmp_path: Path) -> None:

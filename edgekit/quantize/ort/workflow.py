@@ -26,7 +26,7 @@ from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
-from edgekit.quantize.ort import head
+from edgekit.quantize import head
 from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed

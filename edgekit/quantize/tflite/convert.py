@@ -8,7 +8,7 @@ holding the weights produces the same graph in 2-4 s (outputs identical on the s
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -38,11 +38,14 @@ def to_tflite(
     float_fallback: bool = False,
     progress: bool = True,
     weights: str | None = None,
+    float_tensors: Sequence[str] = (),
 ) -> bytes:
     """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io).
     ``float_fallback``: ops with no integer kernel stay float instead of failing the conversion.
     ``weights`` (without ``calib_nhwc``): ``dynamic`` = dynamic-range INT8 (int8 weights, activations
-    quantized at run time), ``fp16`` = float16 weights; float32 I/O in both."""
+    quantized at run time), ``fp16`` = float16 weights; float32 I/O in both. ``float_tensors``: ops
+    (by output tensor name, see :func:`output_tail_tensors`) kept in float by TFLite's selective
+    quantization, the rest INT8; the output then stays float32."""
     from edgekit.log import progress as progress_bar
 
     with quiet_tensorflow():
@@ -68,6 +71,18 @@ def to_tflite(
         if not float_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+    if calib_nhwc is not None and float_tensors:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_output_type = tf.float32
+        with quiet_tensorflow():
+            try:
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=representative, debug_options=options)
+                return debugger.get_nondebug_quantized_model()
+            except Exception as exc:
+                raise EdgekitError(f"TFLite INT8 with {len(float_tensors)} op(s) in float failed "
+                                   f"({_op_problem(first_line(exc))})") from exc
     with quiet_tensorflow():
         try:
             return converter.convert()
@@ -77,6 +92,32 @@ def to_tflite(
             hint = ("; --float-fallback keeps ops that have no integer kernel in float"
                     if calib_nhwc is not None and not float_fallback else "")
             raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+
+
+WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
+
+
+def output_tail_tensors(float_model: bytes) -> list[str]:
+    """Output tensor names of the ops that reach a model output without passing a weighted op, in
+    a float flatbuffer of the same Keras graph: the TFLite twin of :func:`edgekit.quantize.head.output_tail`."""
+    with quiet_tensorflow():
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(  # without XNNPACK, which would fold the ops into one DELEGATE node
+            model_content=float_model,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interpreter._get_ops_details()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {out: op for op in ops for out in op["outputs"]}
+    tail: dict[int, Any] = {}
+    stack = [producer[d["index"]] for d in interpreter.get_output_details() if d["index"] in producer]
+    while stack:
+        op = stack.pop()
+        if op["index"] in tail or op["op_name"] in WEIGHTED_OPS:
+            continue
+        tail[op["index"]] = op
+        stack.extend(producer[i] for i in op["inputs"] if i in producer)
+    return [names[out] for index in sorted(tail) for out in tail[index]["outputs"]]
 
 
 def _op_problem(message: str) -> str:

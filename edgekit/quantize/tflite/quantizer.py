@@ -15,6 +15,7 @@ from edgekit.quantize import speed
 from edgekit.inspect import load_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import calibration_feed
+from edgekit.tasks import get_task
 from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
@@ -60,6 +61,29 @@ def _fidelity(onnx_path: str | Path, int8: Path, samples: np.ndarray,
         return fidelity_mod.measure(onnx_path, int8, samples, source, task=task), None
     except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost a conversion that succeeded
         return None, f"fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
+
+
+def _output_tail(int_model: Any, full_integer: bytes, onnx_path: str | Path, calib_nhwc: np.ndarray,
+                 samples: np.ndarray, source: str, task: str, scratch: Path, **options: Any) -> tuple[bytes, dict[str, Any]]:
+    """A detector's INT8 as converted against the same with its output tail (decode, sigmoid, Concat)
+    in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the record)."""
+    from edgekit.quantize import head
+    from edgekit.quantize.tflite.convert import output_tail_tensors
+
+    tail = output_tail_tensors(to_tflite(int_model, None, progress=False))
+    first = scratch / "full-integer.tflite"
+    first.write_bytes(full_integer)
+
+    def quantize_excluding(tensors: list[str]) -> Path:
+        path = scratch / "tail-in-float.tflite"
+        path.write_bytes(to_tflite(int_model, calib_nhwc, float_tensors=tensors, progress=False, **options))
+        return path
+
+    def measure(path: Path) -> fidelity_mod.Fidelity:
+        return fidelity_mod.measure(onnx_path, path, samples, source, task=task)
+
+    chosen, _, record = head.choose(first, tail, quantize_excluding, measure, _log.info)
+    return Path(chosen).read_bytes(), record
 
 
 def quantize_tflite(
@@ -113,6 +137,13 @@ def quantize_tflite(
         int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
                                float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
+        tail_record = None
+        if get_task(task).decodes_in_graph:
+            t0 = time.perf_counter()
+            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, onnx_path, calib_nhwc, samples, source,
+                                                   task, scratch, float_io=float_io, per_channel=per_channel,
+                                                   float_fallback=float_fallback)
+            timings["output_tail_s"] = time.perf_counter() - t0
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
@@ -124,7 +155,7 @@ def quantize_tflite(
             tmp.write_bytes(int8_bytes)
             phase("checking: integer-only ops, and one inference in a child interpreter")
             leftovers = float_ops(tmp)
-            if leftovers and not float_fallback:
+            if leftovers and not float_fallback and not (tail_record and tail_record["chosen"] == "tail in float"):
                 raise EdgekitError(
                     f"{output_path}: not full-integer: ops left in float: {', '.join(leftovers)} "
                     "(--float-fallback keeps such a model, labelled as not full-integer)"
@@ -150,7 +181,8 @@ def quantize_tflite(
         calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
-        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({} if task == "classification" else {"task": task}), **({"fidelity_note": note} if note else {}),
+        details={"ops": int_info["ops"], "converter": "edgekit-fast", **({} if task == "classification" else {"task": task}),
+                 **({"output_tail": tail_record} if tail_record else {}), **({"fidelity_note": note} if note else {}),
                  **({"int8_vs_fp32_speed": pace} if pace else {})},
         fidelity=faithful,
         warnings=[w for w in (note, faithful and faithful.warning(ADVICE), pace and speed.warning(pace)) if w],

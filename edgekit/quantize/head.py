@@ -7,7 +7,9 @@ range/255 and collapse (onnxruntime #14233: YOLOv5 at zero confidence). The tail
 between the graph's outputs and the last weighted layers (Conv, Gemm, MatMul with a weight); the
 weighted layers themselves stay INT8. Both candidates, as configured and tail in float, are
 measured with the task's own fidelity (a detector's mAP against its FP32 model) and the better
-one is kept: a fixed list of ops would be wrong for some head.
+one is kept: a fixed list of ops would be wrong for some head. Both backends use :func:`choose`:
+ONNX Runtime excludes the ONNX tail's nodes (:func:`output_tail`), TFLite keeps the tail's ops of
+its own graph in float (:func:`edgekit.quantize.tflite.convert.output_tail_tensors`).
 """
 from __future__ import annotations
 
