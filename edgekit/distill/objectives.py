@@ -64,7 +64,6 @@ def to_device(x: Any, dev: Any, channels_last: bool) -> Any:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
-
 def objective_for(task: str, dataset: Any | None) -> "Objective":
     """The objective for ``task`` on ``dataset`` (an edgekit Dataset; None for synthetic tensors)."""
     kinds = {"classification": Classification, "detection": Detection, "segmentation": Segmentation}
