@@ -72,7 +72,7 @@ def test_pipeline_runs_caches_and_redoes_only_what_changed(tmp_path: Path, capsy
     ({"prune": {"ratio": "half"}}, "key 'prune.ratio'"),
     ({"model": None}, "key 'model'"),
     ({"extra": 1}, "key 'extra': unknown key"),
-    ({"task": "detection"}, "key 'task': Value error, 'detection' is not one of classification"),
+    ({"task": "pose"}, "key 'task': Value error, 'pose' is not one of classification, detection, segmentation"),
     ({"quantize": {"accuracy_budget": 101}}, "key 'quantize.accuracy_budget'"),
     ({"quantize": {"remedies": "sometimes"}}, "key 'quantize.remedies'"),
 ])
