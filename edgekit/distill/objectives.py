@@ -134,7 +134,7 @@ class Segmentation(Objective):
     def validate(self, model: Any, loader: Any, device: Any, to_device: Any) -> float | None:
         import torch
 
-        from edgekit.tasks.segmentation import confusion
+        from edgekit.tasks.segmentation import confusion, miou_from_confusion
 
         model.eval()
         total = None
@@ -143,11 +143,7 @@ class Segmentation(Objective):
                 scores = model(to_device(x)).float()
                 counts = confusion(scores.argmax(1).cpu().numpy(), self._masks(y, "cpu").numpy(), scores.shape[1])
                 total = counts if total is None else total + counts
-        if total is None:
-            return None
-        hits = np.diag(total).astype(np.float64)
-        union = total.sum(0) + total.sum(1) - hits
-        return float(100 * np.mean(hits[union > 0] / union[union > 0]))
+        return None if total is None else miou_from_confusion(total)[0]
 
 
 class Detection(Objective):

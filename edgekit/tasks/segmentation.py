@@ -79,7 +79,12 @@ def confusion(predicted: np.ndarray, truth: np.ndarray, classes: int) -> np.ndar
 def miou(predicted: np.ndarray, truth: np.ndarray, classes: int) -> tuple[float, float]:
     """(mIoU, pixel accuracy) in percent; the mean runs over classes present in truth or prediction
     (a class absent from both has no IoU, as in torchmetrics' and mmseg's convention)."""
-    matrix = confusion(predicted, truth, classes).astype(np.float64)
+    return miou_from_confusion(confusion(predicted, truth, classes))
+
+
+def miou_from_confusion(counts: np.ndarray) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) in percent of a [truth, predicted] pixel-count matrix (summed over batches)."""
+    matrix = counts.astype(np.float64)
     hits = np.diag(matrix)
     union = matrix.sum(0) + matrix.sum(1) - hits
     present = union > 0
