@@ -2,6 +2,8 @@
 
 Accepted sources:
   ``torchvision:NAME``               a torchvision architecture (``kwargs`` e.g. num_classes)
+  ``ultralytics:yolov8n.yaml``       an Ultralytics YOLO detector from its YAML (``kwargs`` nc, ch), or
+  ``ultralytics:best.pt``            from a trained checkpoint, loaded without running its code
   ``module.path:factory``            a factory function importable from ``sys.path``
   ``path/to/file.py:factory``        a factory in a Python file
   ``model.pt`` / ``.pth``            an edgekit model file (what ``save_module`` writes), a state
@@ -32,6 +34,7 @@ _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 MODEL_FORMAT = "edgekit.model/1"
 ARCH_ATTR = "_edgekit_arch"  # set on loaded modules: how to rebuild them ({"spec", "kwargs"})
 _TRUSTED_LOCATIONS = ("torchvision", "edgekit.zoo")
+_ULTRALYTICS = "ultralytics:"  # built by edgekit.adapters.ultralytics, in Ultralytics' no-code-execution mode
 
 
 @dataclasses.dataclass
@@ -76,7 +79,7 @@ def load_model(
     kwargs = dict(kwargs or {})
     path = Path(spec)
     suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth", ".pt2") and ":" not in path.name:
+    if suffix in (".pt", ".pth", ".pt2") and ":" not in path.name and not spec.startswith(_ULTRALYTICS):
         if not path.exists():
             raise EdgekitError(f"{spec}: model file not found")
         if suffix == ".pt2":
@@ -107,6 +110,10 @@ def _build_from_factory(spec: str, kwargs: dict[str, Any]) -> Any:
         raise EdgekitError(f"{spec}: expected SOURCE:NAME")
     if location == "torchvision":
         return _build_torchvision(name, kwargs)
+    if spec.startswith(_ULTRALYTICS):
+        from edgekit.adapters.ultralytics import build
+
+        return build(spec[len(_ULTRALYTICS):], kwargs)
     factory = _resolve_factory(location, name, spec)
     try:
         module = factory(**kwargs)
@@ -227,6 +234,8 @@ def _is_trusted_factory(spec: str) -> bool:
     """Factories edgekit may call when only a file names them: torchvision's classification models
     (built by name from its registry) and edgekit's own model zoo. Any other module path could
     name ``os:system``; a file must never choose code to run."""
+    if spec.startswith(_ULTRALYTICS):
+        return True  # Ultralytics' restricted mode: a YAML or checkpoint is data, never code
     location, _, name = spec.rpartition(":")
     return location in _TRUSTED_LOCATIONS and name.isidentifier() and not name.startswith("_")
 
@@ -234,7 +243,7 @@ def _is_trusted_factory(spec: str) -> bool:
 def _build_architecture(spec: str, kwargs: dict[str, Any]) -> Any:
     """A fresh module for ``--arch``: a factory, or a whole-model pickle the user named."""
     path = Path(spec)
-    if path.suffix.lower() in (".pt", ".pth") and ":" not in path.name:
+    if path.suffix.lower() in (".pt", ".pth") and ":" not in path.name and not spec.startswith(_ULTRALYTICS):
         if not path.is_file():
             raise EdgekitError(f"{spec}: --arch file not found")
         obj = _load_weights_only(path)

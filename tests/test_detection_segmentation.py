@@ -1,6 +1,7 @@
 """Detection and segmentation: metrics against hand-computed values, the built-in canvases, pruning
-that keeps a head's meaning, and a trained detector whose INT8 keeps its mAP where a naive INT8
-configuration of its head does not (real ONNX Runtime sessions, COCO mAP by faster-coco-eval)."""
+that keeps a head's meaning, and one-line errors for data of the wrong task (real ONNX Runtime
+sessions, COCO mAP by faster-coco-eval). A trained detector whose INT8 keeps its mAP where a naive
+INT8 head does not: tests/test_ultralytics.py (YOLOv8n)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 
 from edgekit.data import open_dataset
-from edgekit.tasks import get_task
 from edgekit.tasks.boxes import Detections, anchor_grid, decode, nms
 from edgekit.tasks.coco_map import coco_map
 from edgekit.tasks.segmentation import miou
@@ -96,60 +96,17 @@ def test_eval_of_a_detector_on_classification_data_is_one_line(tmp_path: Path, d
 
 @pytest.fixture(scope="module")
 def detector_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """edgekit's digits detector trained 5 epochs on builtin:digits-detect/train (~1 min), exported."""
+    """edgekit's digits detector (untrained: what is checked here is the data, not the detections), exported."""
     import torch
 
-    from edgekit.distill import fit
     from edgekit.export import export_onnx
     from edgekit.zoo import digits_detector
 
     torch.manual_seed(0)
     model = digits_detector()
-    fit(model, "builtin:digits-detect/train", "digits-canvas", epochs=5, lr=0.004, batch_size=32,
-        task="detection", progress=False)
     out = tmp_path_factory.mktemp("detector") / "fp32.onnx"
     export_onnx(model.eval(), torch.zeros(1, 1, 64, 64), out)
     return out
-
-
-def _map(artifact: Path, reference: Path) -> dict:
-    out = artifact.with_suffix(".eval.json")
-    subprocess.run([*EDGEKIT, "eval", str(artifact), "--data", "builtin:digits-detect/test", "--recipe",
-                    "digits-canvas", "--task", "detection", "--reference", str(reference), "--json", str(out),
-                    "--force"], capture_output=True, text=True, check=True)
-    return json.loads(out.read_text())
-
-
-@pytest.mark.slow
-def test_int8_keeps_a_detectors_map_where_a_naive_head_loses_it(detector_onnx: Path) -> None:
-    folder = detector_onnx.parent
-    common = ["--calib", "builtin:digits-detect/train", "--recipe", "digits-canvas",
-              "--num-samples", "200"]
-    ort = [*common, "--runtime", "onnxruntime"]
-    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *ort, "-o", str(folder / "naive.onnx"),
-                    "--no-remedies", "--no-sensitivity"], check=True, capture_output=True)
-    done = subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *ort, "-o", str(folder / "int8.onnx"),
-                           "--task", "detection"], check=True, capture_output=True, text=True)
-    assert "output tail" in done.stdout + done.stderr
-    fp32, naive, int8 = (_map(folder / name, detector_onnx) for name in ("fp32.onnx", "naive.onnx", "int8.onnx"))
-    assert fp32["map50_95"] > 40  # it learned to detect
-    kept = fp32["map50_95"] - int8["map50_95"]
-    lost = fp32["map50_95"] - naive["map50_95"]
-    assert kept < 1.0, (fp32, int8)
-    assert lost > kept + 1.5, (fp32, naive, int8)
-    manifest = json.loads((folder / "int8.onnx.json").read_text())
-    stage = manifest["stages"][-1]
-    assert stage["task"] == "detection" and stage["output_tail"]["chosen"] == "tail in float"
-    # TFLite: full-integer against the output tail's ops kept in float by selective quantization
-    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "--runtime", "tflite", "-o",
-                    str(folder / "naive.tflite")], check=True, capture_output=True)
-    subprocess.run([*EDGEKIT, "quantize", str(detector_onnx), *common, "--runtime", "tflite", "-o",
-                    str(folder / "int8.tflite"), "--task", "detection"], check=True, capture_output=True)
-    naive, int8 = (_map(folder / name, detector_onnx) for name in ("naive.tflite", "int8.tflite"))
-    kept, lost = fp32["map50_95"] - int8["map50_95"], fp32["map50_95"] - naive["map50_95"]
-    assert kept < 2.0 and lost > kept + 1.5, (fp32, naive, int8)
-    stage = json.loads((folder / "int8.tflite.json").read_text())["stages"][-1]
-    assert stage["output_tail"]["chosen"] == "tail in float" and not stage["full_integer"]
 
 
 def test_a_segmenter_is_scored_by_miou_and_a_data_size_the_model_cannot_take_is_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.errors import EdgekitError
 from edgekit.export import export_onnx
 from edgekit.manifest import read_manifest
 from edgekit.prune import prune

@@ -89,7 +89,10 @@ def head_layers(model: Any, example_input: Any) -> list[Any]:
     between: a detector's box and class convolutions before an in-graph decode and concat, a
     segmenter's classifier. Their widths are the output's meaning (4 box values, one score per
     class), so pruning them would change what the model says, not how big it is. Found by walking
-    the autograd graph back from every output, stopping at the first layer on each path."""
+    the autograd graph back from every output, stopping at the first layer on each path. A layer
+    with frozen weights (YOLOv8's DFL: a fixed projection of box-distance bins) is arithmetic, not
+    a learned layer: it is protected and the walk goes on past it to the layer whose channel
+    groups it reads."""
     import torch
 
     produced: dict[Any, Any] = {}
@@ -120,9 +123,11 @@ def head_layers(model: Any, example_input: Any) -> list[Any]:
             continue
         seen.add(id(node))
         if node in produced:
-            if all(produced[node] is not f for f in found):
-                found.append(produced[node])
-            continue
+            layer = produced[node]
+            if all(layer is not f for f in found):
+                found.append(layer)
+            if any(p.requires_grad for p in layer.parameters()):
+                continue
         stack.extend(next_node for next_node, _ in node.next_functions)
     return found
 

@@ -13,22 +13,55 @@ its own graph in float (:func:`edgekit.quantize.tflite.convert.output_tail_tenso
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Iterable, TypeVar
+
+import numpy as np
 
 WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+Op = TypeVar("Op")
+
+
+def walk_tail(outputs: Iterable[Op], parents: Callable[[Op], Iterable[Op]], weighted: Callable[[Op], bool],
+              key: Callable[[Op], Hashable]) -> dict[Hashable, Op]:
+    """The ops that reach an output without passing a weighted op, walking back from ``outputs``;
+    one walk for both graph formats (ONNX nodes, TFLite ops)."""
+    tail: dict[Hashable, Op] = {}
+    stack = list(outputs)
+    while stack:
+        op = stack.pop()
+        if key(op) in tail or weighted(op):
+            continue
+        tail[key(op)] = op
+        stack.extend(parents(op))
+    return tail
+
+
+def fixed_projection(weight: np.ndarray | None) -> bool:
+    """A one-output-channel layer whose weights are evenly spaced (0, 1, ..., n-1): DFL's expectation
+    over distance bins (YOLOv6/8/11, PP-YOLOE). Ultralytics freezes it; it is arithmetic of the
+    decode, not a learned layer, so the tail walks on past it to the softmax it reads."""
+    if weight is None or weight.ndim < 2 or weight.shape[0] != 1 or weight.size < 4:
+        return False
+    steps = np.diff(weight.astype(np.float64).ravel())
+    return bool(steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-4, atol=1e-6))
 
 
 def output_tail(model: Any) -> list[str]:
-    """Names of the nodes that reach a graph output without passing a weighted layer, in graph order."""
+    """Names of the nodes that reach a graph output without passing a weighted layer (a fixed DFL
+    projection does not count as one), in graph order."""
+    from onnx import numpy_helper
+
     producer = {out: node for node in model.graph.node for out in node.output}
-    tail: dict[str, Any] = {}
-    stack = [producer[o.name] for o in model.graph.output if o.name in producer]
-    while stack:
-        node = stack.pop()
-        if node.name in tail or node.op_type in WEIGHTED:
-            continue
-        tail[node.name] = node
-        stack.extend(producer[i] for i in node.input if i in producer)
+    weights = {init.name: init for init in model.graph.initializer}
+
+    def weighted(node: Any) -> bool:
+        if node.op_type not in WEIGHTED:
+            return False
+        weight = weights.get(node.input[1]) if len(node.input) > 1 else None
+        return not (node.op_type == "Conv" and weight is not None and fixed_projection(numpy_helper.to_array(weight)))
+
+    tail = walk_tail((producer[o.name] for o in model.graph.output if o.name in producer),
+                     lambda node: [producer[i] for i in node.input if i in producer], weighted, lambda node: node.name)
     return [node.name for node in model.graph.node if node.name in tail]
 
 

@@ -150,3 +150,14 @@ def output_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
     same = np.all(a == b, axis=1)  # two zero rows are identical, not undefined
     cosine = np.where(same, 1.0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0))
     return float(np.mean(np.clip(cosine, -1.0, 1.0)))
+
+
+def annotations_of(dataset: Dataset, labels: np.ndarray, task: str) -> list[Any] | None:
+    """The ground truth of the decoded samples (their labels are sample indices for annotated data);
+    None for images without annotations, one line for annotations of the other task."""
+    kind = getattr(dataset, "task", None)
+    if kind is None:
+        return None
+    if kind != task:
+        raise EdgekitError(f"{dataset.source}: {kind} annotations; the {task} task needs {task} data")
+    return [dataset.annotation(int(i)) for i in labels]

@@ -15,8 +15,8 @@ import numpy as np
 
 from edgekit.data.datasets import Dataset
 from edgekit.errors import EdgekitError
-from edgekit.tasks.base import EvalData, Metric, Task, output_cosine
-from edgekit.tasks.boxes import decode, same_detections
+from edgekit.tasks.base import EvalData, Metric, Task, annotations_of, output_cosine
+from edgekit.tasks.boxes import decode_once as decode, same_detections
 from edgekit.tasks.coco_map import coco_map
 
 
@@ -77,17 +77,6 @@ class Detection(Task):
         if reference is None:
             return {}
         return {"agreement": np.asarray([same_detections(f, e) for f, e in zip(decode(outputs), decode(reference))])}
-
-
-def annotations_of(dataset: Dataset, labels: np.ndarray, task: str) -> list[Any] | None:
-    """The ground truth of the decoded samples (their labels are sample indices for annotated data);
-    None for images without annotations, one line for annotations of the other task."""
-    kind = getattr(dataset, "task", None)
-    if kind is None:
-        return None
-    if kind != task:
-        raise EdgekitError(f"{dataset.source}: {kind} annotations; the {task} task needs {task} data")
-    return [dataset.annotation(int(i)) for i in labels]
 
 
 def _percent(hits: list[bool]) -> float:

@@ -14,8 +14,7 @@ import numpy as np
 
 from edgekit.data.datasets import Dataset
 from edgekit.errors import EdgekitError
-from edgekit.tasks.base import EvalData, Metric, Task, output_cosine
-from edgekit.tasks.detection import annotations_of
+from edgekit.tasks.base import EvalData, Metric, Task, annotations_of, output_cosine
 
 IGNORE = 255
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.head import fixed_projection, walk_tail
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
 
 
@@ -109,15 +110,23 @@ def output_tail_tensors(float_model: bytes) -> list[str]:
     ops = interpreter._get_ops_details()
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     producer = {out: op for op in ops for out in op["outputs"]}
-    tail: dict[int, Any] = {}
-    stack = [producer[d["index"]] for d in interpreter.get_output_details() if d["index"] in producer]
-    while stack:
-        op = stack.pop()
-        if op["index"] in tail or op["op_name"] in WEIGHTED_OPS:
-            continue
-        tail[op["index"]] = op
-        stack.extend(producer[i] for i in op["inputs"] if i in producer)
+
+    def weighted(op: dict[str, Any]) -> bool:
+        if op["op_name"] not in WEIGHTED_OPS:
+            return False
+        return not (op["op_name"] == "CONV_2D" and fixed_projection(_constant(interpreter, op["inputs"][1])))
+
+    tail = walk_tail((producer[d["index"]] for d in interpreter.get_output_details() if d["index"] in producer),
+                     lambda op: [producer[i] for i in op["inputs"] if i in producer], weighted, lambda op: op["index"])
     return [names[out] for index in sorted(tail) for out in tail[index]["outputs"]]
+
+
+def _constant(interpreter: Any, index: int) -> Any:
+    """A constant tensor's value (a filter), or None where the interpreter holds no data for it."""
+    try:
+        return interpreter.get_tensor(index)
+    except ValueError:
+        return None
 
 
 def _op_problem(message: str) -> str:
