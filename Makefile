@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench zoo bench-nncf device-env arm-board arm-board-stop clean
+.PHONY: setup test test-fast demo bench zoo bench-nncf bench-detection device-env arm-board arm-board-stop clean
 
 setup: $(STAMP)
 
@@ -48,5 +48,10 @@ zoo: setup device-env
 bench-nncf: setup
 	PYTHONPATH=. $(PY) benchmarks/bench_nncf.py $(NNCF_ARGS)
 
+# one YOLOv8n (trained by Ultralytics on builtin:digits-detect) through edgekit's, ORT's, onnx2tf's and Ultralytics' own
+# INT8 paths: mAP, p50, conversion time (Ultralytics in .venv-yolo, made when missing); reuses runs/bench-detection (DETECTION_ARGS='--force')
+bench-detection: setup
+	PYTHONPATH=. $(PY) benchmarks/bench_detection.py $(DETECTION_ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-device .venv-device-bare .venv-nncf .arm-board build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-device .venv-device-bare .venv-nncf .venv-yolo .arm-board build dist *.egg-info .pytest_cache
