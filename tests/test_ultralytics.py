@@ -154,12 +154,12 @@ def _map(artifact: Path, reference: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime, suffix, naive_flags, allowed", [
-    ("onnxruntime", ".onnx", ["--no-remedies", "--no-sensitivity"], 1.0),
-    ("tflite", ".tflite", [], 2.0),
+@pytest.mark.parametrize("runtime, suffix, naive_flags", [
+    ("onnxruntime", ".onnx", ["--no-remedies", "--no-sensitivity"]),
+    ("tflite", ".tflite", []),
 ])
 def test_yolo_int8_keeps_its_map_where_a_naive_head_loses_it(trained_yolo: Path, runtime: str, suffix: str,
-                                                             naive_flags: list[str], allowed: float) -> None:
+                                                             naive_flags: list[str]) -> None:
     """The failure of ultralytics #9473 / onnxruntime #14233 (box pixels and class scores meet in one
     quantized Concat), reproduced by quantizing the whole graph, and cured by edgekit's default."""
     folder = trained_yolo.parent
@@ -174,6 +174,7 @@ def test_yolo_int8_keeps_its_map_where_a_naive_head_loses_it(trained_yolo: Path,
     assert fp32["map50_95"] > 40, fp32  # it learned to detect
     kept = fp32["map50_95"] - _map(int8, trained_yolo)["map50_95"]
     lost = fp32["map50_95"] - _map(naive, trained_yolo)["map50_95"]
-    assert kept < allowed and lost > kept + 1.5, (fp32, kept, lost)
+    # within the issue's 2 points; the naive head loses most of it (measured: all, 0 mAP; 4 epochs: FP32 ~45)
+    assert kept < 2.0 and lost > kept + 10, (fp32["map50_95"], kept, lost)
     stage = json.loads(Path(f"{int8}.json").read_text())["stages"][-1]
     assert stage["task"] == "detection" and stage["output_tail"]["chosen"] == "tail in float", stage["output_tail"]
