@@ -98,9 +98,10 @@ def export_onnx(
         seconds = time.perf_counter() - started
         report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance, noise_factor)
         if not report.passed:
-            which = "output" if isinstance(report, ParityReport) else \
-                f"output{'s' if len(report.failing) > 1 else ''} {', '.join(map(repr, report.failing))}"
-            raise ParityError(f"{output}: ONNX {which} differs from PyTorch: {report.summary()}")
+            which = "output differs" if isinstance(report, ParityReport) else (
+                f"output {report.failing[0]!r} differs" if len(report.failing) == 1
+                else f"outputs {', '.join(map(repr, report.failing))} differ")
+            raise ParityError(f"{output}: ONNX {which} from PyTorch: {report.summary()}")
 
     stage = {
         "stage": "export", "exporter": used, "opset": opset, "seconds": round(seconds, 3),
