@@ -9,7 +9,9 @@ outputs (catches a spread-out fault; more stable). A floor of 1e-6 x max|output|
 that float32 computes almost exactly. The cosine of ONNX vs PyTorch float32 must stay >= 0.9999, or
 within k times float32's own cosine deficit where float32 is worse than that. A model that cannot
 run in float64 falls back to the fixed rule of 0.1.0 (max-abs <= 1e-4 x max|output|), as does an
-explicit ``tolerance``.
+explicit ``tolerance``. A model with several outputs is judged output by output
+(:func:`compare_outputs`): each has its own scale and noise, and a fault in a small output must not
+hide behind a large one.
 
 Why, measured (``benchmarks/bench_parity.py``: torchvision models with random weights, BatchNorm
 statistics averaged over 32 images, either smooth random blobs or scikit-learn digits plus 1/f
