@@ -166,7 +166,9 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
         and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
     })
     inputs = [_tflite_io(d) for d in interpreter.get_input_details()]
-    outputs = [_tflite_io(d) for d in interpreter.get_output_details()]
+    from edgekit.runtime.device_runner.tflite_runner import in_onnx_order
+
+    outputs = [_tflite_io(d) for d in in_onnx_order(interpreter, interpreter.get_output_details())]
     int_io = all(d["dtype"] in ("int8", "uint8") for d in [*inputs, *outputs])
     if not float_ops and int_io:
         quantization = "full-integer int8 (integer input and output)"

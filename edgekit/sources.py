@@ -1,7 +1,9 @@
 """One resolver that turns what a user typed into a PyTorch module; every command uses it.
 
 Accepted sources:
-  ``torchvision:NAME``               a torchvision architecture (``kwargs`` e.g. num_classes)
+  ``torchvision:NAME``               a torchvision architecture (``kwargs`` e.g. num_classes); its
+                                     single-stage detectors and segmenters come wrapped for the
+                                     detection / segmentation task (:mod:`edgekit.adapters`)
   ``ultralytics:yolov8n.yaml``       an Ultralytics YOLO detector from its YAML (``kwargs`` nc, ch), or
   ``ultralytics:best.pt``            from a trained checkpoint, loaded without running its code
   ``module.path:factory``            a factory function importable from ``sys.path``
@@ -132,6 +134,11 @@ def _build_torchvision(name: str, kwargs: dict[str, Any]) -> Any:
             f"torchvision:{name}: pretrained weights are never downloaded; pass --weights FILE instead"
         )
     kwargs.pop("weights", None)
+    from edgekit.adapters import torchvision_task_model
+
+    adapted = torchvision_task_model(name, kwargs)  # a detector or segmenter, wrapped for its task
+    if adapted is not None:
+        return adapted
     available = set(torchvision.models.list_models(module=torchvision.models))
     if name not in available:
         close = sorted(n for n in available if name.lower()[:4] in n)[:5]

@@ -4,6 +4,9 @@ Exporter choice, measured here on torchvision models: the TorchScript exporter t
 ResNet-18 and the dynamo (torch.export) exporter 2.3-13 s, with the same parity (max-abs ~3e-6).
 So ``exporter="auto"`` uses TorchScript and falls back to dynamo when TorchScript cannot trace the
 model; an ExportedProgram (``.pt2``) always goes through dynamo, which is made for it.
+
+A model that returns a tuple, list or dict of tensors exports as that many named ONNX outputs (the
+dict's keys, else ``output``, ``output_1``, ...), each proven on its own parity figures.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write
 from edgekit.errors import EdgekitError, ParityError, first_line
-from edgekit.export.parity import DEFAULT_NOISE_FACTOR, ParityReport, compare, parity_inputs
+from edgekit.export.parity import (DEFAULT_NOISE_FACTOR, OutputsParity, ParityReport, compare, compare_outputs,
+                                   parity_inputs)
 from edgekit.manifest import new_manifest, write_manifest
 
 DEFAULT_OPSET = 17
@@ -30,7 +34,7 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 @dataclasses.dataclass
 class ExportResult:
     path: Path
-    parity: ParityReport
+    parity: ParityReport | OutputsParity  # OutputsParity: one report per output of a multi-output model
     exporter: str
     seconds: float
     manifest: dict[str, Any]
@@ -80,8 +84,7 @@ def export_onnx(
             raise EdgekitError(
                 f"input shape {list(example.shape)}: the model cannot run on it ({type(exc).__name__}: {first_line(exc)})"
             ) from exc
-    if not isinstance(reference_out, torch.Tensor):
-        raise EdgekitError(f"model output is a {type(reference_out).__name__}; edgekit exports single-tensor outputs")
+    output_names = _output_names(reference_out, output_name, input_name)
     if samples is not None and tuple(samples.shape[1:]) != tuple(example.shape[1:]):
         raise EdgekitError(
             f"parity samples have shape {list(samples.shape[1:])} per item, the model input is {list(example.shape[1:])}"
@@ -89,12 +92,16 @@ def export_onnx(
 
     started = time.perf_counter()
     with atomic_path(output, force) as tmp:
-        used = _run_exporter(model, example, tmp, opset, input_name, output_name, dynamic_batch, exporter, exported_program)
-        _check_and_infer(tmp, output)
+        used = _run_exporter(model, example, tmp, opset, input_name, output_names, dynamic_batch, exporter,
+                             exported_program)
+        _check_and_infer(tmp, output, output_names)
         seconds = time.perf_counter() - started
         report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance, noise_factor)
         if not report.passed:
-            raise ParityError(f"{output}: ONNX output differs from PyTorch: {report.summary()}")
+            which = "output differs" if isinstance(report, ParityReport) else (
+                f"output {report.failing[0]!r} differs" if len(report.failing) == 1
+                else f"outputs {', '.join(map(repr, report.failing))} differ")
+            raise ParityError(f"{output}: ONNX {which} from PyTorch: {report.summary()}")
 
     stage = {
         "stage": "export", "exporter": used, "opset": opset, "seconds": round(seconds, 3),
@@ -111,7 +118,7 @@ def export_onnx(
             "name": input_name, "shape": list(example.shape), "dtype": "float32", "layout": "NCHW",
             "dynamic_batch": dynamic_batch, "preprocessing": preprocessing,
         },
-        outputs=[{"name": output_name, "shape": list(reference_out.shape), "dtype": "float32"}],
+        outputs=_manifest_outputs(reference_out, output_names),
         stages=[*(prior_stages or []), stage],  # a pruned model's history travels with its export
     )
     write_manifest(output, manifest)
@@ -126,33 +133,95 @@ def prove_parity(
     samples: np.ndarray | None = None,
     tolerance: float | None = None,
     noise_factor: float = DEFAULT_NOISE_FACTOR,
-) -> ParityReport:
+) -> ParityReport | OutputsParity:
     """Compare PyTorch and ONNX Runtime on ``count`` seeded inputs plus the real ``samples``.
 
     A float64 copy of the model measures float32's own rounding noise on the same inputs, the yardstick
-    of the default rule; a model that cannot run in float64 falls back to the fixed rule.
+    of the default rule; a model that cannot run in float64 falls back to the fixed rule. A model with
+    several outputs gets one report per output (:class:`OutputsParity`), in the ONNX model's output
+    order (the order the model returns them: export checks that they are the same).
     """
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    onnx_names = [o.name for o in session.get_outputs()]
 
-    def torch_fn(x: np.ndarray) -> np.ndarray:
+    def torch_fn(x: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
+            return [t.numpy() for t in flat_outputs(model(torch.from_numpy(x)))]
 
-    def onnx_fn(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
+    def onnx_fn(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {name: x})
 
     inputs = parity_inputs(shape, count, samples=samples)
     real = 0 if samples is None else len(samples)
-    exact = float64_outputs(model, inputs) if tolerance is None else None
-    return compare(torch_fn, onnx_fn, inputs, tolerance, real_samples=real, exact=exact, noise_factor=noise_factor)
+    exact = float64_all_outputs(model, inputs) if tolerance is None else None
+    if len(onnx_names) == 1:
+        return compare(lambda x: torch_fn(x)[0], lambda x: onnx_fn(x)[0], inputs, tolerance, real_samples=real,
+                       exact=None if exact is None else [e[0] for e in exact], noise_factor=noise_factor)
+    return compare_outputs(torch_fn, onnx_fn, inputs, onnx_names, tolerance, real_samples=real, exact=exact,
+                           noise_factor=noise_factor)
+
+
+def flat_outputs(out: Any) -> list[Any]:
+    """A model's output as a list of tensors: the tensor itself, a tuple's/list's items, a dict's values
+    (in the order the exporters flatten them)."""
+    if isinstance(out, dict):
+        return list(out.values())
+    if isinstance(out, (tuple, list)):
+        return list(out)
+    return [out]
+
+
+def _output_names(out: Any, output_name: str, input_name: str) -> list[str]:
+    """The ONNX output names for a model's output: ``output_name`` for one tensor, the keys of a dict,
+    else ``output_name``, ``output_name_1``, ...; anything else is one line."""
+    import torch
+
+    what = type(out).__name__
+    if isinstance(out, torch.Tensor):
+        return [output_name]
+    if isinstance(out, dict):
+        names = [str(k) for k in out]
+        if not all(isinstance(k, str) and k for k in out) or input_name in names:
+            raise EdgekitError(f"model output is a dict with keys {list(out)}; ONNX output names must be non-empty "
+                               f"strings other than the input's name {input_name!r}")
+    elif isinstance(out, (tuple, list)):
+        names = [output_name] + [f"{output_name}_{i}" for i in range(1, len(out))]
+    else:
+        raise EdgekitError(f"model output is a {what}; edgekit exports a tensor, or a tuple, list or dict of tensors")
+    values = flat_outputs(out)
+    if not values:
+        raise EdgekitError(f"model output is an empty {what}; there is nothing to export")
+    for name, value in zip(names, values):
+        if not isinstance(value, torch.Tensor):
+            raise EdgekitError(f"model output {name!r} is a {type(value).__name__}; edgekit exports a tensor, or a "
+                               "tuple, list or dict of tensors (not nested)")
+    return names
+
+
+def _manifest_outputs(out: Any, names: list[str]) -> list[dict[str, Any]]:
+    """The manifest's ``outputs``: name, shape and dtype of each, in the ONNX model's order."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [{"name": names[0], "shape": list(out.shape), "dtype": "float32"}]  # as edgekit has always written it
+    return [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+            for name, t in zip(names, flat_outputs(out))]
 
 
 def float64_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray] | None:
-    """A float64 copy of ``model``'s outputs on ``inputs``, or None when the model does not run in float64.
+    """A float64 copy of a single-output ``model``'s outputs on ``inputs``, or None when the model does
+    not run in float64 (see :func:`float64_all_outputs`, which this reads the first output of)."""
+    exact = float64_all_outputs(model, inputs)
+    return None if exact is None else [e[0] for e in exact]
+
+
+def float64_all_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]] | None:
+    """A float64 copy of ``model``'s outputs on ``inputs`` (per input, one array per output), or None
+    when the model does not run in float64.
 
     A model that casts to float32 inside would give a reference as noisy as the float32 run, so the
     output dtype is checked. The copy sees the inputs in the same order as the float32 run will, so
@@ -163,29 +232,29 @@ def float64_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray
     try:
         exact = copy.deepcopy(model).double()
         with torch.no_grad():
-            outputs = [exact(torch.from_numpy(x.astype(np.float64))) for x in inputs]
+            outputs = [flat_outputs(exact(torch.from_numpy(x.astype(np.float64)))) for x in inputs]
     except Exception:  # any failure means: no float64 yardstick, use the fixed rule
         return None
-    if not all(isinstance(o, torch.Tensor) and o.dtype == torch.float64 for o in outputs):
+    if not all(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for out in outputs for t in out):
         return None
-    return [o.numpy() for o in outputs]
+    return [[t.numpy() for t in out] for out in outputs]
 
 
-def _run_exporter(model, example, path, opset, input_name, output_name, dynamic_batch, exporter, program) -> str:
+def _run_exporter(model, example, path, opset, input_name, output_names, dynamic_batch, exporter, program) -> str:
     order = ["dynamo"] if program is not None or exporter == "dynamo" else (
         ["torchscript"] if exporter == "torchscript" else ["torchscript", "dynamo"]
     )
     errors = []
     for name in order:
         try:
-            _export_with(name, model, example, path, opset, input_name, output_name, dynamic_batch, program)
+            _export_with(name, model, example, path, opset, input_name, output_names, dynamic_batch, program)
             return name
         except Exception as exc:  # try the next exporter, report all if none works
             errors.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
     raise EdgekitError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
-def _export_with(name, model, example, path, opset, input_name, output_name, dynamic_batch, program) -> None:
+def _export_with(name, model, example, path, opset, input_name, output_names, dynamic_batch, program) -> None:
     import torch
 
     quiet = io.StringIO()
@@ -194,23 +263,27 @@ def _export_with(name, model, example, path, opset, input_name, output_name, dyn
         if name == "torchscript":
             torch.onnx.export(
                 model, (example,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                input_names=[input_name], output_names=[output_name],
-                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None,
+                input_names=[input_name], output_names=list(output_names),
+                dynamic_axes={name: {0: "batch"} for name in [input_name, *output_names]} if dynamic_batch else None,
             )
         else:
             target = program if program is not None else model
             dynamic_shapes = ({"x": {0: torch.export.Dim("batch")}},) if dynamic_batch and program is None else None
             onnx_program = torch.onnx.export(
                 target, (example,), dynamo=True, opset_version=max(opset, 18), input_names=[input_name],
-                output_names=[output_name], dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
+                output_names=list(output_names), dynamic_shapes=dynamic_shapes, optimize=True, verbose=False,
             )
             onnx_program.save(str(path))
 
 
-def _check_and_infer(tmp: Path, output: Path) -> None:
+def _check_and_infer(tmp: Path, output: Path, output_names: Sequence[str]) -> None:
     import onnx
 
     model = onnx.load(str(tmp))
+    written = [o.name for o in model.graph.output]
+    if written != list(output_names):  # e.g. the same tensor returned twice, which an exporter writes once
+        raise EdgekitError(f"{output}: the exported graph's outputs are {written}, the model returns "
+                           f"{list(output_names)}; return each output tensor once")
     try:
         onnx.checker.check_model(model)
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)

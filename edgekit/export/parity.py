@@ -9,7 +9,9 @@ outputs (catches a spread-out fault; more stable). A floor of 1e-6 x max|output|
 that float32 computes almost exactly. The cosine of ONNX vs PyTorch float32 must stay >= 0.9999, or
 within k times float32's own cosine deficit where float32 is worse than that. A model that cannot
 run in float64 falls back to the fixed rule of 0.1.0 (max-abs <= 1e-4 x max|output|), as does an
-explicit ``tolerance``.
+explicit ``tolerance``. A model with several outputs is judged output by output
+(:func:`compare_outputs`): each has its own scale and noise, and a fault in a small output must not
+hide behind a large one.
 
 Why, measured (``benchmarks/bench_parity.py``: torchvision models with random weights, BatchNorm
 statistics averaged over 32 images, either smooth random blobs or scikit-learn digits plus 1/f
@@ -152,16 +154,76 @@ def compare(
     tally = _Tally()
     for i, x in enumerate(inputs):
         tally.add(_flat(reference(x)), _flat(candidate(x)), _flat(exact[i]) if exact is not None else None)
+    return _report(tally, len(inputs), tolerance, real_samples, exact is not None, noise_factor)
+
+
+def compare_outputs(
+    reference: Callable[[np.ndarray], Sequence[np.ndarray]],
+    candidate: Callable[[np.ndarray], Sequence[np.ndarray]],
+    inputs: Sequence[np.ndarray],
+    names: Sequence[str],
+    tolerance: float | None = None,
+    real_samples: int = 0,
+    exact: Sequence[Sequence[np.ndarray]] | None = None,
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
+) -> "OutputsParity":
+    """:func:`compare` for a model with several outputs (``reference``/``candidate`` return one array
+    per name, in ``names``' order; ``exact[i]`` likewise): each output is judged on its own figures,
+    so a fault in a small output is not averaged away by a large one."""
+    tallies = [_Tally() for _ in names]
+    for i, x in enumerate(inputs):
+        refs, gots = reference(x), candidate(x)
+        for k, tally in enumerate(tallies):
+            tally.add(_flat(refs[k]), _flat(gots[k]), _flat(exact[i][k]) if exact is not None else None)
+    return OutputsParity({name: _report(tally, len(inputs), tolerance, real_samples, exact is not None, noise_factor)
+                          for name, tally in zip(names, tallies)})
+
+
+@dataclasses.dataclass
+class OutputsParity:
+    """One :class:`ParityReport` per output of a multi-output model; it passes when all of them do."""
+
+    reports: dict[str, ParityReport]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.reports.values())
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, r in self.reports.items() if not r.passed]
+
+    @property
+    def num_inputs(self) -> int:
+        return next(iter(self.reports.values())).num_inputs
+
+    @property
+    def real_samples(self) -> int:
+        return next(iter(self.reports.values())).real_samples
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "outputs": {name: r.as_dict() for name, r in self.reports.items()}}
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"parity PASS on all {len(self.reports)} outputs: " + "; ".join(
+                f"{name}: {r.summary()}" for name, r in self.reports.items())
+        return f"parity FAIL in output {', '.join(map(repr, self.failing))} of {len(self.reports)}: " + "; ".join(
+            f"{name}: {self.reports[name].summary()}" for name in self.failing)
+
+
+def _report(tally: "_Tally", count: int, tolerance: float | None, real_samples: int, has_exact: bool,
+            noise_factor: float) -> ParityReport:
     relative = tally.max_abs / tally.ref_max if tally.ref_max > 0 else tally.max_abs
     report = ParityReport(
-        num_inputs=len(inputs), max_abs_error=tally.max_abs, reference_max_abs=tally.ref_max, relative_error=relative,
+        num_inputs=count, max_abs_error=tally.max_abs, reference_max_abs=tally.ref_max, relative_error=relative,
         min_cosine=tally.min_cos, tolerance=tolerance, passed=False, real_samples=real_samples,
     )
-    if exact is not None and tolerance is None:
+    if has_exact and tolerance is None:
         within = _noise_rule(report, tally, noise_factor)
     else:
         report.tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-        if exact is None and tolerance is None:
+        if not has_exact and tolerance is None:
             report.note = "no float64 reference"
         within = relative <= report.tolerance
     report.passed = bool(within and tally.min_cos >= report.min_cosine_required)

@@ -86,6 +86,15 @@ def _output_tail(int_model: Any, full_integer: bytes, onnx_path: str | Path, cal
     return Path(chosen).read_bytes(), record
 
 
+def _onnx_named(outputs: list[dict[str, Any]], model: Any) -> list[dict[str, Any]]:
+    """A multi-output model's TFLite outputs (already in ONNX order, see the TFLite runner) with the
+    ONNX output each one is (``onnx_name``); TFLite's own names are ``PartitionedCall:1`` and the like."""
+    names = [o.name for o in model.graph.output]
+    if len(names) < 2 or len(names) != len(outputs):
+        return outputs
+    return [{**o, "onnx_name": name} for o, name in zip(outputs, names)]
+
+
 def quantize_tflite(
     onnx_path: str | Path,
     output_path: str | Path,
@@ -195,12 +204,12 @@ def quantize_tflite(
     if "quantization" in int_info["inputs"][0]:
         io_spec["quantization"] = int_info["inputs"][0]["quantization"]
     write_manifest(output_path, derive_manifest(onnx_path, output_path, result.stage(), input_spec=io_spec,
-                                                outputs=int_info["outputs"]))
+                                                outputs=_onnx_named(int_info["outputs"], model)))
     if write_fp32:
         fp32_info = inspect_tflite(fp32_path)
         fp32_stage = {"stage": "convert", "backend": "tflite", "label": "TFLite FP32", "ops": fp32_info["ops"],
                       "seconds": round(timings["fp32_s"], 2)}
         write_manifest(fp32_path, derive_manifest(onnx_path, fp32_path, fp32_stage,
                                                   input_spec={"layout": "NHWC", "dtype": "float32"},
-                                                  outputs=fp32_info["outputs"]))
+                                                  outputs=_onnx_named(fp32_info["outputs"], model)))
     return result

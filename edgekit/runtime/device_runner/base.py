@@ -77,12 +77,22 @@ class Runner:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Float NCHW batch -> float first output, one row per sample (loops batch-1 models)."""
+        return self._predict(x, 1)[0]
+
+    def predict_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Float NCHW batch -> every output as float, in the ONNX model's order and NCHW layout (a
+        runtime whose outputs come in another order puts ``self.outputs`` in ONNX order)."""
+        return self._predict(x, len(self.outputs))
+
+    def _predict(self, x: np.ndarray, count: int) -> list[np.ndarray]:
         info = self.inputs[0]
         fixed_batch = info.shape[0] if info.shape else None
         if fixed_batch is None or fixed_batch == len(x):
-            return self.to_nchw(self.to_float(self.run([self.to_native(x, info)])[0], self.outputs[0]))
-        rows = [self.to_float(self.run([self.to_native(x[i:i + 1], info)])[0], self.outputs[0]) for i in range(len(x))]
-        return self.to_nchw(np.concatenate(rows, axis=0))
+            raw = self.run([self.to_native(x, info)])
+            return [self.to_nchw(self.to_float(raw[k], self.outputs[k])) for k in range(count)]
+        rows = [self.run([self.to_native(x[i:i + 1], info)]) for i in range(len(x))]
+        return [self.to_nchw(np.concatenate([self.to_float(r[k], self.outputs[k]) for r in rows], axis=0))
+                for k in range(count)]
 
     def to_nchw(self, y: np.ndarray) -> np.ndarray:
         """A 4-D output of an NHWC model (onnx2tf's TFLite: a segmenter's masks) in the ONNX model's

@@ -44,7 +44,7 @@ class TfliteRunner(Runner):
         self.interpreter = interpreter_class(model_path=path, num_threads=threads or None, **options)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()
-        self._out = self.interpreter.get_output_details()
+        self._out = in_onnx_order(self.interpreter, self.interpreter.get_output_details())
         inputs = [_tflite_info(d) for d in self._in]
         outputs = [_tflite_info(d) for d in self._out]
         super().__init__(path, inputs, outputs)
@@ -66,6 +66,32 @@ class TfliteRunner(Runner):
             self.interpreter.set_tensor(detail["index"], value)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(d["index"]) for d in self._out]
+
+
+def in_onnx_order(interpreter: Any, details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The output details in the ONNX model's order: TFLite lists outputs in its own order (measured:
+    a [1,5], [1,32,32,8], [1,8,1024] model came back as the second, first, third), but the
+    signature edgekit's converter writes keeps the Keras model's order, which onnx2tf takes from the
+    ONNX graph, as ``output_0``, ``output_1``, ... A file without such a signature keeps TFLite's order."""
+    if len(details) < 2:
+        return details
+    try:
+        signatures = interpreter._get_full_signature_list() or {}
+    except Exception:  # an interpreter without signature support: TFLite's order
+        return details
+    for signature in signatures.values():
+        named = signature.get("outputs", {})
+        if len(named) == len(details) and all(_position(k) is not None for k in named):
+            by_index = {d["index"]: d for d in details}
+            ordered = [by_index.get(named[k]) for k in sorted(named, key=_position)]
+            if all(d is not None for d in ordered):
+                return ordered
+    return details
+
+
+def _position(key: str) -> int | None:
+    head, _, tail = key.rpartition("_")
+    return int(tail) if head == "output" and tail.isdigit() else None
 
 
 def _tflite_info(detail: dict[str, Any]) -> TensorInfo:
