@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench zoo bench-nncf bench-detection device-env arm-board arm-board-stop clean
+.PHONY: setup test test-heavy test-fast demo bench zoo bench-nncf bench-detection device-env arm-board arm-board-stop clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup device-env
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+# the heavy tests: torchvision's ResNet-50 FPN detectors and segmenters through export and both quantizers
+test-heavy: setup
+	$(PY) -m pytest -m heavy $(PYTEST_ARGS)
 
 # A board-like Python for the SSH tests: numpy, onnxruntime and tflite-runtime only (no edgekit).
 device-env:
@@ -32,7 +36,7 @@ arm-board-stop:
 	@$(PY) tests/arm_board.py stop
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/edgekit demo --out-dir runs/demo

@@ -28,7 +28,7 @@ from edgekit.export import export_onnx, prove_parity
 from edgekit.sources import load_model
 
 EDGEKIT = [sys.executable, "-m", "edgekit"]
-RESNET = pytest.mark.slow
+RESNET = pytest.mark.heavy  # minutes each on 2 cores: `make test-heavy`, not `make test`
 
 
 # -- the adapters against torchvision ------------------------------------------------------------------
