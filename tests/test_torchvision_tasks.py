@@ -27,6 +27,9 @@ from edgekit.errors import EdgekitError, ParityError
 from edgekit.export import export_onnx, prove_parity
 from edgekit.sources import load_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_torchvision_tasks import canvases as digit_images, set_batchnorm  # noqa: E402 - one copy, the benchmark's
+
 EDGEKIT = [sys.executable, "-m", "edgekit"]
 RESNET = pytest.mark.heavy  # minutes each on 2 cores: `make test-heavy`, not `make test`
 
@@ -254,31 +257,6 @@ def test_outputs_a_model_cannot_export_are_one_line(tmp_path: Path) -> None:
         export_onnx(InputNamed(), torch.randn(1, 3, 4, 4), tmp_path / "i.onnx")
 
 
-def _digit_images(size: int, count: int) -> np.ndarray:
-    """Digit canvases as 3-channel NCHW float tensors at ``size`` (ImageNet-normalised)."""
-    from edgekit.data import calibration_tensors
-
-    gray = torch.from_numpy(calibration_tensors("builtin:digits-detect/train", "digits-canvas", count, seed=0,
-                                                progress=False))
-    rgb = torch.nn.functional.interpolate(gray, size=(size, size), mode="bilinear").repeat(1, 3, 1, 1)
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    return ((rgb - mean) / std).numpy()
-
-
-def _set_batchnorm(model: torch.nn.Module, images: np.ndarray) -> torch.nn.Module:
-    """BatchNorm running statistics averaged over ``images`` (as tests/test_families.py sets them)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        for batch in torch.from_numpy(images).split(16):
-            model(batch)
-    return model.eval()
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -292,9 +270,9 @@ def test_several_outputs_come_back_in_onnx_order_and_layout_from_both_int8_runti
     from edgekit.runtime import open_runner
 
     monkeypatch.chdir(tmp_path)
-    images = _digit_images(16, 96)
+    images = digit_images(16, 96)
     torch.manual_seed(0)
-    model = _set_batchnorm(TwoHeads(), images[:32])
+    model = set_batchnorm(TwoHeads(), images[:32])
     fp32 = tmp_path / "two.onnx"
     export_onnx(model, torch.from_numpy(images[:1]), fp32)
     quantize_ort_workflow(fp32, tmp_path / "two.int8.onnx", images[:80], holdout=images[80:], progress=False,
@@ -341,9 +319,9 @@ def test_torchvision_model_exports_and_quantizes_for_both_runtimes(name: str, tm
 
     monkeypatch.chdir(tmp_path)
     task, size, ort_floor, tflite_floor = THROUGH[name]
-    images = _digit_images(size, 96)
+    images = digit_images(size, 96)
     torch.manual_seed(0)
-    model = _set_batchnorm(load_model(f"torchvision:{name}", {"num_classes": 10}).module, images[:32])
+    model = set_batchnorm(load_model(f"torchvision:{name}", {"num_classes": 10}).module, images[:32])
     fp32 = tmp_path / f"{name}.onnx"
     result = export_onnx(model, torch.from_numpy(images[:1]), fp32)
     assert result.parity.passed, result.parity.summary()
