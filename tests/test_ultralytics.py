@@ -5,6 +5,7 @@ configuration of its head loses it (real ONNX Runtime sessions and TFLite interp
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("ultralytics")
+if importlib.util.find_spec("ultralytics") is None:  # not imported here: its import patches PIL for the whole session
+    pytest.skip("needs ultralytics (the yolo extra)", allow_module_level=True)
 
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.sources import load_model, save_module  # noqa: E402
@@ -178,3 +180,16 @@ def test_yolo_int8_keeps_its_map_where_a_naive_head_loses_it(trained_yolo: Path,
     assert kept < 2.0 and lost > kept + 10, (fp32["map50_95"], kept, lost)
     stage = json.loads(Path(f"{int8}.json").read_text())["stages"][-1]
     assert stage["task"] == "detection" and stage["output_tail"]["chosen"] == "tail in float", stage["output_tail"]
+
+
+def test_building_a_yolo_leaves_pil_and_torch_as_they_were(tmp_path: Path) -> None:
+    """Ultralytics replaces PIL.Image.open and torch.save on import; a corrupt image must still be PIL's
+    own error (edgekit names it), never Ultralytics' attempt to install an image plugin."""
+    from PIL import Image, UnidentifiedImageError
+
+    load_model("ultralytics:yolov8n.yaml", dict(DIGITS))
+    assert Image.open.__module__ == "PIL.Image" and torch.save.__module__ == "torch.serialization"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(broken)

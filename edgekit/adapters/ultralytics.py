@@ -77,10 +77,22 @@ def build(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _restricted_mode() -> None:
-    """Set before Ultralytics is first imported: it reads these once."""
+    """Set before Ultralytics is first imported (it reads these once), and undo its process-wide
+    patches: on import it replaces ``PIL.Image.open`` (a file PIL cannot identify then
+    raises ModuleNotFoundError for ``pi_heif``, or pip-installs it, instead of PIL's own error, which
+    edgekit names as a corrupt image) and ``torch.save``; they are put back, whoever imported it first.
+    edgekit calls neither through Ultralytics."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
     os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    import ultralytics.nn.tasks  # noqa: F401 - the first import applies the patches
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    if Image.open is patches.image_open:
+        Image.open = patches._image_open  # the originals, as Ultralytics kept them
+    if torch.save is patches.torch_save:
+        torch.save = patches._torch_save
 
 
 def _from_yaml(name: str, kwargs: dict[str, Any]) -> nn.Module:
