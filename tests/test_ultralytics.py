@@ -119,6 +119,17 @@ def test_a_hostile_checkpoint_is_one_line_and_runs_nothing(tmp_path: Path) -> No
     assert "not loadable without running its code" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_corrupt_checkpoint_named_like_an_official_one_is_one_line_and_kept(tmp_path: Path) -> None:
+    """Ultralytics deletes and re-downloads a corrupt file requested by an official bare name; edgekit
+    must neither delete the user's file nor download anything."""
+    (tmp_path / "yolov8n.pt").write_bytes(b"PK\x03\x04 truncated")
+    done = subprocess.run([*EDGEKIT, "export", "ultralytics:yolov8n.pt", "--input-shape", "1,3,64,64", "-o",
+                           "x.onnx"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "not loadable without running its code" in done.stderr
+    assert (tmp_path / "yolov8n.pt").read_bytes() == b"PK\x03\x04 truncated" and not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.parametrize("spec, kwargs, says", [
     ("ultralytics:missing/best.pt", {}, "checkpoint not found"),
     ("ultralytics:yolov8n-seg.yaml", {}, "instance"),

@@ -120,7 +120,9 @@ def _load_checkpoint(path: Path) -> nn.Module:
     from ultralytics.nn.tasks import guess_model_task, torch_safe_load
 
     try:
-        checkpoint, _ = torch_safe_load(str(path), safe_only=True)
+        # an absolute path: given a bare official name (yolov8n.pt) whose file is corrupt, Ultralytics
+        # deletes the file and downloads the official one instead
+        checkpoint, _ = torch_safe_load(str(path.resolve()), safe_only=True)
     except Exception as exc:  # a class outside the allow-list, a corrupt file
         raise EdgekitError(f"ultralytics:{path}: not loadable without running its code "
                            f"({type(exc).__name__}: {first_line(exc)})") from exc
