@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgekit.data import open_dataset
-from edgekit.tasks.boxes import Detections, anchor_grid, decode, nms
+from edgekit.tasks.boxes import Detections, anchor_grid, decode, decode_once, nms
 from edgekit.tasks.coco_map import coco_map
 from edgekit.tasks.segmentation import miou
 
@@ -44,6 +44,19 @@ def test_nms_is_class_aware_and_decode_reads_the_ultralytics_layout() -> None:
     centres, strides = anchor_grid(64, 64, 64)
     assert centres[:2].tolist() == [[4, 4], [12, 4]] and set(strides) == {8}
     assert len(anchor_grid(640, 640, 8400)[0]) == 8400  # Ultralytics' 80x80 + 40x40 + 20x20
+
+
+def test_decoding_once_never_answers_for_an_array_changed_in_place() -> None:
+    """The decode cache (one eval scores, compares and counts outcomes on the same arrays) keys on the
+    array's identity and its bytes: an output buffer a caller rewrites is decoded again."""
+    raw = np.zeros((1, 4 + 2, 2), np.float32)
+    raw[0, :, 0] = [20, 20, 10, 10, 0.9, 0.1]
+    first = decode_once(raw)
+    assert decode_once(raw) is first  # same array, same bytes: remembered
+    raw[0, :, 0] = [40, 40, 8, 8, 0.2, 0.6]  # the same object, new contents
+    again = decode_once(raw)
+    assert again[0].classes.tolist() == [1]
+    np.testing.assert_allclose(again[0].boxes, [[36, 36, 44, 44]])
 
 
 def test_miou_and_pixel_accuracy_against_hand_computed_values() -> None:
