@@ -19,7 +19,10 @@ step, TFLite ops left in float) is recorded as failed and the variant's figures 
 The parent enforces a per-stage timeout and an RSS cap (psutil, summed over the child's tree; not
 RLIMIT_AS, which TensorFlow's address-space reservations trip long before real memory runs out).
 
-Rows go to benchmarks/results/zoo.jsonl; a re-run skips architectures already there unless --force.
+Rows go to benchmarks/results/zoo.jsonl (zoo-SIZE.jsonl at another --size), which git tracks: the sweep
+is longer than a session on a 2-core machine, so each run adds its rows to the repository and the next
+clone resumes there. A re-run skips architectures already there unless --force; each row names the
+edgekit commit and the machine (CPU, cores, VNNI or not: ORT's INT8 arithmetic differs without it).
 
     PYTHONPATH=. python benchmarks/zoo.py --only resnet18,mobilenet_v3_large --timeout 600
     PYTHONPATH=. python benchmarks/zoo.py --size 128     # every architecture, smallest first, at 128 px
@@ -392,7 +395,16 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if "error" in entry:
             entry["error"] = entry["error"].replace(folder + os.sep, "")
     return {"arch": name, "size": args.size, "stages": stages, "total_s": round(time.time() - started, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit()}
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(), "machine": machine()}
+
+
+def machine() -> dict[str, Any]:
+    """The CPU a row's times and INT8 figures come from (rows from several sessions share one file)."""
+    from edgekit.isa import host_u8s8_saturates
+    from edgekit.runtime.device_runner import system_info
+
+    info = system_info()
+    return {"cpu": info.get("cpu_model"), "cores": info.get("cpu_count"), "u8s8_saturates": host_u8s8_saturates()}
 
 
 def git_commit() -> str:

@@ -43,7 +43,9 @@ def test_quiet_prints_nothing_but_the_product(digits_fp32_onnx: Path, tmp_path: 
     done = edgekit("quantize", str(digits_fp32_onnx), "--backend", "ort", "--calib", "builtin:digits/train",
                    "--recipe", "digits", "--num-samples", "16", "-o", str(tmp_path / "m.int8.onnx"), "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and done.stderr == ""
+    assert done.stdout == ""
+    # -q keeps warnings: on a CPU without VNNI this INT8 model is slower than FP32, and that is said
+    assert all(line.startswith("warning: INT8 runs at ") for line in done.stderr.splitlines()), done.stderr
     assert (tmp_path / "m.int8.onnx").is_file()
     loud = edgekit("-v", "inspect", str(tmp_path / "m.int8.onnx"), cwd=tmp_path)  # -v before the command works too
     assert loud.returncode == 0 and "QuantizeLinear" in loud.stdout

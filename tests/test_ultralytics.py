@@ -184,7 +184,9 @@ def test_yolo_int8_keeps_its_map_where_a_naive_head_loses_it(trained_yolo: Path,
     subprocess.run([*EDGEKIT, "quantize", str(trained_yolo), *common, "--task", "detection", "-o", str(int8)],
                    check=True, capture_output=True)
     fp32 = _map(trained_yolo, trained_yolo)
-    assert fp32["map50_95"] > 40, fp32  # it learned to detect
+    # it learned to detect (untrained: 0). Training's float sums differ with the CPU's kernels (AVX-512 vs AVX2),
+    # so the same 4 epochs give FP32 ~45 on a Xeon and 38.8 on an AVX2-only EPYC: the bar is "learned", not a score
+    assert fp32["map50_95"] > 25, fp32
     kept = fp32["map50_95"] - _map(int8, trained_yolo)["map50_95"]
     lost = fp32["map50_95"] - _map(naive, trained_yolo)["map50_95"]
     # within the 2 points; the naive head loses most of it (measured: all, 0 mAP; 4 epochs: FP32 ~45)

@@ -14,7 +14,6 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.quantize import fidelity as fidelity_mod
-from edgekit.quantize import speed
 from edgekit.quantize.ort.quantizer import calibration_feed
 
 RANDOM_SAMPLES = 32
@@ -51,7 +50,7 @@ def check(fp32: str | Path, quantized: str | Path, samples: np.ndarray, source: 
         return None, f"{what}: fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
 
 
-def warnings(what: str, faithful: fidelity_mod.Fidelity | None, note: str | None,
-             pace: dict[str, Any] | None, advice: str) -> list[str]:
-    """The lines a user must hear before shipping: not faithful, not measured, or slower than FP32 here."""
-    return [w for w in (note, faithful and faithful.warning(advice, what), pace and speed.warning(pace, what)) if w]
+def warnings(what: str, faithful: fidelity_mod.Fidelity | None, note: str | None, advice: str) -> list[str]:
+    """The lines a user must hear before shipping: not faithful, or not measured (slower than FP32 here
+    is ``speed.warning``, printed apart: its figures are timings)."""
+    return [w for w in (note, faithful and faithful.warning(advice, what)) if w]

@@ -30,7 +30,9 @@ class QuantizeResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     sensitivity: list[dict[str, Any]] | None = None  # worst first; None when not computed
     sensitivity_note: str | None = None               # why it is None, when it was asked for
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # written to the manifest: they follow from the inputs
+    speed_warning: str | None = None  # INT8 slower than FP32 here: printed, not written (its figures are timings, which
+    # vary run to run; the manifest keeps them apart, under ``int8_vs_fp32_speed``, so two runs give one manifest)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend extras: auto table, budget, ops
     fidelity: "Fidelity | None" = None  # INT8 vs FP32 on held-out samples (None: could not be measured)
     mode: str = "static"              # edgekit.quantize.registry.MODES; paths["int8"] is the quantized model in any mode
@@ -42,6 +44,10 @@ class QuantizeResult:
     def artifacts(self) -> list[Path]:
         """Every file written, the INT8 model first."""
         return [self.paths["int8"], *(p for k, p in self.paths.items() if k != "int8")]
+
+    def printed_warnings(self) -> list[str]:
+        """What the user hears at quantize time (``warning: ...`` on stderr, kept by ``-q``)."""
+        return self.warnings + ([self.speed_warning] if self.speed_warning else [])
 
     def stage(self) -> dict[str, Any]:
         """The manifest stage for the INT8 artifact."""

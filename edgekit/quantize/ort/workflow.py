@@ -173,17 +173,16 @@ def quantize_ort_workflow(
             shutil.copyfile(final, tmp)
     timings["total_s"] = time.perf_counter() - started
     warnings = [note] if note and settings.format == "QDQ" else []  # a QDQ ranking that failed
-    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)),
-                             speed.warning(extra["int8_vs_fp32_speed"])) if w]
+    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)),) if w]
     result = QuantizeResult(
         backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
         calibration={**(calibration_info or {}), "num_samples": int(len(feed.tensors)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         nodes_excluded=excluded, timings=timings, sensitivity=ranking, sensitivity_note=note, warnings=warnings,
-        details=extra, fidelity=faithful,
+        details=extra, fidelity=faithful, speed_warning=speed.warning(extra["int8_vs_fp32_speed"]),
     )
     log(faithful.line())
-    for warning in result.warnings:
+    for warning in result.printed_warnings():
         _log.warning(warning)  # stderr as "warning: ...", kept by -q
     write_manifest(out, derive_manifest(fp32, out, result.stage()))
     return result

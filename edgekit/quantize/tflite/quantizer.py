@@ -194,11 +194,12 @@ def quantize_tflite(
                  **({"output_tail": tail_record} if tail_record else {}), **({"fidelity_note": note} if note else {}),
                  **({"int8_vs_fp32_speed": pace} if pace else {})},
         fidelity=faithful,
-        warnings=[w for w in (note, faithful and faithful.warning(ADVICE), pace and speed.warning(pace)) if w],
+        warnings=[w for w in (note, faithful and faithful.warning(ADVICE)) if w],
+        speed_warning=pace and speed.warning(pace),
     )
     if faithful is not None:
         _log.info(faithful.line())
-    for warning in result.warnings:
+    for warning in result.printed_warnings():
         _log.warning(warning)
     io_spec = {"layout": "NHWC", "dtype": int_info["inputs"][0]["dtype"]}
     if "quantization" in int_info["inputs"][0]:
