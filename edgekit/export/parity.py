@@ -151,10 +151,9 @@ def compare(
     Otherwise the fixed rule (max-abs / max|output| <= tolerance, default 1e-4) decides. The cosine
     guard applies to both.
     """
-    tally = _Tally()
-    for i, x in enumerate(inputs):
-        tally.add(_flat(reference(x)), _flat(candidate(x)), _flat(exact[i]) if exact is not None else None)
-    return _report(tally, len(inputs), tolerance, real_samples, exact is not None, noise_factor)
+    one = compare_outputs(lambda x: [reference(x)], lambda x: [candidate(x)], inputs, ["output"], tolerance,
+                          real_samples, None if exact is None else [[e] for e in exact], noise_factor)
+    return one.reports["output"]
 
 
 def compare_outputs(
