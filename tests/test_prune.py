@@ -226,13 +226,44 @@ class _FixedWidthReshape(torch.nn.Module):
         return self.fc(x.reshape(x.shape[0], 16, -1).mean(-1))
 
 
-def test_pruning_that_breaks_forward_is_one_line_naming_the_layer() -> None:
+def test_a_layer_whose_pruning_breaks_forward_keeps_its_width_and_the_rest_prunes() -> None:
+    """Pruning ``head.0`` breaks the fixed-width reshape (a one-line refusal of the whole model, before
+    probe.py): the probe finds it, it keeps its 16 channels, and the stem still narrows."""
+    torch.manual_seed(0)
+    model = _FixedWidthReshape().eval()
+    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, progress=None)
+    assert report["unmapped_protected"] == ["head.0"]
+    assert model.head[0].out_channels == 16 and model.conv.out_channels == 8
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+class _FirstTwelve(torch.nn.Module):
+    """Takes the first 12 channels with ``narrow``: 15 channels still have 12 (a one-channel probe
+    passes), 8 do not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(1, 0, 12)
+
+
+class _NarrowedTo12(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = torch.nn.Conv2d(16, 16, 1)
+        self.first12 = _FirstTwelve()
+        self.fc = torch.nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.first12(self.mix(torch.relu(self.conv(x)))).mean((2, 3)))
+
+
+def test_pruning_that_breaks_forward_beyond_the_probe_is_one_line_naming_the_layer() -> None:
     from edgekit.errors import EdgekitError
 
     torch.manual_seed(0)
-    with pytest.raises(EdgekitError, match=r"unable to run in layer fc \(mat1 and mat2 .*--protect") as failure:
-        prune(_FixedWidthReshape().eval(), torch.randn(1, 3, 8, 8), ratio=0.5, progress=None)
+    with pytest.raises(EdgekitError, match=r"unable to run in layer first12 \(start \(0\) \+ length \(12\).*--protect") as failure:
+        prune(_NarrowedTo12().eval(), torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, progress=None)
     assert "\n" not in str(failure.value)
-    model = _FixedWidthReshape().eval()  # protecting what feeds the reshape is the cure the line names
-    prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, protect=["conv", "head.0"], progress=None)
-    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    model = _NarrowedTo12().eval()  # protecting what feeds the narrow is the cure the line names
+    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, protect=["mix"], progress=None)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10) and report["unmapped_protected"] == []

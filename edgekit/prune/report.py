@@ -33,6 +33,7 @@ class PruneReport:
     prunable_share: float | None = None  # of the conv/linear MACs, those in layers whose outputs may narrow
     attention: str | None = None         # "multi-head" or "windowed" (MLP widths only), see prune/attention.py
     auto_protected: list[str] = dataclasses.field(default_factory=list)  # dependency search diverged (divergence.py)
+    unmapped_protected: list[str] = dataclasses.field(default_factory=list)  # pruning their group failed (probe.py)
 
     def manifest_stage(self) -> dict[str, Any]:
         """The manifest's ``prune`` stage (``macs``/``params`` are what the report reads)."""
@@ -44,7 +45,7 @@ class PruneReport:
             "params_before": self.params_before, "params_after": self.params_after,
             "macs": self.macs_after, "params": self.params_after, "layers": self.layers,
             "prunable_macs_share": self.prunable_share, "attention": self.attention,
-            "auto_protected": self.auto_protected,
+            "auto_protected": self.auto_protected, "unmapped_protected": self.unmapped_protected,
         }
 
     def summary(self) -> str:
@@ -53,5 +54,13 @@ class PruneReport:
                 f"{self.params_after / 1e6:.2f}M"
                 + (f"; {self.prunable_share:.0%} of the conv/linear MACs were prunable" if self.prunable_share is not None else "")
                 + (f"; {len(self.auto_protected)} layer(s) protected automatically (pruning dependencies without end: "
-                   f"{', '.join(self.auto_protected[:3])}{', ...' if len(self.auto_protected) > 3 else ''})"
-                   if self.auto_protected else ""))
+                   f"{first_names(self.auto_protected)})"
+                   if self.auto_protected else "")
+                + (f"; {len(self.unmapped_protected)} layer(s) kept whole (Torch-Pruning cannot map their channels: "
+                   f"{first_names(self.unmapped_protected)})"
+                   if self.unmapped_protected else ""))
+
+
+def first_names(names: list[str], shown: int = 3) -> str:
+    """A list of layer names short enough for one line: the first few, then '...'."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")

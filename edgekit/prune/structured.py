@@ -14,8 +14,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from edgekit.errors import EdgekitError
 from edgekit.prune import attention
+from edgekit.prune.concat import unsized_concats_left_unmapped
 from edgekit.prune.divergence import diverging_roots
-from edgekit.prune.report import PruneReport, PruneSettings
+from edgekit.prune.probe import PRUNING_FAILURES, unprunable_roots
+from edgekit.prune.report import PruneReport, PruneSettings, first_names
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
 
 _log = logging.getLogger(__name__)
@@ -185,39 +187,65 @@ def prune_model(
     step_count = s.steps if s.target_macs is None else max(s.steps, 20)
     plan = attention.plan_for(model)
     ignored = _output_layers(model, example_input, s.protect) + plan.protected
+    round_to = attention.combined_round_to(s.round_to, plan)
+
+    def build(target: Any, layers: list[Any]) -> Any:
+        return tp.pruner.MetaPruner(
+            target, example_input, importance=crit, global_pruning=s.global_pruning,
+            pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
+            ignored_layers=layers, round_to=round_to, root_module_types=list(_root_types()),
+        )
+
+    def run(pruner: Any) -> list:
+        return _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
+                          params_before, batches, between_steps, progress)
+
     shuffle = is_shufflenet(model)
     guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
-    with guard:
+    unmapped: list[Any] = []
+    with guard, unsized_concats_left_unmapped():
         if shuffle:
             ignored += boundary_layers(model)
         try:
             diverged = diverging_roots(model, example_input, ignored, _root_types())
             ignored += diverged
-            pruner = tp.pruner.MetaPruner(
-                model, example_input, importance=crit, global_pruning=s.global_pruning,
-                pruning_ratio=s.ratio if s.ratio is not None else 0.95, iterative_steps=step_count,
-                ignored_layers=ignored, round_to=attention.combined_round_to(s.round_to, plan),
-                root_module_types=list(_root_types()),
-            )
+            pruner = build(model, ignored)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             raise EdgekitError(_unmapped_graph(exc)) from exc
+        snapshot = _snapshot(model)
         share = _prunable_share(model, example_input, ignored)
         try:
-            history = _run_steps(model, example_input, pruner, s.importance, step_count, s.target_macs, macs_before,
-                                 params_before, batches, between_steps, progress)
-        except RuntimeError as exc:  # a shape the pruned tensors no longer fit: name the layer, not a traceback
-            raise EdgekitError(_broken_forward(model, example_input, exc)) from exc
+            history = run(pruner)
+        except PRUNING_FAILURES as exc:  # an operation Torch-Pruning maps wrongly: protect its layers, once
+            broken = _broken_forward(model, example_input, exc)  # located now, in the pruned model
+            if snapshot is None:
+                raise EdgekitError(broken) from exc
+            ignored, diverged = _restore(model, snapshot, ignored, diverged)
+            unmapped = unprunable_roots(model, example_input, ignored, build, round_to or 1, attention.after_pruning)
+            if not unmapped:
+                raise EdgekitError(broken) from exc
+            if progress:
+                progress(f"Torch-Pruning cannot prune the channels of {len(unmapped)} layer(s) "
+                         f"({first_names(_names(model, unmapped))}): "
+                         "they keep their widths; pruning again")
+            ignored += unmapped
+            share = _prunable_share(model, example_input, ignored)
+            try:
+                history = run(build(model, ignored))
+            except PRUNING_FAILURES as again:
+                raise EdgekitError(_broken_forward(model, example_input, again)) from again
     model.eval()
     macs_after, params_after = count_macs_params(model, example_input)
     after = layer_widths(model)
     return PruneReport(settings, history, macs_before, macs_after, params_before, params_after,
                        {name: {"before": widths_before[name], "after": after.get(name)} for name in widths_before},
-                       prunable_share=share, attention=plan.kind, auto_protected=_names(model, diverged))
+                       prunable_share=share, attention=plan.kind, auto_protected=_names(model, diverged),
+                       unmapped_protected=_names(model, unmapped))
 
 
 def _unmapped_graph(exc: BaseException) -> str:
-    """One line for a Torch-Pruning failure while tracing the model (seen: swin_t at 128x128 px, a
-    concatenation whose channel count it could not infer)."""
+    """One line for a Torch-Pruning failure while building the dependency graph (swin_t at 128x128 px
+    was one, before concat.py): no group exists yet for the probe to protect."""
     import traceback
 
     from edgekit.errors import first_line
@@ -226,6 +254,25 @@ def _unmapped_graph(exc: BaseException) -> str:
     where = f" in {frames[-1].name}" if frames else ""
     return (f"Torch-Pruning could not map this model's channels ({type(exc).__name__}{where}: {first_line(exc, 120)}); "
             "prune it at another input size, --protect the blocks around that operation, or skip pruning")
+
+
+def _snapshot(model: Any) -> Any | None:
+    """A copy of the unpruned model to start again from; None where the model cannot be copied."""
+    import copy
+
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - a model holding something uncopyable is pruned without a second try
+        return None
+
+
+def _restore(model: Any, snapshot: Any, *layer_lists: list[Any]) -> list[list[Any]]:
+    """Put the unpruned layers back into the caller's ``model`` object (pruning works in place);
+    returns each list of layers as the restored model's layers of the same names."""
+    lists_by_name = [_names(model, layers) for layers in layer_lists]
+    model.__dict__.update(snapshot.__dict__)
+    modules = dict(model.named_modules())
+    return [[modules[name] for name in names] for names in lists_by_name]
 
 
 def _broken_forward(model: Any, example_input: Any, exc: BaseException) -> str:

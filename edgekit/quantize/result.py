@@ -8,6 +8,7 @@ the manifest's ``quantize`` stage (keys that ``report/collect.py`` and ``evaluat
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,6 @@ class QuantizeResult:
     sensitivity: list[dict[str, Any]] | None = None  # worst first; None when not computed
     sensitivity_note: str | None = None               # why it is None, when it was asked for
     warnings: list[str] = dataclasses.field(default_factory=list)  # written to the manifest: they follow from the inputs
-    speed_warning: str | None = None  # INT8 slower than FP32 here: printed, not written (its figures are timings, which
-    # vary run to run; the manifest keeps them apart, under ``int8_vs_fp32_speed``, so two runs give one manifest)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend extras: auto table, budget, ops
     fidelity: "Fidelity | None" = None  # INT8 vs FP32 on held-out samples (None: could not be measured)
     mode: str = "static"              # edgekit.quantize.registry.MODES; paths["int8"] is the quantized model in any mode
@@ -46,8 +45,19 @@ class QuantizeResult:
         return [self.paths["int8"], *(p for k, p in self.paths.items() if k != "int8")]
 
     def printed_warnings(self) -> list[str]:
-        """What the user hears at quantize time (``warning: ...`` on stderr, kept by ``-q``)."""
-        return self.warnings + ([self.speed_warning] if self.speed_warning else [])
+        """What the user hears at quantize time (``warning: ...`` on stderr, kept by ``-q``): the
+        manifest's warnings, and INT8 slower than FP32 here. That one is printed, not written: its
+        figures are timings, which vary run to run; the manifest keeps them apart, under
+        ``int8_vs_fp32_speed``, so two runs give one manifest."""
+        from edgekit.quantize import speed
+
+        pace = self.details.get("int8_vs_fp32_speed")
+        slower = pace and speed.warning(pace, "INT8" if self.mode == "static" else self.label)
+        return self.warnings + ([slower] if slower else [])
+
+    def say_warnings(self, log: logging.Logger) -> None:
+        for warning in self.printed_warnings():
+            log.warning(warning)
 
     def stage(self) -> dict[str, Any]:
         """The manifest stage for the INT8 artifact."""

@@ -116,11 +116,10 @@ def quantize_ort_nocalib(
         calibration={**(calibration_info or {}), "needed": False, "fidelity_samples": int(len(samples)),
                      "fidelity_source": source},
         timings=timings, fidelity=faithful, details={"int8_vs_fp32_speed": pace},
-        warnings=nocalib.warnings(label, faithful, note, ADVICE[mode]), speed_warning=speed.warning(pace, label),
+        warnings=nocalib.warnings(label, faithful, note, ADVICE[mode]),
     )
     if faithful is not None:
         _log.info(f"{label}: {faithful.line()}")
-    for warning in result.printed_warnings():
-        _log.warning(warning)
+    result.say_warnings(_log)  # stderr as "warning: ...", kept by -q
     write_manifest(out, derive_manifest(fp32, out, result.stage()))
     return result

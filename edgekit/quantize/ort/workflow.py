@@ -179,11 +179,10 @@ def quantize_ort_workflow(
         calibration={**(calibration_info or {}), "num_samples": int(len(feed.tensors)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         nodes_excluded=excluded, timings=timings, sensitivity=ranking, sensitivity_note=note, warnings=warnings,
-        details=extra, fidelity=faithful, speed_warning=speed.warning(extra["int8_vs_fp32_speed"]),
+        details=extra, fidelity=faithful,
     )
     log(faithful.line())
-    for warning in result.printed_warnings():
-        _log.warning(warning)  # stderr as "warning: ...", kept by -q
+    result.say_warnings(_log)  # stderr as "warning: ...", kept by -q
     write_manifest(out, derive_manifest(fp32, out, result.stage()))
     return result
 

@@ -94,12 +94,11 @@ def quantize_tflite_nocalib(
                      "fidelity_source": source},
         float_ops=info["float_ops"], timings=timings, fidelity=faithful,
         details={"ops": info["ops"], "converter": "edgekit-fast", "int8_vs_fp32_speed": pace},
-        warnings=nocalib.warnings(label, faithful, note, ADVICE[mode]), speed_warning=speed.warning(pace, label),
+        warnings=nocalib.warnings(label, faithful, note, ADVICE[mode]),
     )
     if faithful is not None:
         _log.info(f"{label}: {faithful.line()}")
-    for warning in result.printed_warnings():
-        _log.warning(warning)
+    result.say_warnings(_log)  # stderr as "warning: ...", kept by -q
     write_manifest(output_path, derive_manifest(onnx_path, output_path, result.stage(),
                                                 input_spec={"layout": "NHWC", "dtype": info["inputs"][0]["dtype"]},
                                                 outputs=info["outputs"]))

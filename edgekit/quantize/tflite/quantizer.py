@@ -195,12 +195,10 @@ def quantize_tflite(
                  **({"int8_vs_fp32_speed": pace} if pace else {})},
         fidelity=faithful,
         warnings=[w for w in (note, faithful and faithful.warning(ADVICE)) if w],
-        speed_warning=pace and speed.warning(pace),
     )
     if faithful is not None:
         _log.info(faithful.line())
-    for warning in result.printed_warnings():
-        _log.warning(warning)
+    result.say_warnings(_log)  # stderr as "warning: ...", kept by -q
     io_spec = {"layout": "NHWC", "dtype": int_info["inputs"][0]["dtype"]}
     if "quantization" in int_info["inputs"][0]:
         io_spec["quantization"] = int_info["inputs"][0]["quantization"]

@@ -1,0 +1,77 @@
+"""Layers whose pruning Torch-Pruning cannot carry out, found by pruning each group once on a copy.
+
+Torch-Pruning maps channel indices through every operation between coupled layers. Some it maps
+wrongly or not at all: ``pixel_shuffle``/``pixel_unshuffle`` (a channel becomes a pixel), a
+``chunk``/slice of the channels concatenated back (its concat mapping cannot size the slices),
+reshapes by a constant channel count. Pruning then raises inside Torch-Pruning (``IndexError``)
+or leaves a model whose forward fails. Measured on small models with each of those operations:
+a traceback (pixel_shuffle) or a one-line refusal of the whole model (the others), where only the
+layers around that one operation had to keep their widths.
+
+When pruning fails, the model is restored and every group is pruned once, by the channel multiple
+pruning would use, on a copy: a group that raises or breaks the forward is protected (its root
+layer goes to ``ignored_layers``, as ``--protect`` would do by hand) and the copy is rebuilt. The
+probe runs only after a failure, so a model that prunes today prunes exactly as before.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+# what Torch-Pruning raises when its index mapping is wrong, or a forward after a wrong mapping raises
+PRUNING_FAILURES = (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError)
+
+
+def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], build_pruner: Callable[[Any, list[Any]], Any],
+                     channel_multiple: int, after_pruning: Callable[[Any], None]) -> list[Any]:
+    """The layers of ``model`` (untouched) whose group cannot be pruned: ``build_pruner(copy, ignored)``
+    gives a MetaPruner on a copy; each group in its order loses ``channel_multiple`` channels and
+    the copy must still run. At most one rebuild per layer found."""
+    import torch
+
+    names = {id(m): name for name, m in model.named_modules()}
+    protected_names = [names[id(m)] for m in ignored if id(m) in names]
+    found: list[str] = []
+    while True:
+        trial = copy.deepcopy(model)
+        modules = dict(trial.named_modules())
+        pruner = build_pruner(trial, [modules[n] for n in protected_names + found])
+        failed = _first_failing_root(trial, example_input, pruner, channel_multiple, after_pruning, torch)
+        if failed is None:
+            original = dict(model.named_modules())
+            return [original[n] for n in found]
+        found.append({id(m): n for n, m in trial.named_modules()}[id(failed)])
+
+
+def _first_failing_root(trial: Any, example_input: Any, pruner: Any, channel_multiple: int,
+                        after_pruning: Callable[[Any], None], torch: Any) -> Any | None:
+    graph = pruner.DG
+    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
+        if not pruner._check_pruning_ratio(group) or pruner._is_atten_group(group)[0]:
+            continue  # too narrow to prune, or attention (MetaPruner's own head handling)
+        root = group[0].dep.target.module
+        idxs = _last_channels(graph.get_out_channels(root), pruner._get_channel_groups(group), channel_multiple)
+        if not idxs:
+            continue
+        try:
+            pruner.estimate_importance(group)  # ranks the group's channels: its index mapping runs here first
+            group.prune(idxs)
+            after_pruning(trial)
+            with torch.no_grad():
+                trial(example_input)
+        except PRUNING_FAILURES:
+            return root
+    return None
+
+
+def _last_channels(width: int | None, channel_groups: int, multiple: int) -> list[int]:
+    """The highest channel indices of each channel group, ``multiple`` in all (at least one per
+    group), or nothing where that would leave a group empty: the end of a range is where a wrong
+    index mapping runs out of bounds."""
+    if not width or width % channel_groups:
+        return []
+    size = width // channel_groups
+    per_group = max(1, multiple // channel_groups)
+    if per_group >= size:
+        return []
+    return [g * size + j for g in range(channel_groups) for j in range(size - per_group, size)]

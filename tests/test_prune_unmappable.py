@@ -1,0 +1,56 @@
+"""Operations Torch-Pruning 1.6 maps wrongly between coupled layers: pruning protects the layers
+around them and prunes the rest, where it used to end in a traceback (pixel_shuffle, a chunk
+concatenated back in another order) or refuse the whole model (the others)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgekit.export import export_onnx
+from edgekit.prune import prune
+
+MIXERS: dict[str, tuple[int, int, Callable[[torch.Tensor], torch.Tensor]]] = {
+    # name: (channels into the mixer, channels out of it, the operation)
+    "pixel_shuffle": (16, 4, lambda y: F.pixel_shuffle(y, 2)),
+    "pixel_unshuffle": (4, 16, lambda y: F.pixel_unshuffle(y, 2)),
+    "chunk_concat_swapped": (8, 8, lambda y: torch.cat(y.chunk(2, 1)[::-1], 1)),
+    "uneven_split_concat": (8, 8, lambda y: torch.cat(torch.split(y, [3, 5], 1)[::-1], 1)),
+    "index_select": (8, 8, lambda y: y.index_select(1, torch.arange(7, -1, -1))),
+    "grouped_view_sum": (8, 8, lambda y: y.view(y.shape[0], 2, 4, *y.shape[2:]).sum(1).repeat(1, 2, 1, 1)),
+}
+
+
+class Mixed(torch.nn.Module):
+    """A stem, the operation, and a prunable block after it (which must still narrow)."""
+
+    def __init__(self, mixer: str) -> None:
+        super().__init__()
+        into, out, self.mix = MIXERS[mixer]
+        self.stem = torch.nn.Conv2d(3, into, 3, padding=1)
+        self.mixed = torch.nn.Conv2d(out, 16, 3, padding=1)
+        self.wide = torch.nn.Conv2d(16, 32, 3, padding=1)
+        self.narrow = torch.nn.Conv2d(32, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.mixed(self.mix(self.stem(x))))
+        y = self.narrow(torch.relu(self.wide(y)))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("mixer", sorted(MIXERS))
+def test_layers_around_an_unmappable_operation_keep_their_widths_and_the_rest_prunes(mixer: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Mixed(mixer).eval()
+    example = torch.randn(1, 3, 16, 16)
+    report = prune(model, example, ratio=0.5, round_to=None, progress=None)
+    assert report["unmapped_protected"] == ["stem"], report["unmapped_protected"]
+    assert model.stem.out_channels == MIXERS[mixer][0]
+    assert model.wide.out_channels == 16  # the block after the operation was pruned
+    assert report["macs_after"] < 0.8 * report["macs_before"]
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed
