@@ -19,7 +19,7 @@ from edgekit.tasks import get_task
 from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
-from edgekit.quantize.tflite.keras_build import build_keras
+from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
 from edgekit.runtime.verify import verify_tflite
 
 _log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ def quantize_tflite(
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
-            fp32_model = build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False)
+            fp32_model = int_model if integer_graph_computes_float(model) else \
+                build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False)
             fp32_bytes = to_tflite(fp32_model, None, progress=progress)
             timings["fp32_s"] = time.perf_counter() - t0
 
