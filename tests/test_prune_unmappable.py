@@ -54,3 +54,41 @@ def test_layers_around_an_unmappable_operation_keep_their_widths_and_the_rest_pr
     assert report["macs_after"] < 0.8 * report["macs_before"]
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
     assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed
+
+
+class C2f(torch.nn.Module):
+    """YOLOv8's C2f as a user writes it: the 1x1 conv's output chunked in two, the second half through
+    a bottleneck, all three concatenated (Torch-Pruning raised IndexError in its importance step)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.cv1 = torch.nn.Conv2d(c, c, 1)
+        self.m = torch.nn.Conv2d(c // 2, c // 2, 3, padding=1)
+        self.cv2 = torch.nn.Conv2d(3 * (c // 2), c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).chunk(2, 1))
+        y.append(self.m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class TinyDetectorBackbone(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.c2f = C2f(32)
+        self.down = torch.nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.down(self.c2f(self.stem(x))).mean((2, 3)))
+
+
+def test_a_c2f_block_written_by_hand_prunes_around_its_chunk(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyDetectorBackbone().eval()
+    example = torch.randn(1, 3, 16, 16)
+    report = prune(model, example, ratio=0.5, progress=None)
+    assert report["unmapped_protected"] == ["c2f.m"]
+    assert model.down.out_channels == 32 and report["macs_after"] < 0.8 * report["macs_before"]
+    assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any, Callable, Iterable, Sequence
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.prune import attention
 from edgekit.prune.concat import unsized_concats_left_unmapped
 from edgekit.prune.divergence import diverging_roots
@@ -221,6 +221,9 @@ def prune_model(
             if snapshot is None:
                 raise EdgekitError(broken) from exc
             ignored, diverged = _restore(model, snapshot, ignored, diverged)
+            if progress:
+                progress(f"pruning failed ({first_line(exc, 100)}): finding the layers Torch-Pruning cannot prune, "
+                         "one group at a time on a copy")
             unmapped = unprunable_roots(model, example_input, ignored, build, round_to or 1, attention.after_pruning)
             if not unmapped:
                 raise EdgekitError(broken) from exc
@@ -247,8 +250,6 @@ def _unmapped_graph(exc: BaseException) -> str:
     """One line for a Torch-Pruning failure while building the dependency graph (swin_t at 128x128 px
     was one, before concat.py): no group exists yet for the probe to protect."""
     import traceback
-
-    from edgekit.errors import first_line
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" in {frames[-1].name}" if frames else ""
@@ -278,8 +279,6 @@ def _restore(model: Any, snapshot: Any, *layer_lists: list[Any]) -> list[list[An
 def _broken_forward(model: Any, example_input: Any, exc: BaseException) -> str:
     """One line: the innermost layer whose forward failed after pruning, and what to protect."""
     import torch
-
-    from edgekit.errors import first_line
 
     entered: list[str] = []  # the modules whose forward has begun and not returned
 
