@@ -114,11 +114,13 @@ class Check:
 
 
 def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str = "held-out",
-            threads: int | None = None, reference: np.ndarray | None = None, task: str = "classification") -> Fidelity:
+            threads: int | None = None, reference: np.ndarray | None = None, task: str = "classification",
+            **runner_options: Any) -> Fidelity:
     """``int8`` against ``fp32`` on float NCHW ``samples``; ``reference``: FP32's outputs already computed;
-    ``task`` says what agreement means (:meth:`edgekit.tasks.Task.fidelity_pair`)."""
+    ``task`` says what agreement means (:meth:`edgekit.tasks.Task.fidelity_pair`); ``runner_options``
+    go to the INT8 model's runner (``delegate="none"``: TFLite's builtin kernels)."""
     ref = reference if reference is not None else predict(fp32, samples, threads)
-    out = predict(int8, samples, threads)
+    out = predict(int8, samples, threads, **runner_options)
     if ref.shape != out.shape:
         raise EdgekitError(f"{int8}: output shape {list(out.shape)} differs from FP32's {list(ref.shape)}; "
                            "fidelity not measured")
@@ -127,8 +129,8 @@ def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str
     return Fidelity(cosine, agreement, int(len(samples)), source, scorer.agreement_kind)
 
 
-def predict(path: str | Path, samples: np.ndarray, threads: int | None = None) -> np.ndarray:
+def predict(path: str | Path, samples: np.ndarray, threads: int | None = None, **runner_options: Any) -> np.ndarray:
     """The first output of ``path`` on float NCHW ``samples`` (the runner converts layout and dtype)."""
     from edgekit.runtime import open_runner
 
-    return open_runner(str(path), threads).predict(np.ascontiguousarray(samples, dtype=np.float32))
+    return open_runner(str(path), threads, **runner_options).predict(np.ascontiguousarray(samples, dtype=np.float32))

@@ -65,6 +65,7 @@ def describe_variant(manifest: dict[str, Any] | None, artifact: str) -> dict[str
         "quantization": quant.get("label") if quant else None, "macs": _last(stages, "macs"),
         "quantize_fidelity": quant.get("fidelity") if quant else None,          # INT8 vs FP32 at quantize time
         "quantize_speed": quant.get("int8_vs_fp32_speed") if quant else None,   # ORT: INT8 vs FP32 p50 there
+        "quantize_builtin_kernels": quant.get("fidelity_builtin_kernels") if quant else None,  # TFLite, XNNPACK unfaithful
         "params": _last(stages, "params"),
         "sensitivity": quant.get("sensitivity") if quant else None,             # per-layer INT8 error, worst first
     }
@@ -167,6 +168,7 @@ def _row(name: str, manifests: dict, evaluation: dict, labels: dict, host: str |
         "accuracy_warning": evaluation.get("warning"), "num_samples": evaluation.get("num_samples"),
         "per_item": evaluation.get("per_item"),
         "quantize_fidelity": info["quantize_fidelity"], "quantize_speed": info["quantize_speed"],
+        "quantize_builtin_kernels": info["quantize_builtin_kernels"],
         "latency_ms": result["latency_ms"] if result else None,
         "latencies_ms": result["latencies_ms"] if result else None,
         "noisy": result["noisy"] if result else False, "noise_reasons": result.get("noise_reasons", []) if result else [],

@@ -108,6 +108,10 @@ def quantize_notes(row: dict[str, Any]) -> list[str]:
         faithful = "" if fidelity.get("ok", True) else "NOT FAITHFUL: "
         notes.append(f"{faithful}fidelity at quantize time: cosine {fidelity['cosine']:.4f}, "
                      f"agreement {fidelity['agreement']:.1f}% ({fidelity['samples']} images)")
+    builtin = row.get("quantize_builtin_kernels")
+    if fidelity and builtin:
+        notes.append(f"XNNPACK computes this INT8 less faithfully than TFLite's builtin kernels at quantize time: cosine "
+                     f"{fidelity['cosine']:.4f} vs {builtin['cosine']:.4f} (a profile with tflite.delegate: none runs them)")
     if speed and speed.get("verdict") == "slower":
         why = f": {speed['reason']}" if speed.get("reason") else ""
         notes.append(f"{row.get('precision') or 'INT8'} SLOWER than FP32 at quantize time ({speed['ratio']:.2f}x){why}")

@@ -20,6 +20,7 @@ from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
+from edgekit.quantize.tflite.kernels import builtin_kernels_check
 from edgekit.runtime.verify import verify_tflite
 
 _log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def quantize_tflite(
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
+    kernel_record, kernel_warning = builtin_kernels_check(onnx_path, output_path, samples, source, task, faithful,
+                                                          int_info["ops"])
     result = QuantizeResult(
         backend="tflite", label=_label(leftovers, float_io), paths=written,
         settings={"float_io": float_io, "per_channel": per_channel, "float_fallback": float_fallback},
@@ -193,9 +196,9 @@ def quantize_tflite(
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
         details={"ops": int_info["ops"], "converter": "edgekit-fast", **({} if task == "classification" else {"task": task}),
                  **({"output_tail": tail_record} if tail_record else {}), **({"fidelity_note": note} if note else {}),
-                 **({"int8_vs_fp32_speed": pace} if pace else {})},
+                 **({"int8_vs_fp32_speed": pace} if pace else {}), **kernel_record},
         fidelity=faithful,
-        warnings=[w for w in (note, faithful and faithful.warning(ADVICE)) if w],
+        warnings=[w for w in (note, faithful and faithful.warning(ADVICE), kernel_warning) if w],
     )
     if faithful is not None:
         _log.info(faithful.line())

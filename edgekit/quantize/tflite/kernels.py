@@ -1,0 +1,41 @@
+"""Does XNNPACK compute the INT8 model as faithfully as TFLite's builtin kernels? Asked when it does not look faithful.
+
+The TFLite interpreter applies the XNNPACK delegate by default (phones, boards and edgekit's own
+fidelity check alike), and its INT8 kernels do not always compute what TFLite's reference kernels
+do. Measured here (ai_edge_litert 2.1): one int8 BATCH_MATMUL of two activations (attention's
+Q.K^T and A.V) kept cosine 0.985 against float through XNNPACK and 0.9998 through the builtin
+kernel; a small ViT's INT8 0.773 vs 0.874; a conv model whose output is a Gram matrix 0.916 vs
+0.99995. The other ops of a transformer (softmax, GELU, LayerNorm's mean/rsqrt, transposes) agreed
+to 0.99999. A user who sees a poor INT8 must learn whether the model or the kernel is at fault,
+and that a target profile with ``tflite: {delegate: none}`` runs the builtin kernels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.quantize import fidelity as fidelity_mod
+
+GAP = 0.005  # cosine points the builtin kernels must gain to be worth a line: well above run-to-run noise (0)
+
+
+def builtin_kernels_check(onnx_path: str | Path, int8: Path, samples: np.ndarray, source: str, task: str,
+                          with_xnnpack: fidelity_mod.Fidelity | None, ops: list[str]) -> tuple[dict[str, Any], str | None]:
+    """({"fidelity_builtin_kernels": ...} or {}, the warning or None): measured only when the default
+    (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing."""
+    if with_xnnpack is None or with_xnnpack.ok:
+        return {}, None
+    try:
+        builtin = fidelity_mod.measure(onnx_path, int8, samples, source, task=task, delegate="none")
+    except Exception:  # noqa: BLE001 - a second opinion must not cost a conversion that succeeded
+        return {}, None
+    if builtin.cosine - with_xnnpack.cosine < GAP:
+        return {}, None
+    culprit = (" (its int8 BATCH_MATMUL of two activations, attention's matmuls, is the kernel measured to "
+               "differ)" if "BATCH_MATMUL" in ops else "")
+    return {"fidelity_builtin_kernels": builtin.as_dict()}, (
+        f"XNNPACK, the TFLite interpreter's default delegate, computes this INT8 model less faithfully than "
+        f"TFLite's builtin kernels: cosine {with_xnnpack.cosine:.4f} vs {builtin.cosine:.4f}{culprit}; a target "
+        f"profile with 'tflite: {{delegate: none}}' runs the builtin kernels (bench measures their speed)")
