@@ -92,3 +92,23 @@ def test_a_c2f_block_written_by_hand_prunes_around_its_chunk(tmp_path: Path) -> 
     assert report["unmapped_protected"] == ["c2f.m"]
     assert model.down.out_channels == 32 and report["macs_after"] < 0.8 * report["macs_before"]
     assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed
+
+
+def test_a_failure_of_recovery_between_steps_is_raised_as_itself_not_probed() -> None:
+    """An error of the training between pruning steps (out of memory, bad data) is not pruning's: it
+    comes out unchanged, without a restore and a probe of every group."""
+    from edgekit.prune.structured import prune_model
+    from edgekit.prune.report import PruneSettings
+
+    torch.manual_seed(0)
+    model = Mixed("index_select").eval()
+    calls: list[int] = []
+
+    def recovery(_model: torch.nn.Module, step: int) -> None:
+        calls.append(step)
+        raise RuntimeError("CUDA out of memory (as recovery training would raise it)")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        prune_model(model, torch.randn(1, 3, 16, 16), PruneSettings(ratio=0.5, round_to=None, steps=2, protect=("stem",)),
+                    between_steps=recovery, progress=None)
+    assert calls == [1]

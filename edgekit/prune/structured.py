@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from edgekit.errors import EdgekitError, first_line
 from edgekit.prune import attention
@@ -203,7 +203,7 @@ def prune_model(
     shuffle = is_shufflenet(model)
     guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
     unmapped: list[Any] = []
-    with guard, unsized_concats_left_unmapped():
+    with guard, unsized_concats_left_unmapped(), _recovery_failures_as_raised():
         if shuffle:
             ignored += boundary_layers(model)
         try:
@@ -246,6 +246,10 @@ def prune_model(
                        unmapped_protected=_names(model, unmapped))
 
 
+class _RecoveryFailed(Exception):
+    """The ``between_steps`` callback failed: its exception (``__cause__``) passes the probe untouched."""
+
+
 def _unmapped_graph(exc: BaseException) -> str:
     """One line for a Torch-Pruning failure while building the dependency graph (swin_t at 128x128 px
     was one, before concat.py): no group exists yet for the probe to protect."""
@@ -255,6 +259,14 @@ def _unmapped_graph(exc: BaseException) -> str:
     where = f" in {frames[-1].name}" if frames else ""
     return (f"Torch-Pruning could not map this model's channels ({type(exc).__name__}{where}: {first_line(exc, 120)}); "
             "prune it at another input size, --protect the blocks around that operation, or skip pruning")
+
+
+@contextlib.contextmanager
+def _recovery_failures_as_raised() -> Iterator[None]:
+    try:
+        yield
+    except _RecoveryFailed as failed:
+        raise failed.__cause__ from None  # type: ignore[misc]
 
 
 def _snapshot(model: Any) -> Any | None:
@@ -351,7 +363,10 @@ def _run_steps(model: Any, example_input: Any, pruner: Any, importance: str, ste
             progress(f"prune step {step + 1}/{step_count}: MACs {macs / macs_before:.1%} of original, "
                      f"params {params / params_before:.1%}")
         if between_steps is not None and (target_macs is None or macs > target_macs * macs_before):
-            between_steps(model, step + 1)
+            try:
+                between_steps(model, step + 1)
+            except Exception as exc:  # recovery training's own failure (out of memory, bad data): not pruning's
+                raise _RecoveryFailed() from exc
         if target_macs is not None and macs <= target_macs * macs_before:
             break
     return history
