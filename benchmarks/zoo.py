@@ -215,10 +215,10 @@ def export(model: Any, example: Any, path: Path, samples: np.ndarray) -> dict[st
         return {"ok": False, "error": f"ParityError: {first_line(exc, 240)}", "fallback": "quantized the unchecked export"}
 
 
-def open_runner_2(path: Path) -> Any:
+def open_runner_2(path: Path, **options: Any) -> Any:
     from edgekit.runtime import open_runner
 
-    return open_runner(str(path), threads=THREADS)
+    return open_runner(str(path), threads=THREADS, **options)
 
 
 def ort_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
@@ -258,10 +258,9 @@ def builtin_kernels(int8: Path, held_out: np.ndarray, reference: np.ndarray) -> 
     """The TFLite INT8 cosine through the builtin kernels, without the XNNPACK delegate the interpreter
     (and ``fidelity``) uses by default: XNNPACK's int8 BATCH_MATMUL of two activations loses precision
     the model does not (swin_t at 128 px: 0.943 through XNNPACK, 0.998 through the builtin kernels)."""
-    from edgekit.runtime import open_runner
     from edgekit.tasks.base import output_cosine
 
-    got = open_runner(str(int8), threads=THREADS, delegate="none").predict(held_out)
+    got = open_runner_2(int8, delegate="none").predict(held_out)
     return {"builtin_cosine": round(output_cosine(got, reference), 5)}
 
 

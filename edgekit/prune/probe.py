@@ -27,8 +27,6 @@ def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], bui
     """The layers of ``model`` (untouched) whose group cannot be pruned: ``build_pruner(copy, ignored)``
     gives a MetaPruner on a copy; each group in its order loses ``channel_multiple`` channels and
     the copy must still run. At most one rebuild per layer found."""
-    import torch
-
     names = {id(m): name for name, m in model.named_modules()}
     protected_names = [names[id(m)] for m in ignored if id(m) in names]
     found: list[str] = []
@@ -36,7 +34,7 @@ def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], bui
         trial = copy.deepcopy(model)
         modules = dict(trial.named_modules())
         pruner = build_pruner(trial, [modules[n] for n in protected_names + found])
-        failed = _first_failing_root(trial, example_input, pruner, channel_multiple, after_pruning, torch)
+        failed = _first_failing_root(trial, example_input, pruner, channel_multiple, after_pruning)
         if failed is None:
             original = dict(model.named_modules())
             return [original[n] for n in found]
@@ -44,7 +42,9 @@ def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], bui
 
 
 def _first_failing_root(trial: Any, example_input: Any, pruner: Any, channel_multiple: int,
-                        after_pruning: Callable[[Any], None], torch: Any) -> Any | None:
+                        after_pruning: Callable[[Any], None]) -> Any | None:
+    import torch
+
     graph = pruner.DG
     for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
         if not pruner._check_pruning_ratio(group) or pruner._is_atten_group(group)[0]:

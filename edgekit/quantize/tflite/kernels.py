@@ -12,7 +12,7 @@ and that a target profile with ``tflite: {delegate: none}`` runs the builtin ker
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -22,9 +22,10 @@ GAP = 0.005  # cosine points the builtin kernels must gain to be worth a line: w
 
 
 def builtin_kernels_check(onnx_path: str | Path, int8: Path, samples: np.ndarray, source: str, task: str,
-                          with_xnnpack: fidelity_mod.Fidelity | None, ops: list[str]) -> tuple[dict[str, Any], str | None]:
+                          with_xnnpack: fidelity_mod.Fidelity | None, ops: Collection[str]) -> tuple[dict[str, Any], str | None]:
     """({"fidelity_builtin_kernels": ...} or {}, the warning or None): measured only when the default
-    (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing."""
+    (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing. ``ops``: the model's
+    TFLite op names (inspect_tflite's counts by name)."""
     if with_xnnpack is None or with_xnnpack.ok:
         return {}, None
     try:
