@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-heavy test-fast demo bench zoo bench-nncf bench-detection device-env arm-board arm-board-stop clean
+.PHONY: setup test test-slow test-heavy demo bench zoo bench-nncf bench-detection device-env arm-board arm-board-stop clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	@touch $(STAMP)
 
+# every test but the end-to-end runs marked slow or heavy: under 20 minutes on 2 cores
 test: setup device-env
-	$(PY) -m pytest -m "not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
+
+# the end-to-end runs (the demo pipeline, YOLO, the emulated ARM board, torchrun, ...): CI runs them after make test
+test-slow: setup device-env
+	$(PY) -m pytest -m "slow and not heavy" $(PYTEST_ARGS)
 
 # the heavy tests: torchvision's ResNet-50 FPN detectors and segmenters through export and both quantizers
 test-heavy: setup
@@ -35,8 +40,6 @@ arm-board: setup
 arm-board-stop:
 	@$(PY) tests/arm_board.py stop
 
-test-fast: setup
-	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/edgekit demo --out-dir runs/demo

@@ -35,6 +35,7 @@ def scaled_input(model_path: Path, out: Path, scale: float) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_quantize_auto_chooses_by_the_device_measurements(server, device_python: str, digits_fp32_onnx: Path,
                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "auto.int8.onnx"

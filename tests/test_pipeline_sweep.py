@@ -16,6 +16,7 @@ SWEEP = {**SMALL, "name": "sweep", "prune": {"ratios": [0.25, 0.5], "round_to": 
          "bench": {"targets": ["x86-64-avx2"], "runs": 5, "warmup": 1}}
 
 
+@pytest.mark.slow
 def test_a_sweep_makes_one_variant_per_ratio_each_measured_with_parity(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -52,6 +53,7 @@ def test_ratios_and_target_macs_together_is_one_line(tmp_path: Path, capsys: pyt
     assert "lists a ratio twice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_latency_target_in_the_pipeline_is_searched_and_recorded(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """``prune.target_latency_ms``: measured where the bench measures (here: this machine with the first

@@ -74,6 +74,7 @@ def _top1(model: torch.nn.Module) -> float:
         return 100.0 * float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
 
+@pytest.mark.slow
 def test_distillation_recovers_a_half_macs_digits_cnn(digits_cnn_model: torch.nn.Module) -> None:
     from edgekit.distill import train
 

@@ -13,6 +13,7 @@ MODEL = ["torchvision:resnet18", "--input-shape", "1,3,64,64"]
 WINDOW = 0.5  # seconds per measuring process (the default 2 s rides out more noise; the search logic is the same)
 
 
+@pytest.mark.slow
 def test_target_latency_is_met_by_measurement_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     import torchvision
