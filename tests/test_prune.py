@@ -258,13 +258,39 @@ class _NarrowedTo12(torch.nn.Module):
         return self.fc(self.first12(self.mix(torch.relu(self.conv(x)))).mean((2, 3)))
 
 
-def test_pruning_that_breaks_forward_beyond_the_probe_is_one_line_naming_the_layer() -> None:
+def test_a_narrow_is_probed_at_the_width_pruning_leaves_and_what_feeds_it_keeps_its_width() -> None:
+    torch.manual_seed(0)
+    model = _NarrowedTo12().eval()
+    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, progress=None)
+    assert report["unmapped_protected"] == ["mix"] and model.mix.out_channels == 16
+    assert model.conv.out_channels == 8  # the rest still prunes
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+class _SwappedHalves(torch.nn.Module):
+    """Views the channels as two halves: any even width runs, an odd one does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mix(torch.relu(self.conv(x)))
+        b, c, h, w = y.shape
+        return self.fc(y.view(b, 2, -1, h, w).flip(1).reshape(b, c, h, w).mean((2, 3)))
+
+
+def test_pruning_that_breaks_forward_beyond_the_probe_is_one_line() -> None:
+    """The probe prunes each group to its final width (8 of 16: even, runs); three steps pass through
+    an odd width on the way, which the halves' view cannot take."""
     from edgekit.errors import EdgekitError
 
     torch.manual_seed(0)
-    with pytest.raises(EdgekitError, match=r"unable to run in layer first12 \(start \(0\) \+ length \(12\).*--protect") as failure:
-        prune(_NarrowedTo12().eval(), torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, progress=None)
+    with pytest.raises(EdgekitError, match=r"unable to run \(shape .* is invalid.*--protect") as failure:
+        prune(_SwappedHalves().eval(), torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, steps=3, progress=None)
     assert "\n" not in str(failure.value)
-    model = _NarrowedTo12().eval()  # protecting what feeds the narrow is the cure the line names
-    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, protect=["mix"], progress=None)
+    model = _SwappedHalves().eval()  # protecting what feeds the view is the cure the line names
+    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, steps=3, protect=["mix"], progress=None)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10) and report["unmapped_protected"] == []

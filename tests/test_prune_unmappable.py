@@ -21,6 +21,10 @@ MIXERS: dict[str, tuple[int, int, Callable[[torch.Tensor], torch.Tensor]]] = {
     "uneven_split_concat": (8, 8, lambda y: torch.cat(torch.split(y, [3, 5], 1)[::-1], 1)),
     "index_select": (8, 8, lambda y: y.index_select(1, torch.arange(7, -1, -1))),
     "grouped_view_sum": (8, 8, lambda y: y.view(y.shape[0], 2, 4, *y.shape[2:]).sum(1).repeat(1, 2, 1, 1)),
+    # fine while one channel goes, broken once the width falls below what they read: probed at pruning's ratio
+    "narrow": (8, 4, lambda y: y.narrow(1, 2, 4)),
+    # mapped right for a contiguous tail of channels, wrong for the scattered ones pruning picks
+    "strided_slice": (8, 4, lambda y: y[:, ::2]),
 }
 
 

@@ -8,8 +8,10 @@ or leaves a model whose forward fails. Measured on small models with each of tho
 a traceback (pixel_shuffle) or a one-line refusal of the whole model (the others), where only the
 layers around that one operation had to keep their widths.
 
-When pruning fails, the model is restored and every group is pruned once, by the channel multiple
-pruning would use, on a copy: a group that raises or breaks the forward is protected (its root
+When pruning fails, the model is restored and every group is pruned once on a copy, by as many of
+its last channels as pruning may take (the pruner's final ratio, in the channel multiple pruning
+uses: a ``narrow`` or a strided slice of the channels breaks only once the width falls below what
+it reads, which removing one channel never shows): a group that raises or breaks the forward is protected (its root
 layer goes to ``ignored_layers``, as ``--protect`` would do by hand) and the copy is rebuilt. The
 probe runs only after a failure, so a model that prunes today prunes exactly as before.
 """
@@ -18,8 +20,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Sequence
 
-# what Torch-Pruning raises when its index mapping is wrong, or a forward after a wrong mapping raises
-PRUNING_FAILURES = (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError)
+# what Torch-Pruning raises when it cannot map a model's channels (building its graph, or its index mapping)
+MAPPING_FAILURES = (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError)
+# ... and what a forward raises after a wrong mapping (a shape mismatch), once pruning has begun
+PRUNING_FAILURES = MAPPING_FAILURES + (RuntimeError,)
 
 
 def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], build_pruner: Callable[[Any, list[Any]], Any],
@@ -50,18 +54,37 @@ def _first_failing_root(trial: Any, example_input: Any, pruner: Any, channel_mul
         if not pruner._check_pruning_ratio(group) or pruner._is_atten_group(group)[0]:
             continue  # too narrow to prune, or attention (MetaPruner's own head handling)
         root = group[0].dep.target.module
-        idxs = _last_channels(graph.get_out_channels(root), pruner._get_channel_groups(group), channel_multiple)
+        width = graph.get_out_channels(root)
+        idxs = _last_channels(width, pruner._get_channel_groups(group),
+                              _final_amount(width, pruner.get_target_pruning_ratio(root, step=pruner.iterative_steps),
+                                            channel_multiple))
         if not idxs:
             continue
         try:
-            pruner.estimate_importance(group)  # ranks the group's channels: its index mapping runs here first
-            group.prune(idxs)
+            importance = pruner.estimate_importance(group)  # its index mapping runs here first
+            group.prune(_as_pruning_picks(idxs, importance, width, pruner._get_channel_groups(group)))
             after_pruning(trial)
             with torch.no_grad():
                 trial(example_input)
         except PRUNING_FAILURES:
             return root
     return None
+
+
+def _final_amount(width: int | None, ratio: float, multiple: int) -> int:
+    """The channels pruning may take from a group of ``width`` at ``ratio``, in ``multiple``s (one at least)."""
+    return max(multiple, int((width or 0) * ratio) // multiple * multiple)
+
+
+def _as_pruning_picks(tail: list[int], importance: Any, width: int, channel_groups: int) -> list[int]:
+    """As many channels as ``tail``, picked as pruning picks them (the least important) but with the
+    last channel among them: a strided slice of the channels is mapped right for a contiguous tail
+    and wrong for scattered channels, and the end of a range is where a wrong index mapping runs out
+    of bounds. Grouped channels keep the tail (each group must lose as many)."""
+    if channel_groups != 1 or importance is None or len(importance) != width or len(tail) < 2:
+        return tail
+    ranked = [int(i) for i in importance.argsort().tolist() if int(i) != width - 1]
+    return sorted(ranked[: len(tail) - 1] + [width - 1])
 
 
 def _last_channels(width: int | None, channel_groups: int, multiple: int) -> list[int]:

@@ -16,7 +16,7 @@ from edgekit.errors import EdgekitError, first_line
 from edgekit.prune import attention
 from edgekit.prune.concat import unsized_concats_left_unmapped
 from edgekit.prune.divergence import diverging_roots
-from edgekit.prune.probe import PRUNING_FAILURES, unprunable_roots
+from edgekit.prune.probe import MAPPING_FAILURES, PRUNING_FAILURES, unprunable_roots
 from edgekit.prune.report import PruneReport, PruneSettings, first_names
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
 
@@ -210,7 +210,7 @@ def prune_model(
             diverged = diverging_roots(model, example_input, ignored, _root_types())
             ignored += diverged
             pruner = build(model, ignored)
-        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+        except MAPPING_FAILURES as exc:
             raise EdgekitError(_unmapped_graph(exc)) from exc
         snapshot = _snapshot(model)
         share = _prunable_share(model, example_input, ignored)
@@ -224,7 +224,10 @@ def prune_model(
             if progress:
                 progress(f"pruning failed ({first_line(exc, 100)}): finding the layers Torch-Pruning cannot prune, "
                          "one group at a time on a copy")
-            unmapped = unprunable_roots(model, example_input, ignored, build, round_to or 1, attention.after_pruning)
+            try:
+                unmapped = unprunable_roots(model, example_input, ignored, build, round_to or 1, attention.after_pruning)
+            except MAPPING_FAILURES:  # Torch-Pruning cannot even rebuild its graph with a layer protected
+                unmapped = []
             if not unmapped:
                 raise EdgekitError(broken) from exc
             if progress:

@@ -97,20 +97,28 @@ def samples_for(calib: np.ndarray, holdout: np.ndarray | None) -> tuple[np.ndarr
 
 
 class Check:
-    """Fidelity of any INT8 candidate against one FP32 model, whose outputs are computed once."""
+    """Fidelity of any INT8 candidate against one FP32 model, whose outputs are computed once (on the
+    first candidate, so that a reference that cannot be computed fails where a measurement is asked)."""
 
     def __init__(self, fp32: str | Path, samples: np.ndarray, source: str, threads: int | None = None,
                  task: str = "classification") -> None:
         self.fp32, self.samples, self.source, self.threads, self.task = Path(fp32), samples, source, threads, task
-        self.reference = predict(fp32, samples, threads)
-        self.measured: dict[Path, Fidelity] = {}
+        self._reference: np.ndarray | None = None
+        self.measured: dict[tuple[Path, tuple[tuple[str, Any], ...]], Fidelity] = {}
 
-    def __call__(self, int8: str | Path) -> Fidelity:
-        path = Path(int8)
-        if path not in self.measured:
-            self.measured[path] = measure(self.fp32, path, self.samples, self.source, self.threads, self.reference,
-                                          self.task)
-        return self.measured[path]
+    @property
+    def reference(self) -> np.ndarray:
+        if self._reference is None:
+            self._reference = predict(self.fp32, self.samples, self.threads)
+        return self._reference
+
+    def __call__(self, int8: str | Path, **runner_options: Any) -> Fidelity:
+        """``runner_options`` go to the INT8 model's runner (``delegate="none"``: TFLite's builtin kernels)."""
+        key = (Path(int8), tuple(sorted(runner_options.items())))
+        if key not in self.measured:
+            self.measured[key] = measure(self.fp32, key[0], self.samples, self.source, self.threads, self.reference,
+                                         self.task, **runner_options)
+        return self.measured[key]
 
 
 def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str = "held-out",

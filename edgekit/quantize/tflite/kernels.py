@@ -21,15 +21,16 @@ from edgekit.quantize import fidelity as fidelity_mod
 GAP = 0.005  # cosine points the builtin kernels must gain to be worth a line: well above run-to-run noise (0)
 
 
-def builtin_kernels_check(onnx_path: str | Path, int8: Path, samples: np.ndarray, source: str, task: str,
-                          with_xnnpack: fidelity_mod.Fidelity | None, ops: Collection[str]) -> tuple[dict[str, Any], str | None]:
+def builtin_kernels_check(check: fidelity_mod.Check, int8: Path, with_xnnpack: fidelity_mod.Fidelity | None,
+                          ops: Collection[str]) -> tuple[dict[str, Any], str | None]:
     """({"fidelity_builtin_kernels": ...} or {}, the warning or None): measured only when the default
-    (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing. ``ops``: the model's
-    TFLite op names (inspect_tflite's counts by name)."""
+    (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing. ``check``: the fidelity
+    check ``with_xnnpack`` came from (its FP32 outputs are reused); ``ops``: the model's TFLite op
+    names (inspect_tflite's counts by name)."""
     if with_xnnpack is None or with_xnnpack.ok:
         return {}, None
     try:
-        builtin = fidelity_mod.measure(onnx_path, int8, samples, source, task=task, delegate="none")
+        builtin = check(int8, delegate="none")
     except Exception:  # noqa: BLE001 - a second opinion must not cost a conversion that succeeded
         return {}, None
     if builtin.cosine - with_xnnpack.cosine < GAP:

@@ -55,23 +55,23 @@ ADVICE = ("try more representative --calib images, --runtime onnxruntime (its re
           "layers in float), or quantization-aware training")
 
 
-def _fidelity(onnx_path: str | Path, int8: Path, samples: np.ndarray,
-              source: str, task: str = "classification") -> tuple[fidelity_mod.Fidelity | None, str | None]:
+def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidelity | None, str | None]:
     """INT8 .tflite against the FP32 ONNX model; a measurement that cannot be made is a note, not an error."""
     try:
-        return fidelity_mod.measure(onnx_path, int8, samples, source, task=task), None
+        return check(int8), None
     except Exception as exc:  # noqa: BLE001 - a diagnosis must not cost a conversion that succeeded
         return None, f"fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
 
 
-def _output_tail(int_model: Any, full_integer: bytes, onnx_path: str | Path, calib_nhwc: np.ndarray,
-                 samples: np.ndarray, source: str, task: str, scratch: Path, **options: Any) -> tuple[bytes, dict[str, Any]]:
+def _output_tail(int_model: Any, full_integer: bytes, float_flatbuffer: bytes, calib_nhwc: np.ndarray,
+                 check: fidelity_mod.Check, scratch: Path, **options: Any) -> tuple[bytes, dict[str, Any]]:
     """A detector's INT8 as converted against the same with its output tail (decode, sigmoid, Concat)
-    in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the record)."""
+    in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the record).
+    ``float_flatbuffer``: ``int_model`` converted to FP32, whose tensor names the tail is found by."""
     from edgekit.quantize import head
     from edgekit.quantize.tflite.convert import output_tail_tensors
 
-    tail = output_tail_tensors(to_tflite(int_model, None, progress=False))
+    tail = output_tail_tensors(float_flatbuffer)
     first = scratch / "full-integer.tflite"
     first.write_bytes(full_integer)
 
@@ -80,10 +80,7 @@ def _output_tail(int_model: Any, full_integer: bytes, onnx_path: str | Path, cal
         path.write_bytes(to_tflite(int_model, calib_nhwc, float_tensors=tensors, progress=False, **options))
         return path
 
-    def measure(path: Path) -> fidelity_mod.Fidelity:
-        return fidelity_mod.measure(onnx_path, path, samples, source, task=task)
-
-    chosen, _, record = head.choose(first, tail, quantize_excluding, measure, _log.info)
+    chosen, _, record = head.choose(first, tail, quantize_excluding, check, _log.info)
     return Path(chosen).read_bytes(), record
 
 
@@ -147,20 +144,28 @@ def quantize_tflite(
         int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
                                float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
+        check = fidelity_mod.Check(onnx_path, samples, source, task=task)
+        reuse_integer_build = integer_graph_computes_float(model)
+        detector = get_task(task).decodes_in_graph
+        # the integer build's FP32 flatbuffer, converted once: a detector's tail is found in it and,
+        # where no max-pool padding can tell the two builds apart, it is the FP32 reference too
+        t0 = time.perf_counter()
+        int_model_fp32 = to_tflite(int_model, None, progress=False) if detector or (
+            write_fp32 and reuse_integer_build) else None
+        int_model_fp32_s = time.perf_counter() - t0
         tail_record = None
-        if get_task(task).decodes_in_graph:
+        if detector:
             t0 = time.perf_counter()
-            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, onnx_path, calib_nhwc, samples, source,
-                                                   task, scratch, float_io=float_io, per_channel=per_channel,
+            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, int_model_fp32, calib_nhwc, check, scratch,
+                                                   float_io=float_io, per_channel=per_channel,
                                                    float_fallback=float_fallback)
             timings["output_tail_s"] = time.perf_counter() - t0
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
-            fp32_model = int_model if integer_graph_computes_float(model) else \
-                build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False)
-            fp32_bytes = to_tflite(fp32_model, None, progress=progress)
-            timings["fp32_s"] = time.perf_counter() - t0
+            fp32_bytes = int_model_fp32 if reuse_integer_build else to_tflite(
+                build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False), None, progress=progress)
+            timings["fp32_s"] = time.perf_counter() - t0 + (int_model_fp32_s if reuse_integer_build else 0.0)
 
         with atomic_path(output_path, force) as tmp:
             tmp.write_bytes(int8_bytes)
@@ -180,14 +185,13 @@ def quantize_tflite(
                 verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
-    faithful, note = _fidelity(onnx_path, output_path, samples, source, task)
+    faithful, note = _fidelity(check, output_path)
     pace = speed.checked(fp32_path, output_path, speed.default_timer(None), _slow_reason(leftovers), timings) \
         if write_fp32 else None
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
-    kernel_record, kernel_warning = builtin_kernels_check(onnx_path, output_path, samples, source, task, faithful,
-                                                          int_info["ops"])
+    kernel_record, kernel_warning = builtin_kernels_check(check, output_path, faithful, int_info["ops"])
     result = QuantizeResult(
         backend="tflite", label=_label(leftovers, float_io), paths=written,
         settings={"float_io": float_io, "per_channel": per_channel, "float_fallback": float_fallback},
