@@ -13,7 +13,10 @@ failed stage and hides no other stage's figures:
     the cosine through the builtin kernels (XNNPACK, the default, computes some int8 ops less exactly);
   * speed per runtime: INT8 speed-up over FP32 (FP32 p50 / INT8 p50, interleaved, 2 threads);
   * the FP32 model's input-noise floor (``noise_floor``): a random-weight net that amplifies one INT8
-    step of input rounding is not one an INT8 cosine can be held to 0.99 on.
+    step of input rounding is not one an INT8 cosine can be held to 0.99 on;
+  * its rounding floor (``rounding_floor``): the same with that noise at the input of every Conv and
+    Linear, the tensors any INT8 scheme quantizes: what INT8 activations cost this net before any
+    quantizer's choice (``--floors`` adds it to rows stored without it).
 
 A stage that fails where a weaker variant still gives figures (export parity, the ORT sensitivity
 step, TFLite ops left in float) is recorded as failed and the variant's figures are kept, flagged.
@@ -58,7 +61,8 @@ FIXED_SIZE = {"maxvit_t": 224}  # its 7x7 window partitions need every stage's m
 MIN_SIZE = {"inception_v3": 75}
 SIZE = 224  # --size; a smaller one makes the 80-architecture sweep fit a 2-core machine
 STAGES = ("prune", "build", "export", "ort", "tflite")
-PARTS = {"prune": ("prune",), "export": ("build", "export"), "ort": ("ort",), "tflite": ("tflite",)}
+PARTS = {"prune": ("prune",), "export": ("build", "export"), "ort": ("ort",), "tflite": ("tflite",), "floor": ("floor",)}
+ROUNDING = "rounding_cosine"  # the export stage's rounding floor (see rounding_floor)
 FP32 = "fp32.onnx"
 REFERENCE = "reference.npy"  # FP32 ONNX logits on the held-out images, written by the export part
 
@@ -171,14 +175,68 @@ def export_child(name: str, state: State, work: Path) -> None:
         return {"input": size, "params_m": sum(p.numel() for p in built["model"].parameters()) / 1e6}
 
     def export_stage() -> dict[str, Any]:
+        floor = round(rounding_floor(built["model"], calib, held_out), 5)
         result = export(built.pop("model"), torch.zeros(1, 3, size, size), work / FP32, held_out)
         runner = open_runner_2(work / FP32)
         reference = runner.predict(held_out)
         np.save(work / REFERENCE, reference)
-        return {**result, "noise_cosine": round(noise_floor(runner, held_out, calib, reference), 5)}
+        return {**result, "noise_cosine": round(noise_floor(runner, held_out, calib, reference), 5), ROUNDING: floor}
 
     if run_stage(state, "build", build) is not None:
         run_stage(state, "export", export_stage)
+
+
+def floor_child(name: str, state: State) -> None:
+    """The rounding floor alone, for a row stored before it was measured (``--floors``)."""
+    from bench_parity import calibrated_model
+
+    size = input_size(name)
+    calib, held_out = images(size)
+    run_stage(state, "floor", lambda: {ROUNDING: round(rounding_floor(calibrated_model(name, size, calib), calib,
+                                                                     held_out), 5)})
+
+
+def rounding_floor(model: Any, calib: np.ndarray, held_out: np.ndarray) -> float:
+    """Output cosine of the FP32 torch model with uniform noise of +-half an INT8 step (of the tensor's
+    min/max range over the calibration images, zero included, as MinMax calibration sets it) added to
+    the input of every Conv and Linear: the rounding error of the tensors every INT8 scheme quantizes,
+    weights and every other tensor left exact. Measured: EfficientNet-B0 at 128 px amplifies that
+    noise so much that no block stands out (quantizing all but one block: 0.685-0.713), a ResNet-18
+    hardly at all. An INT8 cosine near this floor is what 8-bit activations allow this net."""
+    import torch
+    from edgekit.tasks.base import output_cosine
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    ranges: dict[Any, tuple[float, float]] = {}
+
+    def observe(module: Any, args: tuple) -> None:
+        low, high = ranges.get(module, (0.0, 0.0))
+        ranges[module] = (min(low, float(args[0].min())), max(high, float(args[0].max())))
+
+    generator = torch.Generator().manual_seed(0)
+
+    def perturb(module: Any, args: tuple) -> tuple:
+        low, high = ranges[module]
+        noise = (torch.rand(args[0].shape, generator=generator) - 0.5) * ((high - low) / 255)
+        return (args[0] + noise, *args[1:])
+
+    def outputs(batches: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([model(torch.from_numpy(b)).numpy() for b in np.array_split(batches, max(1, len(batches) // 8))])
+
+    with_hooks(layers, observe, lambda: outputs(calib))
+    noisy = with_hooks(layers, perturb, lambda: outputs(held_out))
+    return output_cosine(noisy, outputs(held_out))
+
+
+def with_hooks(layers: list[Any], pre_hook: Callable[..., Any], run: Callable[[], np.ndarray]) -> np.ndarray:
+    """``run()`` with ``pre_hook`` on every layer's input, removed afterwards."""
+    hooks = [layer.register_forward_pre_hook(pre_hook) for layer in layers]
+    try:
+        return run()
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def noise_floor(runner: Any, held_out: np.ndarray, calib: np.ndarray, reference: np.ndarray) -> float:
@@ -305,6 +363,8 @@ def child_main(args: argparse.Namespace) -> None:
         prune_child(args.child, state)
     elif args.child_part == "export":
         export_child(args.child, state, work)
+    elif args.child_part == "floor":
+        floor_child(args.child, state)
     else:
         runtime_child(args.child, args.child_part, state, work)
 
@@ -410,6 +470,21 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(), "machine": machine()}
 
 
+def add_floor(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Put the rounding floor into a stored row's export stage where it is missing; True if it changed."""
+    export = row["stages"].get("export") or {}
+    if ROUNDING in export or not export.get("ok"):
+        return False
+    log(f"{row['arch']}: rounding floor ...")
+    with tempfile.TemporaryDirectory(prefix=f"zoo-{row['arch']}-") as folder:
+        measured = run_part(row["arch"], "floor", Path(folder), args).get("floor", {})
+    if ROUNDING not in measured:
+        log(f"{row['arch']}: rounding floor not measured ({measured.get('error')})")
+        return False
+    export[ROUNDING] = measured[ROUNDING]
+    return True
+
+
 def machine() -> dict[str, Any]:
     """The CPU a row's times and INT8 figures come from (rows from several sessions share one file)."""
     from edgekit.isa import host_u8s8_saturates
@@ -430,7 +505,7 @@ def git_commit() -> str:
 
 # --- printing ----------------------------------------------------------------------------------------
 
-HEADERS = ["arch", "prune", "MACs kept", "prune peak MB (+in prune)", "build", "export", "FP32 noise cos", "ORT", "ORT cos", "ORT agree",
+HEADERS = ["arch", "prune", "MACs kept", "prune peak MB (+in prune)", "build", "export", "FP32 noise cos", "rounding floor", "ORT", "ORT cos", "ORT agree",
            "ORT speed-up", "TFLite", "TFLite cos", "TFLite cos builtin", "TFLite agree", "TFLite speed-up", "stage s (prune/build/exp/ort/tfl)"]
 
 
@@ -452,6 +527,7 @@ def table_row(row: dict[str, Any]) -> list[str]:
     times = "/".join(figure(s.get(k), "s", ".3g") or "-" for k in STAGES)
     return [row["arch"], verdict(s.get("prune")), figure(s.get("prune"), "macs_kept", ".0%"), prune_memory(s.get("prune")),
             verdict(s.get("build")), verdict(s.get("export")), figure(s.get("export"), "noise_cosine", ".4f"),
+            figure(s.get("export"), ROUNDING, ".4f"),
             verdict(s.get("ort")), figure(s.get("ort"), "cosine", ".4f"), figure(s.get("ort"), "agree", ".0%"), figure(s.get("ort"), "speedup", ".2f"),
             verdict(s.get("tflite")), figure(s.get("tflite"), "cosine", ".4f"), figure(s.get("tflite"), "builtin_cosine", ".4f"),
             figure(s.get("tflite"), "agree", ".0%"),
@@ -497,9 +573,25 @@ def coverage(rows: list[dict[str, Any]]) -> str:
     floors = [r["stages"]["export"]["noise_cosine"] for r in rows if "noise_cosine" in r["stages"].get("export", {})]
     if floors:
         parts.append(f"FP32 input-noise cosine below 0.99 (chaotic random net): {sum(f < 0.99 for f in floors)}/{len(floors)}")
+    parts += floor_summary(rows)
     timed = sorted(((e["s"], f"{r['arch']}/{k}") for r in rows for k, e in r["stages"].items() if "s" in e), reverse=True)
     parts.append("slowest: " + (", ".join(f"{label} {s:.0f} s" for s, label in timed[:3]) or "-"))
     return "coverage: " + "; ".join(parts)
+
+
+def floor_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The rounding floor's median, and per runtime how many INT8 cosines come within 0.01 of it."""
+    floored = [r for r in rows if ROUNDING in r["stages"].get("export", {})]
+    if not floored:
+        return []
+    parts = [f"median rounding floor {statistics.median(r['stages']['export'][ROUNDING] for r in floored):.4f} "
+             f"(n={len(floored)}, {sum(r['stages']['export'][ROUNDING] < 0.99 for r in floored)} below 0.99)"]
+    for runtime in ("ort", "tflite"):
+        pairs = [(r["stages"][runtime]["cosine"], r["stages"]["export"][ROUNDING]) for r in floored
+                 if "cosine" in r["stages"].get(runtime, {})]
+        parts.append(f"{runtime} cosine within 0.01 of the floor (or above it): "
+                     f"{sum(c >= f - 0.01 for c, f in pairs)}/{len(pairs)}")
+    return parts
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -542,6 +634,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=Path, help="the JSON-lines file rows are kept in (default: results/zoo.jsonl "
                         "at 224, results/zoo-SIZE.jsonl at another size)")
     parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
+    parser.add_argument("--floors", action="store_true", help="measure the rounding floor of stored rows without one "
+                        "(nothing else is redone)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
@@ -557,7 +651,11 @@ def main() -> None:
         args.rows = ROWS if args.size == 224 else ROWS.with_name(f"zoo-{args.size}.jsonl")
     stored = load_rows(args.rows, "arch")
     names = architectures(args)
-    if not args.table:
+    if args.floors:
+        for name in names:
+            if name in stored and add_floor(stored[name], args):
+                save_row(args.rows, stored[name])
+    elif not args.table:
         for name in names:
             if name in stored and not args.force:
                 log(f"{name}: done before (--force redoes it)")

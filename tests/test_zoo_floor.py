@@ -1,0 +1,38 @@
+"""benchmarks/zoo.py's rounding floor: what one INT8 step of rounding at every Conv/Linear input costs
+an FP32 net, the figure each zoo row's INT8 cosine is read against."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import zoo  # noqa: E402
+
+
+def _net(depth: int, gain: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, 16, 3, padding=1)]
+    for _ in range(depth):
+        conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+        torch.nn.init.orthogonal_(conv.weight, gain=gain)
+        layers += [torch.nn.Tanh(), conv]
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.LazyLinear(10)).eval()
+
+
+def test_the_floor_is_near_one_for_a_shallow_net_lower_for_a_chaotic_one_and_leaves_the_net_as_it_was() -> None:
+    rng = np.random.default_rng(0)
+    calib, held_out = (rng.normal(size=(8, 3, 8, 8)).astype(np.float32) for _ in range(2))
+    shallow, chaotic = _net(1, 1.0), _net(12, 4.0)
+    with torch.no_grad():
+        shallow(torch.from_numpy(held_out)), chaotic(torch.from_numpy(held_out))  # LazyLinear gets its shape
+        before = chaotic(torch.from_numpy(held_out)).numpy()
+    shallow_floor, chaotic_floor = zoo.rounding_floor(shallow, calib, held_out), zoo.rounding_floor(chaotic, calib, held_out)
+    assert 0.999 < shallow_floor < 1.0
+    assert chaotic_floor < shallow_floor - 0.01, (chaotic_floor, shallow_floor)
+    assert zoo.rounding_floor(chaotic, calib, held_out) == chaotic_floor  # seeded: the same figure twice
+    with torch.no_grad():
+        assert np.array_equal(chaotic(torch.from_numpy(held_out)).numpy(), before)  # no hook left behind
