@@ -156,3 +156,35 @@ def test_sensitivity_holds_one_sample_and_ranks_as_before(wide_onnx: Path, tmp_p
     for row in ranked:
         match = matching[row["tensor"]]
         assert row["sqnr_db"] == pytest.approx(simulate.sqnr_db(match["float"], match["post_qdq"]), abs=0.011)
+
+
+def test_entropy_thresholds_are_onnxruntimes_own_in_a_fraction_of_the_time() -> None:
+    """edgekit's numpy form of ORT's Entropy threshold search gives the very same thresholds, on
+    histograms ORT's own collector widened batch by batch as chunked calibration does, in well under
+    half the time (measured 5x on 2,050 bins)."""
+    import time
+
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgekit.quantize.ort.entropy import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector("entropy", False, 128, 128, None, None)
+    for scale in (1.0, 2.0, 8.0):  # each batch wider than the last: the histograms grow their bin count
+        batch = rng.normal(size=50_000) * scale
+        collector.collect({"normal": [batch], "relu": [np.maximum(batch, 0)],
+                           "sparse": [batch * (rng.random(50_000) < 0.05)]})
+    histograms = dict(collector.histogram_dict)
+    wide = np.histogram(rng.normal(size=200_000), bins=2050)
+    histograms["wide"] = (wide[0], wide[1].astype(np.float32), np.float32(wide[1][0]), np.float32(wide[1][-1]))
+    assert max(h[0].size for h in histograms.values()) > 1000
+    ours_s = theirs_s = 0.0
+    for name, histogram in histograms.items():
+        started = time.perf_counter()
+        theirs = collector.get_entropy_threshold(histogram, 128)
+        theirs_s += time.perf_counter() - started
+        started = time.perf_counter()
+        ours = entropy_threshold(histogram, 128)
+        ours_s += time.perf_counter() - started
+        assert (ours[0], ours[1]) == (theirs[0], theirs[1]) and ours[0].dtype == theirs[0].dtype, name
+    assert ours_s < 0.5 * theirs_s, (ours_s, theirs_s)

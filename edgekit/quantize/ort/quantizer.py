@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.calibration_memory import chunked_calibration
+from edgekit.quantize.ort.entropy import fast_entropy_thresholds
 from edgekit.quantize.ort.settings import OrtQuantSettings
 
 CALIBRATION_SAMPLES_HELD = 8  # images whose activations ORT's calibrator holds at once (calibration_memory)
@@ -118,7 +119,8 @@ def quantize_prepared(
 
     settings = settings.for_host()
     averaging = settings.average_ranges and settings.calibrate_method == "MinMax"
-    with _quiet(), chunked_calibration(max(1, CALIBRATION_SAMPLES_HELD // max(feed.batch, 1)), mean=averaging):
+    with _quiet(), chunked_calibration(max(1, CALIBRATION_SAMPLES_HELD // max(feed.batch, 1)), mean=averaging), \
+            fast_entropy_thresholds():
         try:
             quantize_static(
                 str(prepared), str(out), _TensorReader(feed.input_name, feed.tensors, feed.batch, progress),
