@@ -8,12 +8,14 @@ or leaves a model whose forward fails. Measured on small models with each of tho
 a traceback (pixel_shuffle) or a one-line refusal of the whole model (the others), where only the
 layers around that one operation had to keep their widths.
 
-When pruning fails, the model is restored and every group is pruned once on a copy, by as many of
-its last channels as pruning may take (the pruner's final ratio, in the channel multiple pruning
-uses: a ``narrow`` or a strided slice of the channels breaks only once the width falls below what
-it reads, which removing one channel never shows): a group that raises or breaks the forward is protected (its root
-layer goes to ``ignored_layers``, as ``--protect`` would do by hand) and the copy is rebuilt. The
-probe runs only after a failure, so a model that prunes today prunes exactly as before.
+When pruning fails, the model is restored and every group is pruned once on a copy, by as many
+channels as pruning may take (the pruner's final ratio, in the channel multiple pruning uses), the
+least important ones with the last among them: a ``narrow`` of the channels breaks only once the
+width falls below what it reads, which removing one channel never shows, and a strided slice is
+mapped right for a contiguous tail of channels but wrong for scattered ones. A group that raises or
+breaks the forward is protected (its root layer goes to ``ignored_layers``, as ``--protect`` would
+do by hand) and the copy is rebuilt. The probe runs only after a failure, so a model that prunes
+today prunes exactly as before.
 """
 from __future__ import annotations
 
