@@ -31,8 +31,8 @@ PRUNING_FAILURES = MAPPING_FAILURES + (RuntimeError,)
 def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], build_pruner: Callable[[Any, list[Any]], Any],
                      channel_multiple: int, after_pruning: Callable[[Any], None]) -> list[Any]:
     """The layers of ``model`` (untouched) whose group cannot be pruned: ``build_pruner(copy, ignored)``
-    gives a MetaPruner on a copy; each group in its order loses ``channel_multiple`` channels and
-    the copy must still run. At most one rebuild per layer found."""
+    gives a MetaPruner on a copy; each group in its order loses what pruning may take from it (see
+    the module's docstring) and the copy must still run. At most one rebuild per layer found."""
     names = {id(m): name for name, m in model.named_modules()}
     protected_names = [names[id(m)] for m in ignored if id(m) in names]
     found: list[str] = []
@@ -56,15 +56,15 @@ def _first_failing_root(trial: Any, example_input: Any, pruner: Any, channel_mul
         if not pruner._check_pruning_ratio(group) or pruner._is_atten_group(group)[0]:
             continue  # too narrow to prune, or attention (MetaPruner's own head handling)
         root = group[0].dep.target.module
-        width = graph.get_out_channels(root)
-        idxs = _last_channels(width, pruner._get_channel_groups(group),
+        width, channel_groups = graph.get_out_channels(root), pruner._get_channel_groups(group)
+        idxs = _last_channels(width, channel_groups,
                               _final_amount(width, pruner.get_target_pruning_ratio(root, step=pruner.iterative_steps),
                                             channel_multiple))
         if not idxs:
             continue
         try:
             importance = pruner.estimate_importance(group)  # its index mapping runs here first
-            group.prune(_as_pruning_picks(idxs, importance, width, pruner._get_channel_groups(group)))
+            group.prune(_as_pruning_picks(idxs, importance, width, channel_groups))
             after_pruning(trial)
             with torch.no_grad():
                 trial(example_input)

@@ -1,6 +1,7 @@
 """ONNX -> TFLite full-integer INT8 (and the FP32 ``.tflite`` reference), calibrated on our tensors."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -145,27 +146,26 @@ def quantize_tflite(
                                float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
         check = fidelity_mod.Check(onnx_path, samples, source, task=task)
-        reuse_integer_build = integer_graph_computes_float(model)
-        detector = get_task(task).decodes_in_graph
-        # the integer build's FP32 flatbuffer, converted once: a detector's tail is found in it and,
-        # where no max-pool padding can tell the two builds apart, it is the FP32 reference too
-        t0 = time.perf_counter()
-        int_model_fp32 = to_tflite(int_model, None, progress=False) if detector or (
-            write_fp32 and reuse_integer_build) else None
-        int_model_fp32_s = time.perf_counter() - t0
+
+        @functools.cache
+        def integer_build_as_fp32() -> bytes:
+            """Converted once: a detector's tail is found in it and, where no max-pool padding can tell
+            the two builds apart, it is the FP32 reference too."""
+            return to_tflite(int_model, None, progress=False)
+
         tail_record = None
-        if detector:
+        if get_task(task).decodes_in_graph:
             t0 = time.perf_counter()
-            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, int_model_fp32, calib_nhwc, check, scratch,
-                                                   float_io=float_io, per_channel=per_channel,
+            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, integer_build_as_fp32(), calib_nhwc, check,
+                                                   scratch, float_io=float_io, per_channel=per_channel,
                                                    float_fallback=float_fallback)
             timings["output_tail_s"] = time.perf_counter() - t0
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
-            fp32_bytes = int_model_fp32 if reuse_integer_build else to_tflite(
+            fp32_bytes = integer_build_as_fp32() if integer_graph_computes_float(model) else to_tflite(
                 build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False), None, progress=progress)
-            timings["fp32_s"] = time.perf_counter() - t0 + (int_model_fp32_s if reuse_integer_build else 0.0)
+            timings["fp32_s"] = time.perf_counter() - t0
 
         with atomic_path(output_path, force) as tmp:
             tmp.write_bytes(int8_bytes)
