@@ -485,6 +485,25 @@ def add_floor(row: dict[str, Any], args: argparse.Namespace) -> bool:
     return True
 
 
+def redo_stages(row: dict[str, Any], parts: list[str], args: argparse.Namespace) -> bool:
+    """Re-run the quantization ``parts`` of a stored row on a fresh export (after a quantizer changed),
+    each redone stage marked with the commit it ran on; the other stages stay. True if any ran."""
+    if not (row["stages"].get("export") or {}).get("ok"):
+        return False
+    log(f"{row['arch']}: redoing {', '.join(parts)} ...")
+    with tempfile.TemporaryDirectory(prefix=f"zoo-{row['arch']}-") as folder:
+        run_part(row["arch"], "export", Path(folder), args)  # the model to quantize and its FP32 reference
+        if not (Path(folder) / REFERENCE).exists():
+            log(f"{row['arch']}: export failed this time; nothing redone")
+            return False
+        for part in parts:
+            for stage, entry in run_part(row["arch"], part, Path(folder), args).items():
+                if "error" in entry:
+                    entry["error"] = entry["error"].replace(folder + os.sep, "")
+                row["stages"][stage] = {**entry, "redone_on": git_commit()}
+    return True
+
+
 def machine() -> dict[str, Any]:
     """The CPU a row's times and INT8 figures come from (rows from several sessions share one file)."""
     from edgekit.isa import host_u8s8_saturates
@@ -636,6 +655,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--table", action="store_true", help="print the stored rows as Markdown and exit")
     parser.add_argument("--floors", action="store_true", help="measure the rounding floor of stored rows without one "
                         "(nothing else is redone)")
+    parser.add_argument("--redo", help="comma-separated quantization stages (ort, tflite) to re-run on stored rows, "
+                        "on a fresh export; the other stages stay")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
@@ -655,6 +676,14 @@ def main() -> None:
         for name in names:
             if name in stored and add_floor(stored[name], args):
                 save_row(args.rows, stored[name])
+    elif args.redo:
+        parts = args.redo.split(",")
+        if unknown := [p for p in parts if p not in ("ort", "tflite")]:
+            raise SystemExit(f"--redo: {unknown[0]} is not a quantization stage (ort, tflite)")
+        for name in names:
+            if name in stored and redo_stages(stored[name], parts, args):
+                save_row(args.rows, stored[name])
+                print(" | ".join(table_row(stored[name])), flush=True)
     elif not args.table:
         for name in names:
             if name in stored and not args.force:

@@ -42,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="what the model does: fidelity and --accuracy-budget measure it "
                                        "(default: the model's manifest's, else classification)")
     parser.add_argument("--skip-bad", action="store_true", help="skip corrupt images and count them")
+    parser.add_argument("--no-remedies", action="store_true",
+                        help="keep the INT8 model as configured even when its fidelity to FP32 is below the threshold "
+                             "(remedies: ORT per-channel, Percentile/Entropy, 7-bit, layers in float; both runtimes "
+                             "mean min/max ranges)")
     add_output_file(parser, ".onnx (onnxruntime) or .tflite (tflite) to write")
     parser.add_argument("--target", help="target profile whose quantization defaults to use (edgekit targets list)")
     add_targets_dir(parser)
@@ -55,8 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="measure the candidate configurations on --host (or the --target profile's ssh: device, "
                           "else this machine), keep the fastest within the accuracy budget")
     ort.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer error ranking")
-    ort.add_argument("--no-remedies", action="store_true",
-                     help="keep the INT8 model as configured even when its fidelity to FP32 is below the threshold")
     tfl = parser.add_argument_group("TFLite")
     tfl.add_argument("--float-io", action="store_true", help="keep float input/output (int8 inside)")
     tfl.add_argument("--float-fallback", "--allow-float-ops", dest="float_fallback", action="store_true",
@@ -119,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         open_dataset(args.eval, args.recipe)  # fail now, not after calibrating
     recipe = load_recipe(args.recipe)
     options = _ort_options(args, evaluate) if backend.name == "ort" else {
-        "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32}
+        "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32,
+        "remedies": not args.no_remedies}
     options["task"] = task
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}

@@ -174,7 +174,8 @@ class QuantizeConfig(_Strict):
     tflite: TfliteQuantConfig | None = Field(default_factory=TfliteQuantConfig)
     accuracy_budget: TopOnePoints | None = None  # ORT: keep the worst layers in float until within it, on data.eval
     auto: bool = False  # ORT: measure the candidate settings on this machine, keep the fastest within budget
-    remedies: bool = True  # ORT: below the fidelity threshold, try per-channel, Percentile/Entropy, 7-bit, layers in float
+    remedies: bool = True  # below the fidelity threshold, try mean min/max ranges (both runtimes); ORT also
+    # per-channel, Percentile/Entropy, 7-bit weights and layers in float
 
 
 class HostConfig(_Strict):

@@ -394,11 +394,10 @@ def reads_quantize(ctx: StepContext) -> dict[str, Any]:
     q = ctx.config.quantize
     if "static" not in q.modes:
         return {"static": False}  # the stage writes nothing
-    reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"),
+    reads = {"num_samples": q.num_samples, "seed": q.seed, "data": _data(ctx.config, "calib"), "remedies": q.remedies,
              **versions("onnx", "onnxruntime")}
     if q.ort is not None:
-        reads |= {"ort": _ort_settings(ctx).as_dict(), "accuracy_budget": q.accuracy_budget, "auto": q.auto,
-                  "remedies": q.remedies}
+        reads |= {"ort": _ort_settings(ctx).as_dict(), "accuracy_budget": q.accuracy_budget, "auto": q.auto}
     if _measures_accuracy(ctx):
         reads["eval_data"] = _data(ctx.config, "eval")
     if q.ort is not None and q.auto:  # the fastest candidate is the measuring machine's
@@ -425,7 +424,7 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
                           **({"measure": _latency_measurer(ctx, "onnxruntime")} if q.auto else {})}
     if q.tflite is not None:
         options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback,
-                             "task": config.task}
+                             "task": config.task, "remedies": q.remedies}
     return options
 
 

@@ -35,7 +35,6 @@ HISTOGRAM_SAMPLES = 16  # ORT's Percentile/Entropy calibrators keep every activa
 # MobileNet-V2 at 224x224 on 96 samples grew to 6.3 GB here, so a remedy calibrates on this many
 MAX_FLOAT_FRACTION = 0.25
 MIN_FLOAT_LAYERS = 3
-MARGIN = 0.05  # points of shortfall a remedy must win to be kept: noise-level gains are not worth a change
 
 
 @dataclasses.dataclass
@@ -96,7 +95,7 @@ def _settings_remedies(first: Candidate, quantize: Quantize, measure: Measure, w
         candidate = Candidate(name, settings, best.excluded, path, measure(path))
         tried.append(candidate)
         log(f"remedy: {name}: cosine {candidate.fidelity.cosine:.4f}, agreement {candidate.fidelity.agreement:.1f}%")
-        if candidate.fidelity.shortfall() < best.fidelity.shortfall() - MARGIN:
+        if candidate.fidelity.improves_on(best.fidelity):
             best = candidate
         if best.fidelity.ok:
             break

@@ -15,6 +15,7 @@ import numpy as np
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.head import fixed_projection, walk_tail
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
+from edgekit.quantize.tflite.ranges import MINMAX, ranges_during
 
 
 def _concrete_function(model: Any) -> tuple[Any, Any]:
@@ -40,6 +41,7 @@ def to_tflite(
     progress: bool = True,
     weights: str | None = None,
     float_tensors: Sequence[str] = (),
+    ranges: str = MINMAX,
 ) -> bytes:
     """FP32 flatbuffer when ``calib_nhwc`` is None, else full-integer INT8 (int8 I/O unless float_io).
     ``float_fallback``: ops with no integer kernel stay float instead of failing the conversion.
@@ -75,7 +77,7 @@ def to_tflite(
     if calib_nhwc is not None and float_tensors:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.inference_output_type = tf.float32
-        with quiet_tensorflow():
+        with quiet_tensorflow(), ranges_during(ranges, calib_nhwc):
             try:
                 options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
                 debugger = tf.lite.experimental.QuantizationDebugger(
@@ -84,7 +86,7 @@ def to_tflite(
             except Exception as exc:
                 raise EdgekitError(f"TFLite INT8 with {len(float_tensors)} op(s) in float failed "
                                    f"({_op_problem(first_line(exc))})") from exc
-    with quiet_tensorflow():
+    with quiet_tensorflow(), ranges_during(ranges, calib_nhwc):
         try:
             return converter.convert()
         except Exception as exc:

@@ -5,7 +5,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
 from edgekit.quantize.tflite.kernels import builtin_kernels_check
+from edgekit.quantize.tflite.ranges import LABELS as RANGE_LABELS, MEAN, MINMAX
 from edgekit.runtime.verify import verify_tflite
 
 _log = logging.getLogger(__name__)
@@ -35,11 +36,11 @@ def fp32_path_for(output: str | Path) -> Path:
     return output.with_name(".".join([*parts, "fp32", "tflite"]))
 
 
-def _label(float_ops: list[str], float_io: bool) -> str:
+def _label(float_ops: list[str], float_io: bool, ranges: str = MINMAX) -> str:
     """What the model is, for the output, the manifest and the report: full-integer or not."""
     kind = (f"TFLite INT8 with float fallback (not full-integer: {', '.join(float_ops)} in float)" if float_ops
             else "TFLite full-integer INT8")
-    return kind + (" (float I/O)" if float_io else "")
+    return kind + (" (float I/O)" if float_io else "") + (f" ({RANGE_LABELS[ranges]})" if ranges != MINMAX else "")
 
 
 def _slow_reason(float_ops: list[str]) -> speed.Reason:
@@ -54,6 +55,42 @@ def _slow_reason(float_ops: list[str]) -> speed.Reason:
 
 ADVICE = ("try more representative --calib images, --runtime onnxruntime (its remedies can keep the most sensitive "
           "layers in float), or quantization-aware training")
+
+
+def _range_remedy(first: bytes, convert: Callable[[str], bytes], check: fidelity_mod.Check,
+                  scratch: Path) -> tuple[bytes, str, fidelity_mod.Fidelity | None, dict[str, Any] | None]:
+    """Faithful INT8 by default: below the fidelity threshold, the same conversion with mean min/max
+    ranges (:mod:`ranges`), kept when it improves on the first (:meth:`Fidelity.improves_on`). Returns (the
+    chosen flatbuffer, its ranges, its fidelity, the record); a first model that cannot be measured
+    is kept as it is (its measurement's note comes later)."""
+    path = scratch / "minmax.tflite"
+    path.write_bytes(first)
+    before, _ = _fidelity(check, path)
+    if before is None or before.ok:
+        return first, MINMAX, before, None
+    t0 = time.perf_counter()
+    try:
+        candidate = convert(MEAN)
+    except EdgekitError as exc:  # a remedy the converter cannot apply is skipped, and said
+        _log.info(f"remedy: {RANGE_LABELS[MEAN]} failed ({exc})")
+        return first, MINMAX, before, None
+    path = scratch / "mean.tflite"
+    path.write_bytes(candidate)
+    after, note = _fidelity(check, path)
+    tried = [{"remedy": "as configured", "ranges": MINMAX, **before.as_dict()}]
+    if after is not None:
+        tried.append({"remedy": RANGE_LABELS[MEAN], "ranges": MEAN, **after.as_dict()})
+        _log.info(f"remedy: {RANGE_LABELS[MEAN]}: cosine {after.cosine:.4f}, agreement {after.agreement:.1f}%")
+    wins = after is not None and after.improves_on(before)
+    if wins:
+        _log.info(f"remedy: chose {RANGE_LABELS[MEAN]} (cosine {before.cosine:.4f} -> {after.cosine:.4f}, "
+                  f"agreement {before.agreement:.1f}% -> {after.agreement:.1f}%)")
+    else:
+        _log.info(f"remedy: kept {RANGE_LABELS[MINMAX]}: {RANGE_LABELS[MEAN]} did not improve fidelity"
+                  + (f" ({note})" if note else ""))
+    record = {"chosen": tried[-1] if wins else tried[0], "tried": tried, "seconds": round(time.perf_counter() - t0, 2)}
+    chosen, kind, faithful = (candidate, MEAN, after) if wins else (first, MINMAX, before)
+    return chosen, kind, faithful, record
 
 
 def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidelity | None, str | None]:
@@ -109,8 +146,10 @@ def quantize_tflite(
     model: Any = None,
     holdout: np.ndarray | None = None,
     task: str = "classification",
+    remedies: bool = True,
 ) -> QuantizeResult:
     """Write ``output_path`` (INT8) and, with ``write_fp32``, its FP32 reference (``paths["fp32"]``).
+    ``remedies``: below the fidelity threshold, try mean min/max ranges (:func:`_range_remedy`).
     ``model``: the ONNX model already loaded and checked by the caller (else it is loaded here).
     ``holdout``: tensors to measure fidelity to the FP32 ONNX model on (default: a held-out slice of ``calib``)."""
     output_path = Path(output_path)
@@ -146,6 +185,14 @@ def quantize_tflite(
                                float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
         check = fidelity_mod.Check(onnx_path, samples, source, task=task)
+        ranges, range_record, measured = MINMAX, None, None
+        if remedies:
+            int8_bytes, ranges, measured, range_record = _range_remedy(
+                int8_bytes, lambda kind: to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
+                                                   float_fallback=float_fallback, progress=False, ranges=kind),
+                check, scratch)
+            if range_record:
+                timings["remedies_s"] = range_record.pop("seconds")
 
         @functools.cache
         def integer_build_as_fp32() -> bytes:
@@ -158,7 +205,8 @@ def quantize_tflite(
             t0 = time.perf_counter()
             int8_bytes, tail_record = _output_tail(int_model, int8_bytes, integer_build_as_fp32(), calib_nhwc, check,
                                                    scratch, float_io=float_io, per_channel=per_channel,
-                                                   float_fallback=float_fallback)
+                                                   float_fallback=float_fallback, ranges=ranges)
+            measured = None  # the tail step may have chosen another model
             timings["output_tail_s"] = time.perf_counter() - t0
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
@@ -185,7 +233,7 @@ def quantize_tflite(
                 verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
-    faithful, note = _fidelity(check, output_path)
+    faithful, note = (measured, None) if measured is not None else _fidelity(check, output_path)
     pace = speed.checked(fp32_path, output_path, speed.default_timer(None), _slow_reason(leftovers), timings) \
         if write_fp32 else None
     from edgekit.inspect import inspect_tflite
@@ -193,13 +241,14 @@ def quantize_tflite(
     int_info = inspect_tflite(output_path)
     kernel_record, kernel_warning = builtin_kernels_check(check, output_path, faithful, int_info["ops"])
     result = QuantizeResult(
-        backend="tflite", label=_label(leftovers, float_io), paths=written,
-        settings={"float_io": float_io, "per_channel": per_channel, "float_fallback": float_fallback},
+        backend="tflite", label=_label(leftovers, float_io, ranges), paths=written,
+        settings={"float_io": float_io, "per_channel": per_channel, "float_fallback": float_fallback, "ranges": ranges},
         calibration={**(calibration_info or {}), "num_samples": int(len(calib)),
                      "held_out": int(len(samples)) if source == "held-out" else 0},
         full_integer=not leftovers, float_ops=leftovers, timings=timings,
         details={"ops": int_info["ops"], "converter": "edgekit-fast", **({} if task == "classification" else {"task": task}),
                  **({"output_tail": tail_record} if tail_record else {}), **({"fidelity_note": note} if note else {}),
+                 **({"remedies": range_record} if range_record else {}),
                  **({"int8_vs_fp32_speed": pace} if pace else {}), **kernel_record},
         fidelity=faithful,
         warnings=[w for w in (note, faithful and faithful.warning(ADVICE), kernel_warning) if w],
