@@ -85,3 +85,6 @@ def test_agreement_within_its_noise_leaves_the_ranking_to_the_cosine() -> None:
     # a gain below the margin is not a change
     assert not _fid(0.9801, 100.0).improves_on(_fid(0.98, 100.0))
     assert fidelity.agreement_noise(_fid(0.9, 100.0), _fid(0.9, 100.0)) == 0.0
+    # a detector's agreement (mAP vs FP32's) is no proportion of samples: its shortfall ranks as it is
+    detection = [fidelity.Fidelity(c, a, 32, "held-out", "detection") for c, a in ((0.916, 6.25), (0.696, 18.75))]
+    assert not detection[0].improves_on(detection[1])

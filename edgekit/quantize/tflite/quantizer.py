@@ -102,9 +102,10 @@ def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidel
 
 
 def _output_tail(int_model: Any, full_integer: bytes, float_flatbuffer: bytes, calib_nhwc: np.ndarray,
-                 check: fidelity_mod.Check, scratch: Path, **options: Any) -> tuple[bytes, dict[str, Any]]:
+                 check: fidelity_mod.Check, scratch: Path, **options: Any) -> tuple[bytes, list[str], dict[str, Any]]:
     """A detector's INT8 as converted against the same with its output tail (decode, sigmoid, Concat)
-    in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the record).
+    in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the
+    tensors it keeps in float, the record).
     ``float_flatbuffer``: ``int_model`` converted to FP32, whose tensor names the tail is found by."""
     from edgekit.quantize import head
     from edgekit.quantize.tflite.convert import output_tail_tensors
@@ -118,8 +119,8 @@ def _output_tail(int_model: Any, full_integer: bytes, float_flatbuffer: bytes, c
         path.write_bytes(to_tflite(int_model, calib_nhwc, float_tensors=tensors, progress=False, **options))
         return path
 
-    chosen, _, record = head.choose(first, tail, quantize_excluding, check, _log.info)
-    return Path(chosen).read_bytes(), record
+    chosen, in_float, record = head.choose(first, tail, quantize_excluding, check, _log.info)
+    return Path(chosen).read_bytes(), in_float, record
 
 
 def _onnx_named(outputs: list[dict[str, Any]], model: Any) -> list[dict[str, Any]]:
@@ -185,14 +186,6 @@ def quantize_tflite(
                                float_fallback=float_fallback, progress=progress)
         timings["int8_convert_s"] = time.perf_counter() - t0
         check = fidelity_mod.Check(onnx_path, samples, source, task=task)
-        ranges, range_record, measured = MINMAX, None, None
-        if remedies:
-            int8_bytes, ranges, measured, range_record = _range_remedy(
-                int8_bytes, lambda kind: to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
-                                                   float_fallback=float_fallback, progress=False, ranges=kind),
-                check, scratch)
-            if range_record:
-                timings["remedies_s"] = range_record.pop("seconds")
 
         @functools.cache
         def integer_build_as_fp32() -> bytes:
@@ -200,14 +193,22 @@ def quantize_tflite(
             the two builds apart, it is the FP32 reference too."""
             return to_tflite(int_model, None, progress=False)
 
-        tail_record = None
+        tail_record, tail_in_float = None, []
         if get_task(task).decodes_in_graph:
             t0 = time.perf_counter()
-            int8_bytes, tail_record = _output_tail(int_model, int8_bytes, integer_build_as_fp32(), calib_nhwc, check,
-                                                   scratch, float_io=float_io, per_channel=per_channel,
-                                                   float_fallback=float_fallback, ranges=ranges)
-            measured = None  # the tail step may have chosen another model
+            int8_bytes, tail_in_float, tail_record = _output_tail(
+                int_model, int8_bytes, integer_build_as_fp32(), calib_nhwc, check, scratch, float_io=float_io,
+                per_channel=per_channel, float_fallback=float_fallback)
             timings["output_tail_s"] = time.perf_counter() - t0
+        ranges, range_record, measured = MINMAX, None, None
+        if remedies:  # on top of the tail's choice: the candidates are the models that could be written
+            int8_bytes, ranges, measured, range_record = _range_remedy(
+                int8_bytes, lambda kind: to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
+                                                   float_fallback=float_fallback, progress=False, ranges=kind,
+                                                   float_tensors=tail_in_float),
+                check, scratch)
+            if range_record:
+                timings["remedies_s"] = range_record.pop("seconds")
         if write_fp32:
             phase("ONNX -> Keras -> FP32 reference")
             t0 = time.perf_counter()
