@@ -463,9 +463,7 @@ def run_architecture(name: str, args: argparse.Namespace) -> dict[str, Any]:
             if part in ("ort", "tflite") and not (Path(folder) / REFERENCE).exists():
                 break  # no exported model to quantize
             stages.update(run_part(name, part, Path(folder), args))
-    for entry in stages.values():  # the scratch folder is gone: errors name the file alone
-        if "error" in entry:
-            entry["error"] = entry["error"].replace(folder + os.sep, "")
+    without_folder(stages, folder)
     return {"arch": name, "size": args.size, "stages": stages, "total_s": round(time.time() - started, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(), "machine": machine()}
 
@@ -497,11 +495,18 @@ def redo_stages(row: dict[str, Any], parts: list[str], args: argparse.Namespace)
             log(f"{row['arch']}: export failed this time; nothing redone")
             return False
         for part in parts:
-            for stage, entry in run_part(row["arch"], part, Path(folder), args).items():
-                if "error" in entry:
-                    entry["error"] = entry["error"].replace(folder + os.sep, "")
+            for stage, entry in without_folder(run_part(row["arch"], part, Path(folder), args), folder).items():
                 row["stages"][stage] = {**entry, "redone_on": git_commit()}
     return True
+
+
+def without_folder(stages: dict[str, dict[str, Any]], folder: str) -> dict[str, dict[str, Any]]:
+    """``stages`` with the scratch folder (deleted with the row's artifacts) taken out of their errors:
+    an error names the file alone."""
+    for entry in stages.values():
+        if "error" in entry:
+            entry["error"] = entry["error"].replace(folder + os.sep, "")
+    return stages
 
 
 def machine() -> dict[str, Any]:
@@ -679,7 +684,8 @@ def main() -> None:
     elif args.redo:
         parts = args.redo.split(",")
         if unknown := [p for p in parts if p not in ("ort", "tflite")]:
-            raise SystemExit(f"--redo: {unknown[0]} is not a quantization stage (ort, tflite)")
+            print(f"--redo: {unknown[0]} is not a quantization stage (ort, tflite)", file=sys.stderr)
+            raise SystemExit(2)
         for name in names:
             if name in stored and redo_stages(stored[name], parts, args):
                 save_row(args.rows, stored[name])

@@ -36,3 +36,14 @@ def test_the_floor_is_near_one_for_a_shallow_net_lower_for_a_chaotic_one_and_lea
     assert zoo.rounding_floor(chaotic, calib, held_out) == chaotic_floor  # seeded: the same figure twice
     with torch.no_grad():
         assert np.array_equal(chaotic(torch.from_numpy(held_out)).numpy(), before)  # no hook left behind
+
+
+def test_redo_of_an_unknown_stage_is_one_line_exit_2_and_leaves_the_rows_as_they_were(tmp_path: Path) -> None:
+    import subprocess
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"arch": "resnet18", "size": 128, "stages": {}}\n')
+    done = subprocess.run([sys.executable, zoo.__file__, "--size", "128", "--rows", str(rows), "--only", "resnet18",
+                           "--redo", "ort,onnx"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == "--redo: onnx is not a quantization stage (ort, tflite)"
+    assert rows.read_text() == '{"arch": "resnet18", "size": 128, "stages": {}}\n'

@@ -97,18 +97,24 @@ def to_tflite(
             raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
 
 
+def builtin_interpreter(flatbuffer: bytes, **options: Any) -> Any:
+    """TensorFlow's interpreter of ``flatbuffer`` without XNNPACK, which would fold the ops (and their
+    intermediate tensors) into one DELEGATE node; ``options`` go to the interpreter."""
+    with quiet_tensorflow():
+        import tensorflow as tf
+
+        return tf.lite.Interpreter(
+            model_content=flatbuffer, **options,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
 
 
 def output_tail_tensors(float_model: bytes) -> list[str]:
     """Output tensor names of the ops that reach a model output without passing a weighted op, in
     a float flatbuffer of the same Keras graph: the TFLite twin of :func:`edgekit.quantize.head.output_tail`."""
-    with quiet_tensorflow():
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(  # without XNNPACK, which would fold the ops into one DELEGATE node
-            model_content=float_model,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = builtin_interpreter(float_model)
     ops = interpreter._get_ops_details()
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     producer = {out: op for op in ops for out in op["outputs"]}

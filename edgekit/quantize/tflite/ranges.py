@@ -38,11 +38,9 @@ def _ranged_tensors(model: Any) -> list[int]:
 def per_sample_extremes(calibrated: bytes, samples_nhwc: np.ndarray, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) of each tensor in ``indices`` on each sample, shaped (samples, tensors): the float
     model run one sample at a time with every intermediate kept (no delegate folds them away)."""
-    import tensorflow as tf
+    from edgekit.quantize.tflite.convert import builtin_interpreter  # here: convert imports this module
 
-    interpreter = tf.lite.Interpreter(
-        model_content=calibrated, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = builtin_interpreter(calibrated, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     feed = interpreter.get_input_details()[0]["index"]
     low = np.zeros((len(samples_nhwc), len(indices)))
