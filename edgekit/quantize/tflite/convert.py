@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.head import fixed_projection, walk_tail
+from edgekit.quantize.tflite.interpreter import builtin_interpreter
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
 from edgekit.quantize.tflite.ranges import MINMAX, ranges_during
 
@@ -95,17 +96,6 @@ def to_tflite(
             hint = ("; --float-fallback keeps ops that have no integer kernel in float"
                     if calib_nhwc is not None and not float_fallback else "")
             raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
-
-
-def builtin_interpreter(flatbuffer: bytes, **options: Any) -> Any:
-    """TensorFlow's interpreter of ``flatbuffer`` without XNNPACK, which would fold the ops (and their
-    intermediate tensors) into one DELEGATE node; ``options`` go to the interpreter."""
-    with quiet_tensorflow():
-        import tensorflow as tf
-
-        return tf.lite.Interpreter(
-            model_content=flatbuffer, **options,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}

@@ -38,7 +38,7 @@ def _ranged_tensors(model: Any) -> list[int]:
 def per_sample_extremes(calibrated: bytes, samples_nhwc: np.ndarray, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) of each tensor in ``indices`` on each sample, shaped (samples, tensors): the float
     model run one sample at a time with every intermediate kept (no delegate folds them away)."""
-    from edgekit.quantize.tflite.convert import builtin_interpreter  # here: convert imports this module
+    from edgekit.quantize.tflite.interpreter import builtin_interpreter
 
     interpreter = builtin_interpreter(calibrated, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
