@@ -175,7 +175,7 @@ def test_entropy_thresholds_are_onnxruntimes_own_in_a_fraction_of_the_time() -> 
         collector.collect({"normal": [batch], "relu": [np.maximum(batch, 0)],
                            "sparse": [batch * (rng.random(50_000) < 0.05)]})
     histograms = dict(collector.histogram_dict)
-    wide = np.histogram(rng.normal(size=200_000), bins=2050)
+    wide = np.histogram(rng.normal(size=200_000), bins=2048)
     histograms["wide"] = (wide[0], wide[1].astype(np.float32), np.float32(wide[1][0]), np.float32(wide[1][-1]))
     assert max(h[0].size for h in histograms.values()) > 1000
     ours_s = theirs_s = 0.0
@@ -188,3 +188,32 @@ def test_entropy_thresholds_are_onnxruntimes_own_in_a_fraction_of_the_time() -> 
         ours_s += time.perf_counter() - started
         assert (ours[0], ours[1]) == (theirs[0], theirs[1]) and ours[0].dtype == theirs[0].dtype, name
     assert ours_s < 0.5 * theirs_s, (ours_s, theirs_s)
+
+
+def test_a_histogram_grown_past_2048_bins_is_searched_merged_in_seconds() -> None:
+    """A tensor whose first chunk was narrow keeps that chunk's bin width as its range grows (ORT's
+    merge_histogram): 0.01 then 100 grows 128 bins to over a million, a search that would run for
+    hours. edgekit merges adjacent bins outward from zero to at most 2048 and runs ORT's own search on
+    that: same mass, the zero edge kept where ORT's windows are centred, ORT's threshold for it."""
+    import time
+
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgekit.quantize.ort.entropy import SEARCH_BINS, entropy_threshold, merged_bins
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector("entropy", False, 128, 128, None, None)
+    for scale in (0.01, 1.0, 100.0):
+        collector.collect({"t": [rng.standard_t(3, size=50_000) * scale]})
+    hist, edges, low, high, _ = collector.histogram_dict["t"]
+    assert hist.size > 500_000
+    merged, merged_edges = merged_bins(hist, edges, SEARCH_BINS)
+    assert merged.size <= SEARCH_BINS and merged.sum() == hist.sum() and merged_edges.size == merged.size + 1
+    assert merged_edges[merged.size // 2] == edges[hist.size // 2]  # the zero edge stays the windows' centre
+    assert np.allclose(np.diff(merged_edges.astype(np.float64)), merged_edges[1] - merged_edges[0], rtol=1e-3)
+    started = time.perf_counter()
+    ours = entropy_threshold((hist, edges, low, high), 128)
+    assert time.perf_counter() - started < 10
+    theirs = collector.get_entropy_threshold((merged, merged_edges, low, high), 128)
+    assert (ours[0], ours[1]) == (theirs[0], theirs[1])
+    assert low <= ours[0] < 0 < ours[1] <= high
