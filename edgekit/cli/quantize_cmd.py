@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     options = _ort_options(args, evaluate) if backend.name == "ort" else {
         "float_io": args.float_io, "float_fallback": args.float_fallback, "write_fp32": not args.no_fp32,
-        "remedies": not args.no_remedies}
+        "remedies": not args.no_remedies, "quantize_ops": args.quantize_ops or "all"}
     options["task"] = task
     calib = calibration_tensors(args.calib, recipe, args.num_samples, args.seed, skip_bad=args.skip_bad)
     info = {"source": args.calib, "recipe": recipe.name, "num_samples": int(len(calib)), "seed": args.seed}

@@ -151,6 +151,7 @@ class DistillConfig(_Strict):
 class TfliteQuantConfig(_Strict):
     float_io: bool = False
     float_fallback: bool = False  # ops with no integer kernel stay float; the artifact is labelled not full-integer
+    quantize_ops: Literal["all", "compute"] = "all"  # compute: all but Conv/FullyConnected/BatchMatMul in float
 
 
 def _distinct(modes: list[str]) -> list[str]:

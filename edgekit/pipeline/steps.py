@@ -424,7 +424,7 @@ def _backend_options(ctx: StepContext) -> dict[str, dict[str, Any]]:
                           **({"measure": _latency_measurer(ctx, "onnxruntime")} if q.auto else {})}
     if q.tflite is not None:
         options["tflite"] = {"float_io": q.tflite.float_io, "float_fallback": q.tflite.float_fallback,
-                             "task": config.task, "remedies": q.remedies}
+                             "quantize_ops": q.tflite.quantize_ops, "task": config.task, "remedies": q.remedies}
     return options
 
 

@@ -41,7 +41,9 @@ class OrtQuantSettings(BaseModel):
     average_ranges: bool = Field(False, description="MinMax: ranges are the mean of each sample's min/max, not the "
                                                     "extremes over all samples (NNCF's estimator)")
     quantize_ops: Literal["all", "compute"] = Field("all", description="all: every operator ORT can quantize; compute: "
-                                                    "Conv, MatMul and Gemm only, the rest stays float (NNCF-style)")
+                                                    "Conv, MatMul and Gemm only, the rest stays float (NNCF-style); "
+                                                    "also --runtime tflite: all = full-integer, compute = "
+                                                    "Conv/FullyConnected/BatchMatMul only, labelled not full-integer")
 
     def label(self) -> str:
         a = "U8" if self.activation_type == "uint8" else "S8"

@@ -119,6 +119,23 @@ def output_tail_tensors(float_model: bytes) -> list[str]:
     return [names[out] for index in sorted(tail) for out in tail[index]["outputs"]]
 
 
+# ops whose INT8 output is their input's values rearranged, or a max/clamp of them: no rounding of their own
+REARRANGING_OPS = {"RESHAPE", "TRANSPOSE", "GATHER", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE",
+                   "SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "PAD", "PADV2", "MAX_POOL_2D", "RELU", "RELU6",
+                   "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "TILE", "BROADCAST_TO", "QUANTIZE", "DEQUANTIZE"}
+
+
+def non_compute_tensors(float_model: bytes) -> list[str]:
+    """Output tensor names of every op that is neither weighted (Conv, FullyConnected, BatchMatMul) nor
+    a rearrangement, in a float flatbuffer of the Keras graph: what NNCF's scope (and edgekit's ORT
+    remedy "Conv/MatMul/Gemm only in INT8") leaves in float: LayerNorm's parts, residual Adds,
+    Softmax, GELU, SE gates."""
+    interpreter = builtin_interpreter(float_model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [names[out] for op in interpreter._get_ops_details()
+            if op["op_name"] not in WEIGHTED_OPS | REARRANGING_OPS for out in op["outputs"]]
+
+
 def _constant(interpreter: Any, index: int) -> Any:
     """A constant tensor's value (a filter), or None where the interpreter holds no data for it."""
     try:
