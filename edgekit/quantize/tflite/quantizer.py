@@ -257,6 +257,7 @@ def quantize_tflite(
     from edgekit.inspect import inspect_tflite
 
     int_info = inspect_tflite(output_path)
+    advice = ADVICE if compute_only else SCOPE_ADVICE  # compute-only is what the full-integer advice suggests
     kernel_record, kernel_warning = builtin_kernels_check(check, output_path, faithful, int_info["ops"])
     result = QuantizeResult(
         backend="tflite", label=_label(leftovers, float_io, ranges, compute_only), paths=written,
@@ -270,7 +271,7 @@ def quantize_tflite(
                  **({"remedies": range_record} if range_record else {}),
                  **({"int8_vs_fp32_speed": pace} if pace else {}), **kernel_record},
         fidelity=faithful,
-        warnings=[w for w in (note, faithful and faithful.warning(ADVICE if compute_only else SCOPE_ADVICE), kernel_warning) if w],
+        warnings=[w for w in (note, faithful and faithful.warning(advice), kernel_warning) if w],
     )
     if faithful is not None:
         _log.info(faithful.line())
