@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.ort.calibration_cache import CalibrationCache
 from edgekit.quantize.ort.calibration_memory import chunked_calibration
 from edgekit.quantize.ort.entropy import fast_entropy_thresholds
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -113,14 +114,18 @@ def quantize_prepared(
     nodes_to_exclude: Sequence[str] = (),
     progress: bool = False,
     label: str | Path = "",
+    cache: CalibrationCache | None = None,
 ) -> Path:
-    """Calibrate and quantize a pre-processed model into ``out`` (a scratch path: no manifest)."""
+    """Calibrate and quantize a pre-processed model into ``out`` (a scratch path: no manifest);
+    ``cache``: calibrations of earlier calls on the same ``prepared`` and feed, reused where they apply."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     settings = settings.for_host()
     averaging = settings.average_ranges and settings.calibrate_method == "MinMax"
+    key = (str(prepared), feed.tensors.__array_interface__["data"][0], feed.tensors.shape, settings.calibrate_method,
+           averaging, settings.quantize_ops, settings.weight_type)
     with _quiet(), chunked_calibration(max(1, CALIBRATION_SAMPLES_HELD // max(feed.batch, 1)), mean=averaging), \
-            fast_entropy_thresholds():
+            fast_entropy_thresholds(), cache.serving(key) if cache is not None else contextlib.nullcontext():
         try:
             quantize_static(
                 str(prepared), str(out), _TensorReader(feed.input_name, feed.tensors, feed.batch, progress),

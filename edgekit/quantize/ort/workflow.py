@@ -30,6 +30,7 @@ from edgekit.quantize import head
 from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed
+from edgekit.quantize.ort.calibration_cache import CalibrationCache
 from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -102,11 +103,12 @@ def quantize_ort_workflow(
     started = time.perf_counter()
     with work_dir(out) as work:
         prepared = preprocess(fp32, work)
+        calibrations = CalibrationCache()
 
         def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False,
                      cap: int | None = None) -> Path:
             used = dataclasses.replace(feed, tensors=feed.tensors[:cap]) if cap and len(feed.tensors) > cap else feed
-            return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32)
+            return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32, cache=calibrations)
 
         if auto:
             measure = measure or speed.Here(threads)
