@@ -297,7 +297,6 @@ def ort_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, r
 def tflite_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """Full-integer TFLite; where that is impossible (an op with no integer kernel), the stage passes
     only with ``--float-fallback``, and the row says so (``float-fb``) with the ops kept in float."""
-    from edgekit.manifest import read_manifest
     from edgekit.quantize.tflite import quantize_tflite
 
     out = work / "m.int8.tflite"
@@ -306,10 +305,16 @@ def tflite_stage(fp32: Path, work: Path, calib: np.ndarray, held_out: np.ndarray
         quantize_tflite(fp32, out, calib, force=True, progress=False)
     except Exception as exc:  # noqa: BLE001
         fallback(exc, lambda: quantize_tflite(fp32, out, calib, force=True, progress=False, float_fallback=True))
-        stage = next(s for s in read_manifest(out)["stages"] if s["stage"] == "quantize")
-        outcome = {"float_fallback": stage.get("float_ops", []), "full_integer_error": error_text(exc)}
+        outcome = {"float_fallback": quantize_record(out).get("float_ops", []), "full_integer_error": error_text(exc)}
+    translation = quantize_record(out).get("fp32_translation_cosine")  # FP32 TFLite vs the ONNX model
     return {**fidelity(work / "m.fp32.tflite", out, held_out, reference), **builtin_kernels(out, held_out, reference),
-            **outcome}
+            "translation_cosine": translation, **outcome}
+
+
+def quantize_record(path: Path) -> dict[str, Any]:
+    from edgekit.manifest import read_manifest
+
+    return next(s for s in read_manifest(path)["stages"] if s["stage"] == "quantize")
 
 
 def builtin_kernels(int8: Path, held_out: np.ndarray, reference: np.ndarray) -> dict[str, Any]:

@@ -125,3 +125,61 @@ def test_an_operator_onnx2tf_cannot_translate_is_one_line_naming_the_layer(tmp_p
     err = capsys.readouterr().err
     assert "could not translate layer /block/act/BiasGelu (operator BiasGelu" in err and err.count("\n") == 1, err
     assert "Traceback" not in err and not list(tmp_path.glob("contrib.int8*"))
+
+
+def _inception_pool_branch(directory: Path) -> Path:
+    """Inception-V3's pool branch (3x3 average pool, padding 1, padding counted) where its last blocks
+    run at 128 px: on a 2x2 map, where onnx2tf's rescaling of a padded pool went wrong."""
+    import torch
+
+    class PoolBranch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 16, 8, stride=16, padding=0)  # 32x32 -> 2x2
+            self.conv, self.fc = torch.nn.Conv2d(16, 16, 1), torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x))
+            return self.fc(self.conv(torch.nn.functional.avg_pool2d(y, 3, stride=1, padding=1)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    return _export(PoolBranch(), "pool_branch", directory)
+
+
+def test_a_padded_average_pool_on_a_2x2_map_converts_to_what_onnx_computes(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Rewritten to Pad + AveragePool before onnx2tf: the FP32 TFLite equals the ONNX model, and the
+    INT8 model is faithful (before: FP32 off by a quarter of the values' scale)."""
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+    from edgekit.runtime import open_runner
+
+    model = _inception_pool_branch(tmp_path)
+    prepare_for_onnx2tf(model, tmp_path / "rewritten.onnx")
+    rewritten = onnx.load(str(tmp_path / "rewritten.onnx")).graph.node
+    pool = next(n for n in rewritten if n.op_type == "AveragePool")
+    assert "Pad" in [n.op_type for n in rewritten] and not any(a.name == "pads" for a in pool.attribute)
+    out = tmp_path / "pool.int8.tflite"
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "32", "-o", str(out)]) == 0
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    onnx_out = open_runner(str(model)).predict(x)
+    np.testing.assert_allclose(open_runner(str(tmp_path / "pool.fp32.tflite")).predict(x), onnx_out, atol=1e-4)
+    assert _stage(out)["fidelity"]["cosine"] > 0.99
+
+
+def test_a_conversion_that_computes_something_else_is_refused_in_one_line(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """onnx2tf's own translation of the padded pool on a 2x2 map (edgekit's rewrite switched off) runs
+    without an error and computes something else: exit 2, one line with the FP32 cosine, nothing written."""
+    from edgekit.quantize.tflite import onnx_rewrites
+
+    monkeypatch.setattr(onnx_rewrites, "_average_pool_pads_explicit", lambda graph: False)
+    model = _inception_pool_branch(tmp_path)
+    out = tmp_path / "pool.int8.tflite"
+    capsys.readouterr()
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "32", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the TFLite conversion computes something else than the ONNX model" in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and not list(tmp_path.glob("pool.*tflite*"))
