@@ -120,8 +120,8 @@ def _screen(hist: np.ndarray, below: np.ndarray, windows: np.ndarray, nq: int) -
     lo = s[:, None] + np.arange(nq) * m[:, None]  # each quantized bin's first histogram bin
     hi = lo + m[:, None]
     quantized = (below[hi] - below[lo]).astype(np.int64)
+    block_p = quantized.astype(np.float64)  # p's mass per quantized bin; the tail is p's own below
     quantized[:, -1] += below[t] - below[s + whole]
-    block_p = (below[hi] - below[lo]).astype(np.float64)
     norm = c_nz[hi] - c_nz[lo]
     norm[:, 0] += first_nz.astype(np.int64) - nonzero[s]  # p's first bin carries the left outliers
     block_p[:, 0] += below[s]

@@ -28,7 +28,7 @@ the original form, measured on torch's own exports:
   onnx2tf pools without the padding and rescales by a multiplier, which it got wrong where the kernel
   covers the whole map: a 3x3 pool padded by 1 on a 2x2 map was off by up to 0.25 on values of about 1,
   and an Inception-V3 at 128 px (its last blocks at 2x2) converted to an FP32 TFLite at cosine 0.843
-  to its ONNX model; on 4x4 maps the output had the wrong shape.
+  to its ONNX model.
 """
 from __future__ import annotations
 
