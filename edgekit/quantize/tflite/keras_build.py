@@ -25,6 +25,7 @@ import numpy as np
 
 from edgekit import log
 from edgekit.errors import EdgekitError, first_line
+from edgekit.quantize.tflite.layer_memo import layer_outputs_reused
 from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
 
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -80,7 +81,7 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
     printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints
-    with _in_directory(work_dir), quiet_tensorflow(), contextlib.redirect_stdout(printed):
+    with _in_directory(work_dir), quiet_tensorflow(), contextlib.redirect_stdout(printed), layer_outputs_reused():
         try:
             return onnx2tf.convert(
                 input_onnx_file_path=str(private_copy),
