@@ -257,13 +257,13 @@ def test_a_histogram_widened_by_a_later_chunk_stays_bounded(wide_onnx: Path, tmp
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Later chunks' values 1000x larger than the first's: ORT would widen each histogram at the
     first chunk's bin width, about 1000x the bins for every tensor (random-weight EfficientNet-B5: past
-    12 GB). Merged instead, the histograms stay within 4x their bins, and Percentile's ranges stay
+    12 GB). Merged instead, the histograms stay within 4x 2048 bins, and Percentile's ranges stay
     close to those of one call over every sample. Entropy's KL search on a mix of two scales 1000x
     apart depends on the binning itself (ORT's own unbounded merge in chunks moved the output scale
     from 0.208 to 0.096): bounded is all it is held to."""
     from onnxruntime.quantization.calibrate import HistogramCollector
 
-    from edgekit.quantize.ort.calibration_memory import MAX_BINS_FACTOR
+    from edgekit.quantize.ort.calibration_memory import MAX_BINS_FACTOR, SEARCH_BINS
 
     calib = _calib(24)
     calib[12:] *= 1e3  # the first chunk (4 of the first 12: a quarter at most are held out) is not
@@ -272,12 +272,12 @@ def test_a_histogram_widened_by_a_later_chunk_stays_bounded(wide_onnx: Path, tmp
 
     def watched(self: HistogramCollector, name_to_arr: dict) -> None:
         collect(self, name_to_arr)
-        largest.append(max(len(h[0]) for h in self.histogram_dict.values()) / self.num_bins)
+        largest.append(max(len(h[0]) for h in self.histogram_dict.values()) / max(self.num_bins, SEARCH_BINS))
 
     monkeypatch.setattr(HistogramCollector, "collect", watched)
     _quantize(wide_onnx, tmp_path / "all.onnx", calib, 10**6, method, monkeypatch)
     peak = _quantize(wide_onnx, tmp_path / "chunked.onnx", calib, 4, method, monkeypatch)
-    assert largest[0] == 1 and 1 < max(largest[1:]) <= MAX_BINS_FACTOR, largest  # widened, within bounds
+    assert largest[0] <= 1 and 2 < max(largest[1:]) <= MAX_BINS_FACTOR, largest  # widened, within bounds
     assert peak < 64 * 2**20, peak
     whole, chunked = _scales(tmp_path / "all.onnx"), _scales(tmp_path / "chunked.onnx")
     for name in whole if method == "Percentile" else ():

@@ -18,10 +18,12 @@ merged range is the plain mean over every batch, as in one call.
 A histogram widens at its first chunk's bin width: a later chunk whose values reach 1000x further
 adds 1000x the bins, for every tensor. Random-weight EfficientNet-B5 at 128 px did (its activations'
 extremes vary by orders of magnitude between images) and ORT's Percentile calibration grew past 12 GB
-in two minutes. Before a chunk would widen a histogram past ``MAX_BINS_FACTOR`` times its bin count,
-its bins are merged f at a time (outward from zero for the symmetric ones), which moves no count
+in two minutes. Before a chunk would widen a histogram past ``MAX_BINS_FACTOR`` times the larger of
+the calibrator's bin count and the bins the Entropy search runs on (``entropy.SEARCH_BINS``; 8192 in
+all), its bins are merged f at a time (outward from zero for the symmetric ones), which moves no count
 across any edge that stays; its width is then still at most half of what one call over all samples
-would use (its range over ``num_bins``), so the thresholds are as fine as ORT's own.
+would use (its range over ``num_bins``), so the thresholds are as fine as ORT's own, and the Entropy
+search still gets more bins than it searches.
 """
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from edgekit.quantize.ort.entropy import SEARCH_BINS
+
 CHUNK_BATCHES = 4  # calibration batches held at once
-MAX_BINS_FACTOR = 4  # a merged histogram holds at most this many times the calibrator's num_bins
+MAX_BINS_FACTOR = 4  # a merged histogram holds at most this many times num_bins or SEARCH_BINS
 
 
 class _Chunk:
@@ -96,9 +100,9 @@ def chunked_calibration(limit: int = CHUNK_BATCHES, mean: bool = False) -> Itera
 
 def _bounded(collect: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """ORT's ``HistogramCollector.collect``, after merging the bins of every stored histogram this
-    chunk would widen past ``MAX_BINS_FACTOR * num_bins``."""
+    chunk would widen past the cap (see the module's docstring)."""
     def collect_bounded(collector: Any, name_to_arr: dict[str, Any]) -> Any:
-        cap = MAX_BINS_FACTOR * collector.num_bins
+        cap = MAX_BINS_FACTOR * max(collector.num_bins, SEARCH_BINS)
         for tensor, data in name_to_arr.items():
             stored = collector.histogram_dict.get(tensor)
             arrays = [np.asarray(a) for a in (data if isinstance(data, list) else [data])]
