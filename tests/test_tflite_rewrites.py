@@ -219,3 +219,30 @@ def test_a_model_that_amplifies_float_rounding_is_held_to_its_own_spread_and_sai
     assert translation < 0.999 and spread < 0.999, stage  # the model really amplifies rounding
     assert 1 - translation <= 4 * (1 - spread)
     assert "this model amplifies float rounding" in capsys.readouterr().err
+
+
+def test_shape_arithmetic_is_folded_through_a_chain_longer_than_any_fixed_round_count(tmp_path: Path) -> None:
+    """40 blocks that each pad to a multiple of 7 from the shape the block before left, as Swin's
+    windows do: every block's pads become known only once the previous Pad's output shape is (one
+    folding round a block). Swin-S's 18-block stage at 128 px needed 53 rounds; a cap of 32 left its
+    10th block on with runtime shapes, whose attention onnx2tf then mistranslated."""
+    import torch
+
+    from edgekit.export import export_onnx
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+
+    class Windows(torch.nn.Module):
+        def forward(self, x):
+            for _ in range(40):
+                width = x.shape[-1]
+                x = torch.nn.functional.pad(x, (0, (7 - width % 7) % 7))[..., : width + 1] * 0.5
+            return x
+
+    source = tmp_path / "windows.onnx"
+    export_onnx(Windows().eval(), torch.zeros(1, 3, 8, 8), source, parity_count=0)
+    assert "Shape" in [n.op_type for n in onnx.load(str(source)).graph.node]
+    prepare_for_onnx2tf(source, tmp_path / "folded.onnx")
+    folded = onnx.load(str(tmp_path / "folded.onnx"))
+    assert [n.op_type for n in folded.graph.node if n.op_type in ("Shape", "Gather", "Mod", "Concat")] == []
+    static = onnx.shape_inference.infer_shapes(folded).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in static] == [1, 3, 8, 14]

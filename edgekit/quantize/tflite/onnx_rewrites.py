@@ -32,6 +32,7 @@ the original form, measured on torch's own exports:
 """
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
 
     model = onnx.load(str(onnx_path))
     changed = _constants_to_initializers(model.graph)
-    for _ in range(MAX_FOLD_ROUNDS):  # a folded Pad or Reshape makes its output's shape static: fold again
+    for _ in range(len(model.graph.node)):  # a folded Pad or Reshape makes its output's shape static: fold again
         if not _fold_shape_arithmetic(model):
             break
         changed = True
@@ -173,7 +174,11 @@ def _average_pool_pads_explicit(graph: Any) -> bool:
 SMALL = 64  # a folded Shape is a shape vector
 MAX_FOLDED = 1 << 20  # elements: a node computing on constants only (Swin's shifted-window mask) is folded
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-MAX_FOLD_ROUNDS = 32  # Swin's padding arithmetic took 3 rounds (pads -> Pad's shape -> window reshapes)
+# Rounds: one per step of a chain of shapes, as many as needed (each folds something or ends). Swin's
+# padding arithmetic takes 3 a block (pads -> Pad's shape -> window reshapes), and every block waits
+# on the one before: Swin-S at 128 px took 53. A cap of 32 left its block 10 on onward unfolded, and
+# onnx2tf then mistranslated that block's attention (runtime shapes through a 5-D Transpose).
+INFERENCE_KEEPS = 1024  # elements: larger initializers are shapes only for shape inference (_shapes_only)
 
 
 def _fold_shape_arithmetic(model: Any) -> bool:
@@ -186,11 +191,12 @@ def _fold_shape_arithmetic(model: Any) -> bool:
 
     graph = model.graph
     constants = {i.name for i in graph.initializer}
-    stale = [v for v in graph.value_info if v.name in constants]  # ranks the rewrites above may have changed
-    for info in stale:
-        graph.value_info.remove(info)
+    fresh = [v for v in graph.value_info if v.name not in constants]  # ranks the rewrites above may have changed
+    if len(fresh) < len(graph.value_info):  # rebuilt at once: a repeated field's remove() is linear
+        del graph.value_info[:]
+        graph.value_info.extend(fresh)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        inferred = onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
     except Exception:  # noqa: BLE001 - no inferred shapes, nothing folded: onnx2tf gets the graph as it is
         return False
     static: dict[str, list[int]] = {}
@@ -198,7 +204,9 @@ def _fold_shape_arithmetic(model: Any) -> bool:
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in info.type.tensor_type.shape.dim]
         if info.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
             static[info.name] = dims
-    known = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    tensors = {i.name: i for i in graph.initializer}
+    sizes = {name: math.prod(t.dims) for name, t in tensors.items()}
+    known = _Arrays(tensors)  # each initializer read once it is needed: most are weights no fold reads
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     kept, changed = [], False
     for node in graph.node:
@@ -209,8 +217,7 @@ def _fold_shape_arithmetic(model: Any) -> bool:
             end = next((a.i for a in node.attribute if a.name == "end"), len(dims))
             value = np.array(dims[start:end], np.int64)
         elif (len(node.output) == 1 and node.domain in ("", "ai.onnx") and node.op_type not in NOT_FOLDED
-              and all(i in known for i in node.input if i)
-              and all(known[i].size <= MAX_FOLDED for i in node.input if i)):
+              and all(i in sizes and sizes[i] <= MAX_FOLDED for i in node.input if i)):
             single = helper.make_model(
                 helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(node.output[0], 0, None)],
                                   [numpy_helper.from_array(known[i], i) for i in node.input if i]),
@@ -222,13 +229,44 @@ def _fold_shape_arithmetic(model: Any) -> bool:
         if value is None or value.size > (SMALL if node.op_type == "Shape" else MAX_FOLDED):
             kept.append(node)
             continue
-        known[node.output[0]] = value
+        known[node.output[0]], sizes[node.output[0]] = value, value.size
         graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
         changed = True
     if changed:
         del graph.node[:]
         graph.node.extend(kept)
     return changed
+
+
+class _Arrays(dict):
+    """Initializers as arrays, each converted on first use."""
+
+    def __init__(self, tensors: dict[str, Any]) -> None:
+        super().__init__()
+        self.tensors = tensors
+
+    def __missing__(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        value = self[name] = numpy_helper.to_array(self.tensors[name])
+        return value
+
+
+def _shapes_only(model: Any) -> Any:
+    """The model with each initializer over ``INFERENCE_KEEPS`` elements declared as an input of its
+    type and shape: what shape inference needs (the small ones carry the shape arithmetic's values),
+    without serialising every weight once per round (Swin-S: 53 rounds of a 200 MB model)."""
+    from onnx import helper
+
+    graph = model.graph
+    declared = {i.name for i in graph.input}
+    small = [i for i in graph.initializer if math.prod(i.dims) <= INFERENCE_KEEPS]
+    large = [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in graph.initializer
+             if math.prod(i.dims) > INFERENCE_KEEPS and i.name not in declared]
+    light = helper.make_graph(list(graph.node), graph.name, [*graph.input, *large], list(graph.output), small,
+                              value_info=list(graph.value_info))
+    return helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                             functions=list(model.functions))
 
 
 def _drop_unused_initializers(graph: Any) -> None:
