@@ -108,7 +108,7 @@ def _bounded(collect: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
             arrays = [np.asarray(a) for a in (data if isinstance(data, list) else [data])]
             if stored is None or not any(a.size for a in arrays):
                 continue
-            reach = max(float(np.nanmax(np.abs(a))) for a in arrays if a.size)
+            reach = max(max(abs(float(np.nanmin(a))), abs(float(np.nanmax(a)))) for a in arrays if a.size)
             merge = _merged_absolute if len(stored) == 4 else _merged_symmetric
             collector.histogram_dict[tensor] = merge(stored, reach, cap)
         return collect(collector, name_to_arr)

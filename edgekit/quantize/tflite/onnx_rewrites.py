@@ -49,7 +49,12 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
 
     model = onnx.load(str(onnx_path))
     changed = _constants_to_initializers(model.graph)
-    for _ in range(len(model.graph.node)):  # a folded Pad or Reshape makes its output's shape static: fold again
+    # A folded Pad or Reshape makes its output's shape static: fold again, one round per step of a chain
+    # of shapes, as many as needed (each round folds something or ends). Swin's padding arithmetic takes 3
+    # a block (pads -> Pad's shape -> window reshapes) and every block waits on the one before: Swin-S at
+    # 128 px took 53. A cap of 32 left its block 10 onward unfolded, and onnx2tf then mistranslated that
+    # block's attention (runtime shapes through a 5-D Transpose).
+    for _ in range(len(model.graph.node)):
         if not _fold_shape_arithmetic(model):
             break
         changed = True
@@ -174,10 +179,6 @@ def _average_pool_pads_explicit(graph: Any) -> bool:
 SMALL = 64  # a folded Shape is a shape vector
 MAX_FOLDED = 1 << 20  # elements: a node computing on constants only (Swin's shifted-window mask) is folded
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-# Rounds: one per step of a chain of shapes, as many as needed (each folds something or ends). Swin's
-# padding arithmetic takes 3 a block (pads -> Pad's shape -> window reshapes), and every block waits
-# on the one before: Swin-S at 128 px took 53. A cap of 32 left its block 10 on onward unfolded, and
-# onnx2tf then mistranslated that block's attention (runtime shapes through a 5-D Transpose).
 INFERENCE_KEEPS = 1024  # elements: larger initializers are shapes only for shape inference (_shapes_only)
 
 

@@ -132,9 +132,10 @@ def _amplifier_warning(translation: float, spread: float | None) -> str | None:
     such a model measures its amplification of rounding as much as its quantization."""
     if spread is None:
         return None
-    return (f"this model amplifies float rounding: 1e-6 of relative input noise moves its output to cosine "
-            f"{spread:.4f}, and its FP32 TFLite sits at {translation:.4f} from the ONNX model; its INT8 fidelity "
-            "cannot reach 0.99 whatever the quantizer (a trained model rarely does this: check the weights)")
+    return (f"this model amplifies float rounding: {fidelity_mod.FLOAT_NOISE:g} of relative input noise moves its "
+            f"output to cosine {spread:.4f}, and its FP32 TFLite sits at {translation:.4f} from the ONNX model; its "
+            f"INT8 fidelity cannot reach {fidelity_mod.MIN_COSINE} whatever the quantizer (a trained model rarely "
+            "does this: check the weights)")
 
 
 def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidelity | None, str | None]:
