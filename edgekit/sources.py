@@ -372,10 +372,35 @@ def load_state_dict_file(module: Any, weights: str) -> None:
     _load_state_dict(module, _unwrap_state_dict(obj), path)
 
 
+def copied_state(module: Any) -> dict[str, Any]:
+    """A detached, contiguous CPU copy of ``module``'s state dict that keeps its per-module versions
+    (``_metadata``): torchvision's MNASNet refuses a state dict without them ("version should be set
+    to 1 or 2"), so a plain ``{k: v}`` copy made MNASNet model files and checkpoints unloadable."""
+    import collections
+
+    state = module.state_dict()
+    copy = collections.OrderedDict((k, v.detach().to("cpu", copy=True).contiguous()) for k, v in state.items())
+    copy._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return copy
+
+
+def _with_versions(module: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with the module's own per-module versions where it carries none (a plain dict, a
+    converted file): keys that fit this architecture are this architecture's version."""
+    import collections
+
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    versioned = collections.OrderedDict(state)
+    versioned._metadata = getattr(module.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    return versioned
+
+
 def _load_state_dict(module: Any, state: dict[str, Any], path: Path) -> None:
     try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches raise even when strict=False
+        result = module.load_state_dict(_with_versions(module, state), strict=False)
+    except (RuntimeError, ValueError) as exc:  # shape mismatches raise even when strict=False; a module's own
+        # _load_from_state_dict may refuse with ValueError (MNASNet: an unknown version)
         first = str(exc).strip().splitlines()[-1].strip()
         raise EdgekitError(f"{path}: state dict does not fit the architecture: {first}") from exc
     problems = []
@@ -427,7 +452,7 @@ def model_document(module: Any, arch: dict[str, Any] | None, path: Path) -> dict
     if not arch:
         raise EdgekitError(f"{path}: no architecture known to rebuild this model from; load it with --arch SRC "
                            "or write a .pt2 ExportedProgram")
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    state = copied_state(module)
     document = {"format": MODEL_FORMAT, "source": {"spec": arch["spec"], "kwargs": dict(arch.get("kwargs") or {})},
                 "structure": model_structure(module), "state_dict": state}
     fresh = _build_architecture(arch["spec"], dict(arch.get("kwargs") or {}))

@@ -74,4 +74,6 @@ def load_matching(path: Path | None, config: str, log: Callable[[str], None]) ->
 
 def cpu_state(model: Any) -> dict[str, Any]:
     """A detached CPU copy of ``model``'s state dict in the default memory format (for checkpoints, best weights)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    from edgekit.sources import copied_state
+
+    return copied_state(model)

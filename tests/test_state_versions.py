@@ -1,0 +1,53 @@
+"""Issue 12: torchvision's MNASNet refuses a state dict without its per-module versions
+(``_metadata``). edgekit's model files, training checkpoints and best-epoch weights were plain
+``{k: v}`` copies, so a pruned or trained MNASNet could not be loaded back, and ``fit`` ended in a
+traceback after its last epoch; a user's plain state dict failed the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from edgekit.cli import main
+from edgekit.distill.checkpoint import cpu_state
+from edgekit.sources import load_model, save_module
+
+ARCH = {"spec": "torchvision:mnasnet0_5", "kwargs": {"num_classes": 10}}
+
+
+def _mnasnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.mnasnet0_5(num_classes=10).eval()
+
+
+def test_best_epoch_weights_load_back_into_mnasnet() -> None:
+    model = _mnasnet()
+    state = cpu_state(model)
+    with torch.no_grad():
+        for value in model.parameters():
+            value.add_(1.0)
+    model.load_state_dict(state)  # raised ValueError ("version should be set to 1 or 2") before
+    assert torch.equal(model.state_dict()["layers.0.weight"], state["layers.0.weight"])
+
+
+def test_an_mnasnet_model_file_round_trips(tmp_path: Path) -> None:
+    model = _mnasnet()
+    path = save_module(model, tmp_path / "m.pt", torch.zeros(1, 3, 32, 32), arch=ARCH)
+    loaded = load_model(str(path), {}, arch=None, weights=None).module.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_a_plain_state_dict_without_versions_loads_through_the_cli(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    model = _mnasnet()
+    weights = tmp_path / "plain.pth"
+    torch.save(dict(model.state_dict()), weights)  # a plain dict: no _metadata
+    out = tmp_path / "m.onnx"
+    code = main(["export", "torchvision:mnasnet0_5", "--kwargs", '{"num_classes": 10}', "--weights", str(weights),
+                 "--input-shape", "1,3,32,32", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
