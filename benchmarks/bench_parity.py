@@ -45,16 +45,22 @@ DEFAULT_SIZE = 128
 def bn_images(source: str, count: int, size: int, seed: int) -> np.ndarray:
     """ImageNet-normalised NCHW images. ``blobs``: the other benchmarks' smooth random blobs (upsampled
     7x7 noise); ``digits``: half scikit-learn digits (real scans of ink), half 1/f colour fields."""
-    from edgekit.data import load_all, load_recipe, open_dataset, sample_indices
+    from edgekit.data import load_all, open_dataset, sample_indices
 
     if source == "blobs":
         return smooth_images(count, size, seed)
 
-    recipe = dataclasses.replace(load_recipe("imagenet"), size=(size, size), resize=None, center_crop=False,
-                                 gray_to_rgb=True)
-    digits = open_dataset("builtin:digits/train", recipe)
+    digits = open_dataset("builtin:digits/train", digits_recipe(size))
     real, _, _ = load_all(digits, sample_indices(digits, count // 2, seed=seed))
     return np.concatenate([real, pink_fields(count - len(real), size, seed)]).astype(np.float32)
+
+
+def digits_recipe(size: int) -> Any:
+    """scikit-learn's digits as ImageNet-normalised RGB at ``size`` px (what ImageNet classifiers take)."""
+    from edgekit.data import load_recipe
+
+    return dataclasses.replace(load_recipe("imagenet"), size=(size, size), resize=None, center_crop=False,
+                               gray_to_rgb=True)
 
 
 def pink_fields(count: int, size: int, seed: int) -> np.ndarray:
@@ -70,10 +76,12 @@ def pink_fields(count: int, size: int, seed: int) -> np.ndarray:
     return (images - mean[:, None, None]) / std[:, None, None]
 
 
-def calibrated_model(name: str, size: int, images: np.ndarray) -> torch.nn.Module:
-    """Seeded random weights; BatchNorm running statistics averaged (momentum=None) over the images."""
+def calibrated_model(name: str, size: int, images: np.ndarray, **kwargs: Any) -> torch.nn.Module:
+    """Seeded random weights; BatchNorm running statistics averaged (momentum=None) over the images.
+    ``kwargs`` go to torchvision's builder (``num_classes``)."""
     torch.manual_seed(0)
-    kwargs: dict[str, Any] = {"image_size": size} if name.startswith("vit_") else {}
+    if name.startswith("vit_"):
+        kwargs["image_size"] = size
     if name in ("googlenet", "inception_v3"):
         kwargs.update(aux_logits=False, init_weights=True)
     model = torchvision.models.get_model(name, weights=None, **kwargs)
@@ -84,6 +92,13 @@ def calibrated_model(name: str, size: int, images: np.ndarray) -> torch.nn.Modul
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and not module.weight.any():  # ViT's zero-initialised head
             torch.nn.init.normal_(module.weight, std=0.02)
+    return set_batchnorm_statistics(model, images)
+
+
+def set_batchnorm_statistics(model: torch.nn.Module, images: np.ndarray) -> torch.nn.Module:
+    """Every BatchNorm's running statistics replaced by their average (momentum=None) over the images;
+    the model is returned in eval mode."""
+    for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None
