@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 
-from edgekit.cli import main
 from edgekit.distill.checkpoint import cpu_state
 from edgekit.sources import load_model, save_module
 
@@ -41,13 +39,11 @@ def test_an_mnasnet_model_file_round_trips(tmp_path: Path) -> None:
         assert torch.equal(loaded(x), model(x))
 
 
-def test_a_plain_state_dict_without_versions_loads_through_the_cli(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_plain_state_dict_without_versions_loads_as_weights(tmp_path: Path) -> None:
     model = _mnasnet()
     weights = tmp_path / "plain.pth"
     torch.save(dict(model.state_dict()), weights)  # a plain dict: no _metadata
-    out = tmp_path / "m.onnx"
-    code = main(["export", "torchvision:mnasnet0_5", "--kwargs", '{"num_classes": 10}', "--weights", str(weights),
-                 "--input-shape", "1,3,32,32", "-o", str(out)])
-    assert code == 0, capsys.readouterr().err
-    assert out.exists()
+    loaded = load_model("torchvision:mnasnet0_5", {"num_classes": 10}, arch=None, weights=str(weights)).module.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
