@@ -3,7 +3,7 @@
 The zoo (benchmarks/zoo.py) has no trained weights to measure (nothing can be downloaded here), so it
 quantizes seeded random nets whose BatchNorm statistics are set on images. This script checks that
 stand-in where a trained net *can* be had: each architecture is trained on scikit-learn's digits
-(the demo's recipe: 32 px, 10 classes; EPOCHS epochs) and compared with the same architecture, same seed,
+(the demo's recipe: 32 px, 10 classes; the zoo's ``train_on_digits``, 4 epochs) and compared with the same architecture, same seed,
 untrained but with its BatchNorm statistics set on the same images as the zoo does. For both:
   * the input-noise cosine: FP32 output under one 8-bit step of input rounding (zoo.noise_floor);
   * the rounding floor: the same noise at the input of every Conv and Linear (zoo.rounding_floor);
@@ -32,8 +32,6 @@ from common import RESULTS, log, markdown, save_summary  # noqa: E402
 
 SIZE = 32
 CLASSES = 10
-EPOCHS = 4  # half the demo's training (edgekit/pipeline/demo.yaml), to fit a 2-core session
-LR = 3e-3
 IMAGES = 64
 ARCHITECTURES = ("resnet18_small", "mobilenet_v2", "mnasnet1_0")
 
@@ -57,16 +55,6 @@ def digits(split: str, count: int | None) -> tuple[np.ndarray, np.ndarray]:
     data = open_dataset(f"builtin:digits/{split}", "digits")
     x, y, _ = load_all(data, sample_indices(data, count, seed=0) if count else None)
     return x.astype(np.float32), y
-
-
-def train(model: Any) -> float:
-    """The demo's training, in place; returns the best validation top-1."""
-    from edgekit.distill import fit
-
-    history = fit(model, "builtin:digits/train", "digits", val_source="builtin:digits/val", epochs=EPOCHS, lr=LR,
-                  batch_size=64, progress=False, log=lambda _: None, device="cpu")
-    model.eval()
-    return float(history.as_dict()["best_val_top1"])
 
 
 def similarity(logits: np.ndarray) -> float:
@@ -96,6 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     import torch
+    import zoo
 
     torch.set_num_threads(2)
     calib, _ = digits("train", IMAGES)
@@ -105,7 +94,7 @@ def main() -> None:
         for weights in ("random + BN statistics", "trained"):
             start = time.time()
             model = build(name, calib)
-            top1 = train(model) if weights == "trained" else None
+            top1 = zoo.train_on_digits(model, "digits") if weights == "trained" else None
             with tempfile.TemporaryDirectory() as tmp:
                 row = {"arch": name, "weights": weights, "val_top1": top1, **measure(model, calib, held_out, Path(tmp))}
             rows.append(row)

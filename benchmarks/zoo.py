@@ -211,22 +211,23 @@ def built_model(name: str, size: int, calib: np.ndarray) -> tuple[Any, dict[str,
     model = calibrated_model(name, size, calib, **head())
     if WEIGHTS != "digits":
         return model, {}
+    from bench_parity import digits_recipe
+
     started = time.time()
-    top1 = train_on_digits(model, size)
+    top1 = train_on_digits(model, digits_recipe(size))
     return model, {"weights": WEIGHTS, "val_top1": round(top1, 2), "train_s": round(time.time() - started, 1)}
 
 
-def train_on_digits(model: Any, size: int) -> float:
-    """Train ``model`` in place on scikit-learn's digits at ``size`` px (the calibration and held-out
-    images' own preprocessing), best validation epoch kept, left in eval mode; its validation top-1.
-    Why: random weights with BatchNorm statistics set on images do not quantize like trained ones.
-    bench_trained_vs_random measured the demo's ResNet-18 both ways: rounding floor 0.9974 random,
-    0.999995 trained; edgekit's ORT INT8 cosine 0.988 random, 0.99994 trained."""
-    from bench_parity import digits_recipe
-
+def train_on_digits(model: Any, recipe: Any) -> float:
+    """Train ``model`` in place on scikit-learn's digits prepared by ``recipe`` (the zoo's: the
+    calibration and held-out images' own preprocessing), best validation epoch kept, left in eval
+    mode; its validation top-1. Why: random weights with BatchNorm statistics set on images do not
+    quantize like trained ones. bench_trained_vs_random measured the demo's ResNet-18 both ways:
+    rounding floor 0.9974 random, 0.999995 trained; edgekit's ORT INT8 cosine 0.988 random, 0.99994
+    trained."""
     from edgekit.distill import fit
 
-    history = fit(model, "builtin:digits/train", digits_recipe(size), val_source="builtin:digits/val",
+    history = fit(model, "builtin:digits/train", recipe, val_source="builtin:digits/val",
                   epochs=DIGITS_EPOCHS, lr=DIGITS_LR, batch_size=64, progress=False, log=lambda _: None)
     model.eval()
     return float(history.as_dict()["best_val_top1"])

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from edgekit.distill.checkpoint import cpu_state
-from edgekit.sources import load_model, save_module
+from edgekit.sources import copied_state, load_model, save_module
 
 ARCH = {"spec": "torchvision:mnasnet0_5", "kwargs": {"num_classes": 10}}
 
@@ -22,7 +21,7 @@ def _mnasnet() -> torch.nn.Module:
 
 def test_best_epoch_weights_load_back_into_mnasnet() -> None:
     model = _mnasnet()
-    state = cpu_state(model)
+    state = copied_state(model)
     with torch.no_grad():
         for value in model.parameters():
             value.add_(1.0)

@@ -71,9 +71,3 @@ def load_matching(path: Path | None, config: str, log: Callable[[str], None]) ->
         return None
     return state
 
-
-def cpu_state(model: Any) -> dict[str, Any]:
-    """A detached CPU copy of ``model``'s state dict in the default memory format (for checkpoints, best weights)."""
-    from edgekit.sources import copied_state
-
-    return copied_state(model)

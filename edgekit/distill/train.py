@@ -31,6 +31,7 @@ from edgekit.distill.data import TeacherCache, TorchData, as_dataset
 from edgekit.distill.history import TrainHistory
 from edgekit.distill.objectives import accuracy, distillation_loss, objective_for, to_device as _to
 from edgekit.errors import EdgekitError
+from edgekit.sources import copied_state
 
 _log = logging.getLogger(__name__)
 _METRIC_NAMES = {"top1": "top-1", "map50_95": "mAP50-95", "miou": "mIoU"}
@@ -158,13 +159,13 @@ def fit(
             record.update({f"val_{objective.metric}": val_acc, "val_time_s": time.perf_counter() - started})
             score = val_acc if val_acc is not None else -record["loss"]
             if score > best_acc:
-                best_acc, best_state = score, ckpts.cpu_state(student)
+                best_acc, best_state = score, copied_state(student)
             durations.append(record["epoch_time_s"] + record["val_time_s"])
             record["eta_s"] = (epochs - epoch - 1) * sum(durations) / len(durations)
             history.append(record)
             if ckpt and world.is_main:
                 with atomic_path(ckpt, force=True) as tmp:
-                    torch.save({"config": config, "model": ckpts.cpu_state(student), "optimizer": opt.state_dict(),
+                    torch.save({"config": config, "model": copied_state(student), "optimizer": opt.state_dict(),
                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                                 "epoch": epoch, "best_acc": best_acc, "best_state": best_state,
                                 "history": history}, tmp)
