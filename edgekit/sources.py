@@ -384,7 +384,7 @@ def copied_state(module: Any) -> dict[str, Any]:
     return copy
 
 
-def _with_versions(module: Any, state: dict[str, Any]) -> dict[str, Any]:
+def with_versions(module: Any, state: dict[str, Any]) -> dict[str, Any]:
     """``state`` with the module's own per-module versions where it carries none (a plain dict, a
     converted file): keys that fit this architecture are this architecture's version."""
     import collections
@@ -398,7 +398,7 @@ def _with_versions(module: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 def _load_state_dict(module: Any, state: dict[str, Any], path: Path) -> None:
     try:
-        result = module.load_state_dict(_with_versions(module, state), strict=False)
+        result = module.load_state_dict(with_versions(module, state), strict=False)
     except (RuntimeError, ValueError) as exc:  # shape mismatches raise even when strict=False; a module's own
         # _load_from_state_dict may refuse with ValueError (MNASNet: an unknown version)
         first = str(exc).strip().splitlines()[-1].strip()

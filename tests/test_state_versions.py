@@ -46,3 +46,28 @@ def test_a_plain_state_dict_without_versions_loads_as_weights(tmp_path: Path) ->
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_fit_resumes_an_mnasnet_from_a_checkpoint_without_versions(tmp_path: Path) -> None:
+    """An older edgekit wrote checkpoints as plain dicts; resuming one must not end in MNASNet's ValueError."""
+    from edgekit.distill import train
+
+    def stop_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    options = {"epochs": 2, "checkpoint_dir": tmp_path, "progress": False, "device": "cpu",
+               "val_source": "builtin:digits/val"}
+    try:
+        train(_mnasnet(), "builtin:digits/val", "digits", log=stop_after_first_epoch, **options)
+    except KeyboardInterrupt:
+        pass
+    last = tmp_path / "last.pt"
+    state = torch.load(last, weights_only=True)
+    assert getattr(state["model"], "_metadata", None) is not None  # what this edgekit writes
+    state["model"], state["best_state"] = dict(state["model"]), dict(state["best_state"])  # what an older one wrote
+    torch.save(state, last)
+    messages: list[str] = []
+    history = train(_mnasnet(), "builtin:digits/val", "digits", log=messages.append, **options)
+    assert any(m.startswith("resumed from") for m in messages), messages
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]

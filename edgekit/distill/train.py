@@ -31,7 +31,7 @@ from edgekit.distill.data import TeacherCache, TorchData, as_dataset
 from edgekit.distill.history import TrainHistory
 from edgekit.distill.objectives import accuracy, distillation_loss, objective_for, to_device as _to
 from edgekit.errors import EdgekitError
-from edgekit.sources import copied_state
+from edgekit.sources import copied_state, with_versions
 
 _log = logging.getLogger(__name__)
 _METRIC_NAMES = {"top1": "top-1", "map50_95": "mAP50-95", "miou": "mIoU"}
@@ -128,7 +128,7 @@ def fit(
     state = ckpts.load_matching(ckpt, config, say) if resume and world.is_main else None
     state = dd.broadcast_object(state, world)  # every rank continues from rank 0's checkpoint
     if state is not None:
-        student.load_state_dict(state["model"])
+        student.load_state_dict(with_versions(student, state["model"]))  # an older edgekit saved plain dicts
         opt.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -175,7 +175,7 @@ def fit(
                 + f", {record['images_per_s']:.0f} images/s, {record['epoch_time_s']:.1f} s"
                 + (f", ETA {record['eta_s']:.0f} s" if epoch + 1 < epochs else ""))
         if best_state is not None:
-            student.load_state_dict(best_state)
+            student.load_state_dict(with_versions(student, best_state))
     finally:
         student.to("cpu").to(memory_format=torch.contiguous_format)
         if teacher is not None:
