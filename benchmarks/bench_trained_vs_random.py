@@ -103,7 +103,7 @@ def main() -> None:
     print(markdown([[r["arch"], r["weights"], *[r[k] for k in keys]] for r in rows], ["arch", "weights", *keys]))
     save_summary("trained_vs_random", [
         {"comparison": f"{r['arch']} {r['weights']}", "metric": key, "value": r[key]} for r in rows for key in keys
-        if r[key] is not None])
+        if r[key] is not None], machine=zoo.machine(), commit=zoo.git_commit())
     print(f"rows in {RESULTS / 'trained_vs_random.json'}")
 
 

@@ -42,10 +42,11 @@ def row_labelled(table: list[list[Any]], label: str, column: int = 0) -> list[An
     return found[0]
 
 
-def save_summary(name: str, rows: list[dict[str, Any]]) -> None:
-    """rows: {"comparison", "metric", "value", "target"?}; run_all.py prints them as one table."""
+def save_summary(name: str, rows: list[dict[str, Any]], **context: Any) -> None:
+    """rows: {"comparison", "metric", "value", "target"?}; run_all.py prints them as one table.
+    ``context``: what the figures depend on beyond the code (the machine: ORT's INT8 differs with VNNI)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, "rows": rows}, indent=1) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, **context, "rows": rows}, indent=1) + "\n")
 
 
 def load_rows(path: Path, key: str) -> dict[str, dict[str, Any]]:
