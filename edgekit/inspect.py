@@ -169,11 +169,12 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
     from edgekit.runtime.device_runner.tflite_runner import in_onnx_order
 
     outputs = [_tflite_io(d) for d in in_onnx_order(interpreter, interpreter.get_output_details())]
-    int_io = all(d["dtype"] in ("int8", "uint8") for d in [*inputs, *outputs])
+    int_io = all(d["dtype"] in ("int8", "uint8", "int16") for d in [*inputs, *outputs])
+    kind = _integer_kind(tensors, produced | graph_inputs)
     if not float_ops and int_io:
-        quantization = "full-integer int8 (integer input and output)"
+        quantization = f"full-integer {kind} (integer input and output)"
     elif not float_ops:
-        quantization = "int8 inside, float input/output"
+        quantization = f"{kind} inside, float input/output"
     elif ops.keys() & {"QUANTIZE", "DEQUANTIZE"}:
         quantization = f"mixed: float ops {', '.join(float_ops)}"
     else:
@@ -189,6 +190,14 @@ def inspect_tflite(path: str | Path) -> dict[str, Any]:
         "float_ops": float_ops,
         "quantization": quantization,
     }
+
+
+def _integer_kind(tensors: dict[int, dict[str, Any]], activations: set[int]) -> str:
+    """``int8``, or ``16x8`` where activations are int16 (TFLite's int16-activation, int8-weight mode):
+    a 16x8 model is not an INT8 one, and runs other (often slower) kernels."""
+    if any(tensors[i]["dtype"] == np.int16 for i in activations if i in tensors):
+        return "16x8 (int16 activations, int8 weights)"
+    return "int8"
 
 
 def _tflite_io(detail: dict[str, Any]) -> dict[str, Any]:

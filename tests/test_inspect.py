@@ -108,3 +108,48 @@ def test_inspect_bad_files(content: bytes | None, name: str, message: str, tmp_p
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def _sixteen_by_eight(path: Path) -> Path:
+    """LayerNorm's first step, x - mean(x), converted by TensorFlow to 16x8 (int16 activations, int8 weights)."""
+    import tensorflow as tf
+
+    function = tf.function(lambda x: x - tf.reduce_mean(x, -1, keepdims=True),
+                           input_signature=[tf.TensorSpec([1, 4, 8], tf.float32)]).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.random.default_rng(i).standard_normal((1, 4, 8), np.float32)]
+                                                for i in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int16
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_inspect_says_a_16x8_model_is_not_int8(tmp_path: Path) -> None:
+    info = inspect_file(_sixteen_by_eight(tmp_path / "m.tflite"))
+    assert info["quantization"] == "full-integer 16x8 (int16 activations, int8 weights) (integer input and output)"
+
+
+def test_a_kernel_that_aborts_on_a_parsed_model_is_not_called_a_corrupt_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 16x8 ViT from TensorFlow's own converter aborted the interpreter in SUB's Prepare (an input
+    scale of zero); edgekit said the file was corrupt or truncated. Here the same abort, on SUB."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    path = _sixteen_by_eight(tmp_path / "m.tflite")
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    sub = next(op for op in graph.operators
+               if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                      model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == schema.BuiltinOperator.SUB)
+    graph.tensors[sub.inputs[1]].quantization.scale = [0.0]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgekit: error: {path}: the TFLite interpreter crashed on this file (signal 6 SIGABRT) "
+                          "while preparing its ops (allocate_tensors): the file parses"), err
+    assert len(err.splitlines()) == 1

@@ -32,6 +32,17 @@ MODEL_SUFFIXES = SUFFIXES
 TFLITE_IDENTIFIER = b"TFL3"
 PROBE_TIMEOUT_S = 600.0
 _PROBE_ERROR = "edgekit-probe-error:"
+_PROBE_PHASE = "edgekit-probe-phase:"
+# what a crash means, by the last phase the probe reached: a signal is not always a damaged file.
+# A valid 16x8 (int16 activation) ViT from TensorFlow's own converter aborted in SUB's Prepare
+# (tflite::QuantizeMultiplierSmallerThanOneExp: an input scale of zero), after parsing cleanly.
+_CRASH_MEANING = {
+    None: "while reading it: it is corrupt or truncated",
+    "parsed": ("while preparing its ops (allocate_tensors): the file parses, but a kernel of this runtime aborted "
+               "on an op's types or quantization parameters (e.g. an int16 (16x8) op with a zero scale), or it "
+               "is corrupt; convert it again, or for another runtime version"),
+    "prepared": "while running it once: a kernel of this runtime cannot run one of its ops, or it is corrupt",
+}
 _NO_INTERPRETER_EXIT = 4
 
 # Runs in a child: the self-contained device runner picks the interpreter exactly as loading does.
@@ -47,7 +58,9 @@ import numpy as np
 try:
     with open(sys.argv[2], "rb") as handle:
         interpreter = interpreter_class(model_content=handle.read())
+    print("edgekit-probe-phase: parsed", flush=True)
     interpreter.allocate_tensors()
+    print("edgekit-probe-phase: prepared", flush=True)
     if sys.argv[3] == "1":
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
@@ -181,8 +194,10 @@ def _probe_in_child(path: Path, name: str, invoke: bool, timeout: float) -> None
     if proc.returncode == 0 or proc.returncode == _NO_INTERPRETER_EXIT:
         return  # no interpreter here: loading it will say so
     if proc.returncode < 0:
-        raise EdgekitError(f"{name}: the TFLite interpreter crashed on this file ({signal_name(-proc.returncode)}); "
-                           "it is corrupt or truncated")
+        phase = next((line[len(_PROBE_PHASE):].strip() for line in reversed(proc.stdout.splitlines())
+                      if line.startswith(_PROBE_PHASE)), None)
+        raise EdgekitError(f"{name}: the TFLite interpreter crashed on this file ({signal_name(-proc.returncode)}) "
+                           f"{_CRASH_MEANING.get(phase, _CRASH_MEANING[None])}")
     message = next((line[len(_PROBE_ERROR):].strip() for line in reversed(proc.stdout.splitlines())
                     if line.startswith(_PROBE_ERROR)), None)
     detail = message or first_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output")
