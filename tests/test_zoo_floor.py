@@ -47,3 +47,17 @@ def test_redo_of_an_unknown_stage_is_one_line_exit_2_and_leaves_the_rows_as_they
                            "--redo", "ort,onnx"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == "--redo: onnx is not a quantization stage (ort, tflite)"
     assert rows.read_text() == '{"arch": "resnet18", "size": 128, "stages": {}}\n'
+
+
+def test_a_digits_row_whose_training_stayed_at_chance_is_shown_but_not_in_the_fidelity_medians() -> None:
+    def row(arch: str, top1: float, cosine: float) -> dict:
+        stages = {"build": {"ok": True, "val_top1": top1}, "ort": {"ok": True, "cosine": cosine},
+                  "export": {"ok": True, zoo.ROUNDING: cosine}}
+        return {"arch": arch, "stages": stages}
+
+    rows = [row("a", 45.0, 0.998), row("b", 50.0, 0.994), row("constant", 10.0, 1.0)]  # 10%: chance, cosine 1.0
+    line = zoo.coverage(rows)
+    assert "ort 3/3" in line and "leave out 1 row(s)" in line and ": constant;" in line, line
+    assert "median ort cosine 0.9960 (n=2" in line and "median rounding floor 0.9960 (n=2" in line, line
+    assert zoo.built(rows[2]["stages"]["build"]) == "ok (digits 10%, not learned)"
+    assert zoo.built(rows[0]["stages"]["build"]) == "ok (digits 45%)"
