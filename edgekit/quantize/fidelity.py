@@ -159,6 +159,21 @@ class Check:
         return self.measured[key]
 
 
+def second_opinion(check: Check, int8: str | Path, first: Fidelity | None, gap: float,
+                   **runner_options: Any) -> Fidelity | None:
+    """The INT8 model measured again through other kernels (``runner_options``: ``delegate="none"``), only
+    when ``first`` missed the threshold, so a faithful model pays nothing; returned when they gain at
+    least ``gap`` cosine points, else None (a measurement that fails included: a diagnosis must not
+    cost a quantization that succeeded)."""
+    if first is None or first.ok:
+        return None
+    try:
+        other = check(int8, **runner_options)
+    except Exception:  # noqa: BLE001
+        return None
+    return other if other.cosine - first.cosine >= gap else None
+
+
 def measure(fp32: str | Path, int8: str | Path, samples: np.ndarray, source: str = "held-out",
             threads: int | None = None, reference: np.ndarray | None = None, task: str = "classification",
             **runner_options: Any) -> Fidelity:

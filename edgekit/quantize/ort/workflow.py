@@ -31,6 +31,7 @@ from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed
 from edgekit.quantize.ort.calibration_cache import CalibrationCache
+from edgekit.quantize.ort.kernels import fused_kernels_check
 from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -169,13 +170,15 @@ def quantize_ort_workflow(
         if top1 is not None:
             extra["top1"] = top1
         faithful = check(final)
+        kernel_record, kernel_warning = fused_kernels_check(check, final, faithful)
+        extra.update(kernel_record)
         extra["int8_vs_fp32_speed"] = speed.checked(fp32, final, timer or speed.default_timer(threads),
                                                     lambda p50: ort_speed.reason(final, settings.as_dict(), p50), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(final, tmp)
     timings["total_s"] = time.perf_counter() - started
     warnings = [note] if note and settings.format == "QDQ" else []  # a QDQ ranking that failed
-    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)),) if w]
+    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)), kernel_warning) if w]
     result = QuantizeResult(
         backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
         calibration={**(calibration_info or {}), "num_samples": int(len(feed.tensors)),

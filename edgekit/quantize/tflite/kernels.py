@@ -27,14 +27,10 @@ def builtin_kernels_check(check: fidelity_mod.Check, int8: Path, with_xnnpack: f
     (XNNPACK) fidelity missed the threshold, so a faithful model pays nothing. ``check``: the fidelity
     check ``with_xnnpack`` came from (its FP32 outputs are reused); ``ops``: the model's TFLite op
     names (inspect_tflite's counts by name)."""
-    if with_xnnpack is None or with_xnnpack.ok:
+    builtin = fidelity_mod.second_opinion(check, int8, with_xnnpack, GAP, delegate="none")
+    if builtin is None:
         return {}, None
-    try:
-        builtin = check(int8, delegate="none")
-    except Exception:  # noqa: BLE001 - a second opinion must not cost a conversion that succeeded
-        return {}, None
-    if builtin.cosine - with_xnnpack.cosine < GAP:
-        return {}, None
+    assert with_xnnpack is not None  # second_opinion measures only after a first measurement
     culprit = (" (its int8 BATCH_MATMUL of two activations, attention's matmuls, is the kernel measured to "
                "differ)" if "BATCH_MATMUL" in ops else "")
     return {"fidelity_builtin_kernels": builtin.as_dict()}, (

@@ -14,6 +14,9 @@ _NP_DTYPES = {
 
 
 class OrtRunner(Runner):
+    """``delegate="none"``: no graph optimizations, so no fused INT8 kernels: a QDQ model runs as its
+    graph says, each QuantizeLinear/DequantizeLinear in float (the reference its fused kernels are held
+    to; see edgekit.quantize.ort.kernels). Float speed; a diagnosis, not a deployment."""
     backend = "onnxruntime"
     package = "onnxruntime"
 
@@ -21,6 +24,7 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         self.threads = threads
+        self.unfused = delegate == "none"
         self.session = ort.InferenceSession(path, self._options(), providers=["CPUExecutionProvider"])
         inputs = [TensorInfo(i.name, i.shape, _NP_DTYPES.get(i.type, np.float32)) for i in self.session.get_inputs()]
         outputs = [TensorInfo(o.name, o.shape, _NP_DTYPES.get(o.type, np.float32)) for o in self.session.get_outputs()]
@@ -36,6 +40,8 @@ class OrtRunner(Runner):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if self.unfused:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return options
 
     def profile(self, feeds: list[np.ndarray], runs: int, top: int) -> dict[str, Any]:
