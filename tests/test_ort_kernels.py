@@ -2,7 +2,7 @@
 
 The model is real: the first convolution of a ShuffleNet-V2-x0.5 trained on digits at 128 px
 (benchmarks/data, its BatchNorm folded), on the zoo's images. Its fused QLinearConv lost fidelity
-on an Intel Xeon with AVX-512 VNNI (cosine 0.857 fused, 0.99992 unfused, ORT 1.23.0); other CPUs
+on an Intel Xeon with AVX-512 VNNI (cosine 0.81-0.86 fused, varying by session, 0.9999 unfused, ORT 1.23.0); other CPUs
 may compute it right, so the test measures what this CPU does and asserts that edgekit says it."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import zoo  # noqa: E402
 
 from edgekit.quantize.ort import quantize_ort_workflow  # noqa: E402
 from edgekit.quantize.ort.kernels import GAP  # noqa: E402
+from edgekit.tasks.base import output_cosine  # noqa: E402
 
 
 def test_a_kernel_that_computes_less_than_its_qdq_graph_is_said_and_a_faithful_one_is_not(tmp_path: Path) -> None:
@@ -27,8 +28,8 @@ def test_a_kernel_that_computes_less_than_its_qdq_graph_is_said_and_a_faithful_o
     result = quantize_ort_workflow(fp32, int8, calib[:24], holdout=held_out[:16], remedies=False, progress=False,
                                    log=lambda _: None)
     reference = stem.outputs(fp32, held_out[:16], "ORT_DISABLE_ALL")
-    fused = stem.cosine(stem.outputs(int8, held_out[:16], "ORT_ENABLE_ALL"), reference)
-    unfused = stem.cosine(stem.outputs(int8, held_out[:16], "ORT_DISABLE_ALL"), reference)
+    fused = output_cosine(stem.outputs(int8, held_out[:16], "ORT_ENABLE_ALL"), reference)
+    unfused = output_cosine(stem.outputs(int8, held_out[:16], "ORT_DISABLE_ALL"), reference)
     said = [w for w in result.warnings if w.startswith("ONNX Runtime's fused INT8 kernels")]
     if unfused - fused < GAP:  # this CPU computes the stem right (raw ORT sessions): nothing to say
         assert not said and "fidelity_unfused" not in result.details, (said, fused, unfused)
