@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edgekit.errors import EdgekitError
+from edgekit.supervise import announce_folder
 
 _TAGGED = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?:part|tmp)$")
 _LOCK_SUFFIX = ".lock"
@@ -92,6 +93,7 @@ def claim(target: str | os.PathLike[str], wait: bool = False) -> None:
         return
     with _writable(Path(target)):
         lock.parent.mkdir(parents=True, exist_ok=True)
+    announce_folder(lock.parent)  # swept by the supervisor if this process crashes
     while True:
         with _writable(Path(target)):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

@@ -37,7 +37,7 @@ def test_sigkill_mid_tflite_conversion_is_cleaned_by_the_next_command(tmp_path: 
     deadline = time.monotonic() + 300
     scratch: list[Path] = []
     while time.monotonic() < deadline and victim.poll() is None:
-        scratch = [p for p in out.parent.glob(f".q.int8.tflite.{victim.pid}.*.tmp") if any(p.rglob("*.onnx"))]
+        scratch = [p for p in out.parent.glob(".q.int8.tflite.*.tmp") if any(p.rglob("*.onnx"))]
         if scratch:
             break
         time.sleep(0.05)

@@ -1,0 +1,125 @@
+"""A native crash, a kill or an interrupt of an edgekit command, with real signals in real processes:
+one line and an exit code, never a signal, and nothing half-written (edgekit.supervise)."""
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekit.export import export_onnx
+    from edgekit.zoo import digits_cnn
+
+    path = tmp_path_factory.mktemp("supervise") / "m.onnx"
+    export_onnx(digits_cnn(width=8).eval(), torch.zeros(1, 3, 32, 32), path)
+    return path
+
+
+def quantize_command(model: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "edgekit", "quantize", str(model), "--backend", "tflite", "--calib",
+            "builtin:digits/train", "--recipe", "digits", "--num-samples", "40", "-o", str(out)]
+
+
+def worker_of(supervisor: int) -> int | None:
+    """The supervised command's process: the only child of the ``edgekit`` process."""
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def converting(proc: subprocess.Popen, out: Path, timeout: float = 300) -> int:
+    """Wait until the worker is inside onnx2tf (its scratch folder holds the model copy); its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        worker = worker_of(proc.pid)
+        if worker and any(any(p.rglob("*.onnx")) for p in out.parent.glob(f".{out.name}.{worker}.*.tmp")):
+            return worker
+        time.sleep(0.05)
+    raise AssertionError(f"never reached the conversion: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL])
+def test_a_worker_that_dies_of_a_signal_is_one_line_exit_2_and_nothing_left(signum: int, digits_onnx: Path,
+                                                                             tmp_path: Path) -> None:
+    out = tmp_path / "q.int8.tflite"
+    proc = subprocess.Popen(quantize_command(digits_onnx, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = converting(proc, out)
+    assert worker != proc.pid
+    os.kill(worker, signum)  # what TensorFlow's abort() or a bad pointer does to the process
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgekit: error: quantize "), stderr
+    if signum == signal.SIGKILL:
+        assert re.search(r"was killed \(SIGKILL\) by another process or the system, at \d+\.\d GB peak memory",
+                         lines[0]), lines[0]
+    else:  # the Python stack at the crash names the library and edgekit's step inside it
+        name = signal.Signals(signum).name
+        assert re.search(rf"crashed \({name}\) inside \w+, during build_keras \(edgekit/quantize/tflite/keras_build"
+                         r"\.py:\d+\)", lines[0]), lines[0]
+    assert list(tmp_path.iterdir()) == []  # no scratch folder, no lock, no output
+
+
+def test_terminal_ctrl_c_ends_the_supervised_command_in_one_line(digits_onnx: Path, tmp_path: Path) -> None:
+    """Ctrl-C on a real terminal reaches the whole foreground group, supervisor and worker at once:
+    the command ends with one "interrupted" line and exit 130 (not a signal, not a crash line) and
+    leaves nothing behind."""
+    out = tmp_path / "q.int8.tflite"
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(quantize_command(digits_onnx, out), stdin=follower, stdout=follower, stderr=follower,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+    os.close(follower)
+    converting(proc, out)
+    os.write(leader, b"\x03")  # the terminal's interrupt character: SIGINT to the foreground group
+    printed = b""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([leader], [], [], 0.2)[0]:
+            try:
+                printed += os.read(leader, 4096)
+            except OSError:
+                break
+    proc.wait(timeout=30)
+    os.close(leader)
+    text = printed.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert text.count("edgekit: interrupted") == 1 and "Traceback" not in text, text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_supervisor_takes_its_worker_with_it(digits_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q.int8.tflite"
+    proc = subprocess.Popen(quantize_command(digits_onnx, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = converting(proc, out)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(worker):
+        time.sleep(0.05)
+    assert not _running(worker), "the command ran on without its edgekit process"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
