@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -111,7 +110,9 @@ def _descriptors_captured() -> Iterator[None]:
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     swapped: dict[str, TextIO] = {}
-    with tempfile.TemporaryFile() as sink:
+    from edgekit.supervise import hidden_output_file
+
+    with hidden_output_file() as sink:
         try:
             for name, fd in (("stdout", 1), ("stderr", 2)):
                 stream = getattr(sys, name)

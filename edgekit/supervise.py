@@ -13,6 +13,7 @@ then ends the way the child did.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -21,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
-WORKER_FD = "EDGEKIT_SUPERVISOR_FD"  # the child's report file: folders it writes, its stack at a crash
+# The child's two files, "REPORT,NATIVE": the folders it writes and its stacks at a crash; what
+# native code wrote while edgekit hid it (log.native_output), whose last line may say why it aborted.
+WORKER_FD = "EDGEKIT_SUPERVISOR_FD"
 CRASH_EXIT = 2
 _CLAIM = "edgekit-writing: "
 # Signals a user sends to end a command: forwarded to the child, whose death by one is mirrored.
@@ -31,6 +34,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group (child included)
 _PR_SET_PDEATHSIG = 1
 _report: IO[str] | None = None  # the worker's side of the report file, kept open for faulthandler
+_native_fd: int | None = None  # the worker's side of the native-output file
 
 
 def supervision_wanted() -> bool:
@@ -40,29 +44,44 @@ def supervision_wanted() -> bool:
             and hasattr(signal, "sigtimedwait"))
 
 
-def run_supervised(argv: Sequence[str]) -> int:
-    """Run ``edgekit ARGV`` in a child and return its exit code; a crash becomes one line and
-    :data:`CRASH_EXIT`. A forwarded signal that ended the child ends this process too."""
+def run_supervised(argv: Sequence[str], program: Sequence[str] = (sys.executable, "-m", "edgekit")) -> int:
+    """Run ``PROGRAM ARGV`` (edgekit) in a child and return its exit code; a crash becomes one line
+    and :data:`CRASH_EXIT`. A forwarded signal that ended the child ends this process too."""
     waited = {*_FORWARDED, signal.SIGCHLD}
     libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
     parent = os.getpid()
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    with tempfile.TemporaryFile("w+b") as report:  # no name on disk: nothing to clean up
+    # no names on disk: nothing to clean up
+    with tempfile.TemporaryFile("w+b") as report, tempfile.TemporaryFile("w+b") as native:
+        fds = (report.fileno(), native.fileno())
         child = subprocess.Popen(
-            [sys.executable, "-m", "edgekit", *argv], pass_fds=(report.fileno(),),
-            env={**os.environ, WORKER_FD: str(report.fileno()), "PYTHONPATH": _import_path()},
+            [*program, *argv], pass_fds=fds,
+            env={**os.environ, WORKER_FD: ",".join(map(str, fds)), "PYTHONPATH": _import_path()},
             preexec_fn=lambda: _prepare_child(original_mask, parent, libc))
         status, peak_kb = _wait(child.pid, waited)
         if os.WIFEXITED(status):
             return os.WEXITSTATUS(status)
-        report.seek(0)
-        text = report.read().decode(errors="replace")
+        text = os.pread(report.fileno(), 1 << 20, 0).decode(errors="replace")
+        said = last_message(native)
     _sweep_announced(text)
     signum = os.WTERMSIG(status)
     if signum in _FORWARDED:
         _die_like(signum)
-    print(f"edgekit: error: {crash_line(_command(argv), signum, text, peak_kb)}", file=sys.stderr)
+    print(f"edgekit: error: {crash_line(_command(argv), signum, text, peak_kb, said)}", file=sys.stderr)
     return CRASH_EXIT
+
+
+# A native library's dying words: glog/absl fatal lines, C++'s terminate, assert(); not its warnings.
+_FATAL = re.compile(r"^F\d{4}|check failed|terminate called|what\(\)|assertion|fatal|abort", re.IGNORECASE)
+
+
+def last_message(native: IO[bytes]) -> str | None:
+    """The last fatal-looking line native code wrote while edgekit hid its output (TensorFlow's
+    ``Check failed``, ``terminate called ...``), at most 200 characters."""
+    size = os.fstat(native.fileno()).st_size
+    tail = os.pread(native.fileno(), 8192, max(0, size - 8192)).replace(b"\0", b"").decode(errors="replace")
+    lines = [line.strip() for line in tail.splitlines() if _FATAL.search(line)]
+    return lines[-1][:200] if lines else None
 
 
 def _import_path() -> str:
@@ -108,7 +127,7 @@ def _command(argv: Sequence[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "the command")
 
 
-def crash_line(command: str, signum: int, report: str, peak_kb: int) -> str:
+def crash_line(command: str, signum: int, report: str, peak_kb: int, said: str | None = None) -> str:
     """One line for the user: what died, how, where (library and edgekit step), and what to do."""
     try:
         name = signal.Signals(signum).name
@@ -124,12 +143,13 @@ def crash_line(command: str, signum: int, report: str, peak_kb: int) -> str:
                 "peak memory; half-written files were removed")
     library, step = crash_site(report)
     during = f", during {step}" if step else ""
+    last = f' (its last message: "{said}")' if said else ""
     if library:
-        return (f"{command} crashed ({name}) inside {library}{during}: {library} aborted on this model, an error "
-                f"edgekit cannot catch; half-written files were removed. Another backend or runtime may handle the "
-                f"model; -v shows {library}'s own messages")
-    return (f"{command} crashed ({name}) in native code{during}, an error edgekit cannot catch; half-written files "
-            "were removed; -v shows the libraries' own messages")
+        return (f"{command} crashed ({name}) inside {library}{during}{last}: {library} aborted on this model, an "
+                f"error edgekit cannot catch; half-written files were removed. Another backend or runtime may handle "
+                f"the model; -v shows {library}'s own messages")
+    return (f"{command} crashed ({name}) in native code{during}{last}, an error edgekit cannot catch; half-written "
+            "files were removed; -v shows the libraries' own messages")
 
 
 def _memory_kb() -> int:
@@ -186,13 +206,14 @@ def _sweep_announced(report: str) -> None:
 def become_worker() -> None:
     """In the child: a crash dumps the Python stacks into the report file; Ctrl-C interrupts once
     (the terminal and the supervisor may both send it: a second one must not cut the cleanup short)."""
-    global _report
-    fd = os.environ.pop(WORKER_FD, None)
-    if fd is None or _report is not None:
+    global _report, _native_fd
+    fds = os.environ.pop(WORKER_FD, None)
+    if fds is None or _report is not None:
         return
     import faulthandler
 
-    _report = os.fdopen(int(fd), "w", buffering=1)
+    report, native = (int(fd) for fd in fds.split(","))
+    _report, _native_fd = os.fdopen(report, "w", buffering=1), native
     faulthandler.enable(file=_report, all_threads=True)
     signal.signal(signal.SIGINT, _interrupt_once)
 
@@ -206,3 +227,20 @@ def announce_folder(folder: str | os.PathLike[str]) -> None:
     """Tell the supervisor (if any) that this process writes in ``folder``, to be swept if it crashes."""
     if _report is not None:
         _report.write(f"{_CLAIM}{os.path.abspath(folder)}\n")
+
+
+@contextlib.contextmanager
+def hidden_output_file() -> Iterator[IO[bytes]]:
+    """Where :func:`edgekit.log.native_output` sends what it hides: the supervisor's file, emptied
+    (it reads the last line after a crash), or a private temporary file."""
+    if _native_fd is None:
+        with tempfile.TemporaryFile() as private:
+            yield private
+        return
+    os.ftruncate(_native_fd, 0)
+    os.lseek(_native_fd, 0, os.SEEK_SET)
+    shared = os.fdopen(os.dup(_native_fd), "w+b")
+    try:
+        yield shared
+    finally:
+        shared.close()

@@ -123,3 +123,37 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+CRASHING_COMMAND = """
+import ctypes, sys
+from edgekit import atomic, log, supervise
+supervise.become_worker()
+log.configure(0)
+out = sys.argv[1]
+atomic.claim(out)  # announces the folder
+with atomic.atomic_path(out, False) as tmp:
+    open(tmp, "wb").write(b"half")
+    with log.native_output():  # what TensorFlow says while edgekit hides it
+        libc = ctypes.CDLL(None)
+        for line in (b"W0000 a warning at import\\n", b"F0000 kernel.cc:7] Check failed: scale > 0 (0 vs. 0)\\n"):
+            libc.write(2, line, len(line))
+        libc.abort()
+"""
+
+
+def test_a_native_abort_is_named_with_the_librarys_last_words_and_its_files_swept(tmp_path: Path,
+                                                                                  capfd: pytest.CaptureFixture) -> None:
+    from edgekit.supervise import run_supervised
+
+    script = tmp_path / "crashing.py"
+    script.write_text(CRASHING_COMMAND)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    code = run_supervised([str(out)], program=[sys.executable, str(script)])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("edgekit: error: "), err
+    assert 'crashed (SIGABRT) in native code (its last message: "F0000 kernel.cc:7] Check failed: scale > 0' in err
+    assert "a warning" not in err
+    assert list(out.parent.iterdir()) == []  # the half-written .part file and the lock are gone
