@@ -37,3 +37,27 @@ def test_a_kernel_that_computes_less_than_its_qdq_graph_is_said_and_a_faithful_o
         assert len(said) == 1, (result.warnings, fused, unfused)
         assert result.details["fidelity_unfused"]["cosine"] > result.fidelity.cosine + GAP
         assert f"{result.fidelity.cosine:.4f}, against {result.details['fidelity_unfused']['cosine']:.4f}" in said[0]
+
+
+def test_the_layer_a_fused_kernel_miscomputes_is_found_and_kept_in_float(tmp_path: Path) -> None:
+    """With remedies on, edgekit finds the convolution whose fused kernel departs from its QDQ graph (by
+    bisecting cuts of the model) and quantizes again with it in float, measured with the default
+    session; on a CPU whose kernel is right nothing is kept."""
+    calib, held_out = zoo.images(stem.SIZE)
+    fp32, int8 = tmp_path / "stem.onnx", tmp_path / "stem.int8.onnx"
+    stem.stem_model(fp32)
+    result = quantize_ort_workflow(fp32, int8, calib[:24], holdout=held_out[:16], progress=False, log=lambda _: None)
+    fix = result.details.get("kernel_remedy")
+    plain = quantize_ort_workflow(fp32, tmp_path / "plain.onnx", calib[:24], holdout=held_out[:16], remedies=False,
+                                  progress=False, log=lambda _: None)
+    unfused = stem.outputs(tmp_path / "plain.onnx", held_out[:16], "ORT_DISABLE_ALL")
+    fused = stem.outputs(tmp_path / "plain.onnx", held_out[:16], "ORT_ENABLE_ALL")
+    if output_cosine(fused, unfused) >= 1 - GAP:  # this CPU computes the stem's fused kernel right
+        assert fix is None, fix
+        return
+    assert fix is not None and fix["kept_in_float"] == ["Conv_0"], (fix, plain.fidelity)  # named by edgekit
+    assert "Conv_0" in result.nodes_excluded
+    assert result.fidelity.cosine > fix["fused_before"]["cosine"] + GAP
+    assert result.fidelity.cosine >= fix["unfused_before"]["cosine"] - GAP  # as faithful as the graph said
+    said = [w for w in result.warnings if "miscompute Conv_0 " in w]
+    assert len(said) == 1 and f"cosine {result.fidelity.cosine:.4f}" in said[0], result.warnings

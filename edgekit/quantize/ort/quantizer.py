@@ -103,7 +103,26 @@ def preprocess(onnx_in: str | Path, work: Path) -> Path:
                 quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
             except Exception as exc:
                 raise EdgekitError(f"{onnx_in}: ONNX Runtime pre-processing failed ({first_line(exc)})") from exc
+    _name_nodes(prepared)
     return prepared
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node a unique name (``Conv_3``): ORT keeps a layer in float by its name
+    (--exclude, the sensitivity ranking, the kernel remedy), and an ONNX file may leave names empty."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # external tensors stay where they are
+    taken = {node.name for node in model.graph.node}
+    unnamed = [node for node in model.graph.node if not node.name]
+    for index, node in enumerate(unnamed):
+        name = f"{node.op_type}_{index}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
+    if unnamed:
+        onnx.save(model, str(path))
 
 
 def quantize_prepared(

@@ -31,7 +31,7 @@ from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed
 from edgekit.quantize.ort.calibration_cache import CalibrationCache
-from edgekit.quantize.ort.kernels import fused_kernels_check
+from edgekit.quantize.ort.kernels import fused_kernels_check, kernel_remedy, remedied_warning
 from edgekit.quantize.ort.quantizer import calibration_feed, preprocess, quantize_prepared
 from edgekit.quantize.ort.sensitivity import budget_candidates, meet_accuracy_budget, ranking_or_reason
 from edgekit.quantize.ort.settings import OrtQuantSettings
@@ -134,6 +134,14 @@ def quantize_ort_workflow(
             excluded += kept
         before = check(first)
         timings["fidelity_s"] = time.perf_counter() - t0
+        kernel_fix: dict[str, Any] = {}
+        if remedies and not before.ok:  # first: the remedies below should search kernels that compute right
+            t0 = time.perf_counter()
+            first, before, kernel_fix = kernel_remedy(
+                check, first, before, lambda nodes: quantize(settings, excluded + nodes, work / f"kernels{len(nodes)}.onnx"),
+                work, log)
+            excluded += kernel_fix.get("kept_in_float", [])
+            timings["kernel_remedy_s"] = time.perf_counter() - t0
         top1 = None
         ranking, note = None, None
         if sensitivity or (accuracy_budget is not None and not auto) or (remedies and not before.ok):
@@ -172,13 +180,16 @@ def quantize_ort_workflow(
         faithful = check(final)
         kernel_record, kernel_warning = fused_kernels_check(check, final, faithful)
         extra.update(kernel_record)
+        if kernel_fix:
+            extra["kernel_remedy"] = kernel_fix
         extra["int8_vs_fp32_speed"] = speed.checked(fp32, final, timer or speed.default_timer(threads),
                                                     lambda p50: ort_speed.reason(final, settings.as_dict(), p50), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(final, tmp)
     timings["total_s"] = time.perf_counter() - started
     warnings = [note] if note and settings.format == "QDQ" else []  # a QDQ ranking that failed
-    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)), kernel_warning) if w]
+    fixed = remedied_warning(kernel_fix, faithful) if kernel_fix else None
+    warnings += [w for w in (faithful.warning(_advice(remedies, "remedies" in extra)), fixed, kernel_warning) if w]
     result = QuantizeResult(
         backend="ort", label=settings.label(), paths={"int8": out}, settings=settings.as_dict(),
         calibration={**(calibration_info or {}), "num_samples": int(len(feed.tensors)),
