@@ -37,6 +37,7 @@ edgekit commit and the machine (CPU, cores, VNNI or not: ORT's INT8 arithmetic d
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import resource
@@ -57,6 +58,7 @@ from common import RESULTS, ROOT, interleaved_p50_ms, load_rows, log, markdown, 
 
 ROWS = RESULTS / "zoo.jsonl"
 THREADS = 2
+_FAULTS: Any = None  # a child's faulthandler file
 RATIO = 0.5
 IMAGES = 64  # half calibrate (and set BatchNorm statistics), half are held out for fidelity
 FIXED_SIZE = {"maxvit_t": 224}  # its 7x7 window partitions need every stage's map divisible by 7
@@ -406,6 +408,9 @@ def child_main(args: argparse.Namespace) -> None:
     SIZE, WEIGHTS = args.size, args.weights
     state = State(Path(args.state))
     work = Path(args.state).parent
+    global _FAULTS  # kept open: a crash's Python stacks go there (what edgekit's supervisor reads)
+    _FAULTS = open(fault_path(Path(args.state)), "w")
+    faulthandler.enable(_FAULTS, all_threads=True)
     if args.child_part == "prune":
         prune_child(args.child, state)
     elif args.child_part == "export":
@@ -434,11 +439,12 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
     stages = state["stages"]
     if state["current"] is not None:
         stage = state["current"]["stage"]
-        reason = killed or f"child died ({exit_reason(proc.returncode)}): {last_line(stderr_path)}"
+        reason = killed or f"child died ({exit_reason(proc.returncode, state_path)}): {last_line(stderr_path)}"
         stages[stage] = {"ok": False, "error": reason, "s": round(time.time() - state["current"]["started"], 1)}
     elif killed or proc.returncode:  # between stages: charged to the next one
         stage = next((s for s in PARTS[part] if s not in stages), PARTS[part][-1])
-        stages[stage] = {"ok": False, "error": killed or f"child died ({exit_reason(proc.returncode)}): {last_line(stderr_path)}"}
+        stages[stage] = {"ok": False, "error": killed or f"child died ({exit_reason(proc.returncode, state_path)}): "
+                                                      f"{last_line(stderr_path)}"}
     for entry in stages.values():
         entry["part_rss_mb"] = round(peak_mb)  # the child's process tree, sampled every 0.5 s
     return stages
@@ -488,10 +494,21 @@ def read_state(path: Path) -> dict[str, Any]:
         return {"stages": {}, "current": None}
 
 
-def exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit {code}"
+def fault_path(state_path: Path) -> Path:
+    return state_path.with_suffix(".faults")
+
+
+def exit_reason(code: int | None, state_path: Path | None = None) -> str:
+    """How a child ended; for a crash, where (the library and edgekit's step, from its faulthandler
+    stacks, as edgekit's supervisor says it)."""
+    if code is None or code >= 0:
+        return f"exit {code}"
+    from edgekit.supervise import crash_site
+
+    faults = fault_path(state_path) if state_path else None
+    library, step = crash_site(faults.read_text(errors="replace")) if faults and faults.exists() else (None, None)
+    where = (f" inside {library}" if library else "") + (f", during {step}" if step else "")
+    return f"killed by {signal.Signals(-code).name}{where}"
 
 
 def last_line(path: Path) -> str:

@@ -1,8 +1,9 @@
 """Run an edgekit command in a child process, so that a crash in native code is one line, never a signal.
 
 edgekit drives libraries with native code (TensorFlow and onnx2tf, ONNX Runtime, PyTorch) on models
-they have never seen, and some of them abort the whole process on a model they cannot handle
-(measured: TensorFlow killed a trained Swin-T's TFLite conversion with SIGABRT and no message). No
+they have never seen, and some of them abort the whole process (measured: a trained Swin-T's TFLite
+conversion died of SIGABRT inside TensorFlow's eager Transpose, in onnx2tf's check of a MatMul, in 2
+of 4 identical runs, with no message). No
 Python code runs after such a signal, so the ``edgekit`` process the user started only supervises:
 the command runs in a child (``python -m edgekit``, same arguments, :data:`WORKER_FD` set). When the
 child dies of a crash signal, or is killed (SIGKILL: the out-of-memory killer), the supervisor prints
