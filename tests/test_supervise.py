@@ -157,3 +157,27 @@ def test_a_native_abort_is_named_with_the_librarys_last_words_and_its_files_swep
     assert 'crashed (SIGABRT) in native code (its last message: "F0000 kernel.cc:7] Check failed: scale > 0' in err
     assert "a warning" not in err
     assert list(out.parent.iterdir()) == []  # the half-written .part file and the lock are gone
+
+
+ABORT_INSIDE_EDGEKIT = """
+import faulthandler, os, sys
+from edgekit.quantize import fidelity
+faulthandler.enable(open(sys.argv[1], "w"), all_threads=True)
+first = fidelity.Fidelity(0.5, 50.0, 8, "held-out")  # not faithful: a second opinion is measured
+fidelity.second_opinion(lambda *args, **options: os.abort(), "m.int8.onnx", first, 0.005, delegate="none")
+"""
+
+
+def test_the_crash_site_is_read_from_a_real_faulthandler_dump(tmp_path: Path) -> None:
+    """What names a crash (edgekit's supervisor and the zoo's rows): the innermost edgekit step on
+    the crashing thread's stack, from the dump Python's faulthandler wrote as the process aborted."""
+    from edgekit.supervise import crash_site
+
+    script, dump = tmp_path / "abort.py", tmp_path / "faults.txt"
+    script.write_text(ABORT_INSIDE_EDGEKIT)
+    done = subprocess.run([sys.executable, str(script), str(dump)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGABRT
+    library, step = crash_site(dump.read_text())
+    assert library is None  # the frame on top is this script's, no installed library's
+    assert step is not None and re.fullmatch(r"second_opinion \(edgekit/quantize/fidelity\.py:\d+\)", step), step
