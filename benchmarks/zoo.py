@@ -441,6 +441,10 @@ def run_part(name: str, part: str, work: Path, args: argparse.Namespace) -> dict
         stage = state["current"]["stage"]
         reason = killed or f"child died ({exit_reason(proc.returncode, state_path)}): {last_line(stderr_path)}"
         stages[stage] = {"ok": False, "error": reason, "s": round(time.time() - state["current"]["started"], 1)}
+    elif all(s in stages for s in PARTS[part]) and proc.returncode and not killed:
+        # every stage recorded, then a crash while the interpreter tore the libraries down: the figures
+        # stand (edgekit's supervisor keeps such a command's exit code too); the crash is noted
+        stages[PARTS[part][-1]]["after_exit"] = f"child died at exit ({exit_reason(proc.returncode, state_path)})"
     elif killed or proc.returncode:  # between stages: charged to the next one
         stage = next((s for s in PARTS[part] if s not in stages), PARTS[part][-1])
         stages[stage] = {"ok": False, "error": killed or f"child died ({exit_reason(proc.returncode, state_path)}): "

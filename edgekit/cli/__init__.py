@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervise.become_worker()
     elif argv is None and supervise.supervision_wanted():
         return supervise.run_supervised(sys.argv[1:])
-    return dispatch(build_parser().parse_args(argv))
+    code = dispatch(build_parser().parse_args(argv))
+    supervise.announce_exit(code)
+    return code
 
 
 def dispatch(args: argparse.Namespace) -> int:
