@@ -2,6 +2,7 @@
 one line and an exit code, never a signal, and nothing half-written (edgekit.supervise)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
@@ -9,6 +10,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -84,7 +86,7 @@ def test_terminal_ctrl_c_ends_the_supervised_command_in_one_line(digits_onnx: Pa
     leader, follower = pty.openpty()
     proc = subprocess.Popen(quantize_command(digits_onnx, out), stdin=follower, stdout=follower, stderr=follower,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the pty: its terminal
     os.close(follower)
     converting(proc, out)
     os.write(leader, b"\x03")  # the terminal's interrupt character: SIGINT to the foreground group
