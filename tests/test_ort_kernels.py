@@ -61,3 +61,27 @@ def test_the_layer_a_fused_kernel_miscomputes_is_found_and_kept_in_float(tmp_pat
     assert result.fidelity.cosine >= fix["unfused_before"]["cosine"] - GAP  # as faithful as the graph said
     said = [w for w in result.warnings if "miscompute Conv_0 " in w]
     assert len(said) == 1 and f"cosine {result.fidelity.cosine:.4f}" in said[0], result.warnings
+
+
+def _elementwise_model(path: Path, gain: float) -> None:
+    """y = sin(gain * x) on a 1x3x8x8 input: with a large gain, float32-rounding-sized input noise
+    changes every output (a chaotic net's behaviour in one op); with gain 1 it changes nothing."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "gain"], ["scaled"]), helper.make_node("Sin", ["scaled"], ["output"])],
+        "elementwise", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_fused_and_unfused_are_compared_only_where_float_noise_cannot_explain_a_gap(tmp_path: Path) -> None:
+    from edgekit.quantize.fidelity import Check
+    from edgekit.quantize.ort.kernels import kernels_can_be_judged
+
+    samples = np.random.default_rng(0).uniform(0.5, 1.0, (8, 3, 8, 8)).astype(np.float32)
+    for gain, judged in ((1.0, True), (1e7, False)):
+        _elementwise_model(tmp_path / f"g{gain:g}.onnx", gain)
+        assert kernels_can_be_judged(Check(tmp_path / f"g{gain:g}.onnx", samples, "held-out")) is judged, gain

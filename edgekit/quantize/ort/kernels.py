@@ -27,7 +27,7 @@ def fused_kernels_check(check: fidelity_mod.Check, int8: Path,
     """({"fidelity_unfused": ...} or {}, the warning or None): measured only when the default (fused)
     fidelity missed the threshold, so a faithful model pays nothing."""
     unfused = fidelity_mod.second_opinion(check, int8, fused, GAP, delegate="none")  # the runner: no fusions
-    if unfused is None:
+    if unfused is None or not kernels_can_be_judged(check):
         return {}, None
     assert fused is not None  # second_opinion measures only after a first measurement
     return {"fidelity_unfused": unfused.as_dict()}, (
@@ -35,6 +35,16 @@ def fused_kernels_check(check: fidelity_mod.Check, int8: Path,
         f"cosine {fused.cosine:.4f}, against {unfused.cosine:.4f} with each QuantizeLinear/DequantizeLinear run in "
         "float (graph optimizations off); the quantization is not at fault, the kernels are: try --runtime tflite, "
         "or measure on the target, whose CPU may not show it")
+
+
+def kernels_can_be_judged(check: fidelity_mod.Check) -> bool:
+    """Whether a gap between fused and unfused says anything about the kernels: not for a net that
+    turns float32-rounding-sized input noise into a ``GAP`` of cosine by itself (a random-weight
+    EfficientNet: 0.983), where two right computations of it differ as much."""
+    try:
+        return check.float_spread() >= 1 - GAP
+    except Exception:  # noqa: BLE001 - a diagnosis must not cost a quantization that succeeded
+        return False
 
 
 def remedied_warning(fix: dict[str, Any], final: fidelity_mod.Fidelity) -> str:
@@ -165,7 +175,7 @@ def kernel_remedy(check: fidelity_mod.Check, int8: Path, fused: fidelity_mod.Fid
     miscompute in float (:func:`keep_miscomputed_in_float`), its fidelity and the record; else ``int8``
     as it is and an empty record."""
     unfused = fidelity_mod.second_opinion(check, int8, fused, GAP, delegate="none")
-    if unfused is None:
+    if unfused is None or not kernels_can_be_judged(check):
         return int8, fused, {}
     path, after, kept = keep_miscomputed_in_float(check, int8, fused, requantize, scratch, log)
     if not kept:
