@@ -631,12 +631,16 @@ def built(stage: dict[str, Any] | None) -> str:
     top1 = (stage or {}).get("val_top1")
     if top1 is None:
         return verdict(stage)
-    return verdict(stage) + f" (digits {top1:.0f}%{'' if top1 > LEARNED_TOP1 else ', not learned'})"
+    return verdict(stage) + f" (digits {top1:.0f}%{'' if _learned(stage) else ', not learned'})"
 
 
 def learned(row: dict[str, Any]) -> bool:
     """False for a digits row whose training stayed near chance (``LEARNED_TOP1``); random rows: True."""
-    top1 = row["stages"].get("build", {}).get("val_top1")
+    return _learned(row["stages"].get("build"))
+
+
+def _learned(build: dict[str, Any] | None) -> bool:
+    top1 = (build or {}).get("val_top1")
     return top1 is None or top1 > LEARNED_TOP1
 
 
