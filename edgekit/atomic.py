@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edgekit.errors import EdgekitError
-from edgekit.supervise import announce_folder
+from edgekit.worker import announce_folder
 
 _TAGGED = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?:part|tmp)$")
 _LOCK_SUFFIX = ".lock"

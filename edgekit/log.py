@@ -110,7 +110,7 @@ def _descriptors_captured() -> Iterator[None]:
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     swapped: dict[str, TextIO] = {}
-    from edgekit.supervise import hidden_output_file
+    from edgekit.worker import hidden_output_file
 
     with hidden_output_file() as sink:
         try:

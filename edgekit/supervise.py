@@ -5,16 +5,16 @@ they have never seen, and some of them abort the whole process (measured: a trai
 conversion died of SIGABRT inside TensorFlow's eager Transpose, in onnx2tf's check of a MatMul, in 2
 of 4 identical runs, with no message). No
 Python code runs after such a signal, so the ``edgekit`` process the user started only supervises:
-the command runs in a child (``python -m edgekit``, same arguments, :data:`WORKER_FD` set). When the
+the command runs in a child (``python -m edgekit``, same arguments, :data:`WORKER_FD` set; its side
+is :mod:`edgekit.worker`). When the
 child dies of a crash signal, or is killed (SIGKILL: the out-of-memory killer), the supervisor prints
 one line naming the signal, the library and edgekit's step (from the child's ``faulthandler`` stack),
-removes what the child left half-written (the folders it announced, :func:`announce_folder`), and
+removes what the child left half-written (the folders it announced, :func:`edgekit.worker.announce_folder`), and
 exits 2. A signal sent to the command (Ctrl-C, ``kill``) reaches the child once, and the supervisor
 then ends the way the child did.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import re
@@ -23,20 +23,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Sequence
 
-# The child's two files, "REPORT,NATIVE": the folders it writes and its stacks at a crash; what
-# native code wrote while edgekit hid it (log.native_output), whose last line may say why it aborted.
-WORKER_FD = "EDGEKIT_SUPERVISOR_FD"
-CRASH_EXIT = 2
-_CLAIM = "edgekit-writing: "
-_EXIT = "edgekit-exit: "
+from edgekit.worker import CLAIM, EXIT, WORKER_FD
+
+CRASHEXIT = 2
 # Signals a user sends to end a command: forwarded to the child, whose death by one is mirrored.
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group (child included)
 _PR_SET_PDEATHSIG = 1
-_report: IO[str] | None = None  # the worker's side of the report file, kept open for faulthandler
-_native_fd: int | None = None  # the worker's side of the native-output file
 
 
 def supervision_wanted() -> bool:
@@ -48,7 +43,7 @@ def supervision_wanted() -> bool:
 
 def run_supervised(argv: Sequence[str], program: Sequence[str] = (sys.executable, "-m", "edgekit")) -> int:
     """Run ``PROGRAM ARGV`` (edgekit) in a child and return its exit code; a crash becomes one line
-    and :data:`CRASH_EXIT`. A forwarded signal that ended the child ends this process too."""
+    and :data:`CRASHEXIT`. A forwarded signal that ended the child ends this process too."""
     waited = {*_FORWARDED, signal.SIGCHLD}
     libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
     parent = os.getpid()
@@ -66,14 +61,14 @@ def run_supervised(argv: Sequence[str], program: Sequence[str] = (sys.executable
         text = os.pread(report.fileno(), 1 << 20, 0).decode(errors="replace")
         said = last_message(native)
     signum = os.WTERMSIG(status)
-    finished = re.search(rf"^{_EXIT}(\d+)$", text, re.MULTILINE)
+    finished = re.search(rf"^{EXIT}(\d+)$", text, re.MULTILINE)
     if finished and signum not in _FORWARDED:  # the command was over: a library crashed tearing down
         return int(finished[1])
     _sweep_announced(text)
     if signum in _FORWARDED:
         _die_like(signum)
     print(f"edgekit: error: {crash_line(_command(argv), signum, text, peak_kb, said)}", file=sys.stderr)
-    return CRASH_EXIT
+    return CRASHEXIT
 
 
 # A native library's dying words: glog/absl fatal lines, C++'s terminate, assert(); not its warnings.
@@ -202,59 +197,7 @@ def _relative(path: str) -> str:
 
 
 def _sweep_announced(report: str) -> None:
-    from edgekit.atomic import sweep  # not at the top: atomic imports this module
+    from edgekit.atomic import sweep
 
-    for folder in dict.fromkeys(line[len(_CLAIM):] for line in report.splitlines() if line.startswith(_CLAIM)):
+    for folder in dict.fromkeys(line[len(CLAIM):] for line in report.splitlines() if line.startswith(CLAIM)):
         sweep(folder)
-
-
-def become_worker() -> None:
-    """In the child: a crash dumps the Python stacks into the report file; Ctrl-C interrupts once
-    (the terminal and the supervisor may both send it: a second one must not cut the cleanup short)."""
-    global _report, _native_fd
-    fds = os.environ.pop(WORKER_FD, None)
-    if fds is None or _report is not None:
-        return
-    import faulthandler
-
-    report, native = (int(fd) for fd in fds.split(","))
-    _report, _native_fd = os.fdopen(report, "w", buffering=1), native
-    faulthandler.enable(file=_report, all_threads=True)
-    signal.signal(signal.SIGINT, _interrupt_once)
-
-
-def _interrupt_once(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-def announce_exit(code: int) -> None:
-    """Tell the supervisor (if any) that the command is over, with its exit code: a crash after this,
-    while the interpreter tears TensorFlow, PyTorch and ONNX Runtime down, changes nothing it did
-    (measured: a Swin-T TFLite conversion that wrote its files and then died of SIGSEGV at exit)."""
-    if _report is not None:
-        _report.write(f"{_EXIT}{code}\n")
-        _report.flush()
-
-
-def announce_folder(folder: str | os.PathLike[str]) -> None:
-    """Tell the supervisor (if any) that this process writes in ``folder``, to be swept if it crashes."""
-    if _report is not None:
-        _report.write(f"{_CLAIM}{os.path.abspath(folder)}\n")
-
-
-@contextlib.contextmanager
-def hidden_output_file() -> Iterator[IO[bytes]]:
-    """Where :func:`edgekit.log.native_output` sends what it hides: the supervisor's file, emptied
-    (it reads the last line after a crash), or a private temporary file."""
-    if _native_fd is None:
-        with tempfile.TemporaryFile() as private:
-            yield private
-        return
-    os.ftruncate(_native_fd, 0)
-    os.lseek(_native_fd, 0, os.SEEK_SET)
-    shared = os.fdopen(os.dup(_native_fd), "w+b")
-    try:
-        yield shared
-    finally:
-        shared.close()

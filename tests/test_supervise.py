@@ -129,8 +129,8 @@ def _running(pid: int) -> bool:
 
 CRASHING_COMMAND = """
 import ctypes, sys
-from edgekit import atomic, log, supervise
-supervise.become_worker()
+from edgekit import atomic, log, worker
+worker.become_worker()
 log.configure(0)
 out = sys.argv[1]
 atomic.claim(out)  # announces the folder
@@ -189,9 +189,9 @@ def test_the_crash_site_is_read_from_a_real_faulthandler_dump(tmp_path: Path) ->
 
 CRASH_AFTER_THE_COMMAND = """
 import ctypes
-from edgekit import supervise
-supervise.become_worker()
-supervise.announce_exit(0)  # what edgekit.cli.main says once the command returned
+from edgekit import worker
+worker.become_worker()
+worker.announce_exit(0)  # what edgekit.cli.main says once the command returned
 ctypes.string_at(0)  # SIGSEGV while the interpreter would tear the libraries down
 """
 

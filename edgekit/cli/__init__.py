@@ -74,14 +74,14 @@ def _add_verbosity_below(subparsers: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (``argv``, default ``sys.argv[1:]``). Run as a program (no ``argv``), the
     command runs in a supervised child: a native crash is one line, never a signal (:mod:`edgekit.supervise`)."""
-    from edgekit import supervise
+    from edgekit import supervise, worker
 
-    if supervise.WORKER_FD in os.environ:
-        supervise.become_worker()
+    if worker.WORKER_FD in os.environ:
+        worker.become_worker()
     elif argv is None and supervise.supervision_wanted():
         return supervise.run_supervised(sys.argv[1:])
     code = dispatch(build_parser().parse_args(argv))
-    supervise.announce_exit(code)
+    worker.announce_exit(code)
     return code
 
 
