@@ -17,6 +17,8 @@ import sys
 import warnings
 from typing import Any, Iterable, Iterator, TextIO
 
+from edgekit.worker import hidden_output_file
+
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 THIRD_PARTY = ("tensorflow", "absl", "onnx2tf", "onnxruntime", "onnxscript", "torch", "torch_pruning", "asyncssh",
                "matplotlib", "PIL", "h5py", "openvino", "jax")
@@ -110,8 +112,6 @@ def _descriptors_captured() -> Iterator[None]:
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     swapped: dict[str, TextIO] = {}
-    from edgekit.worker import hidden_output_file
-
     with hidden_output_file() as sink:
         try:
             for name, fd in (("stdout", 1), ("stderr", 2)):
