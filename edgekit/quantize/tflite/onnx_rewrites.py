@@ -29,6 +29,17 @@ the original form, measured on torch's own exports:
   covers the whole map: a 3x3 pool padded by 1 on a 2x2 map was off by up to 0.25 on values of about 1,
   and an Inception-V3 at 128 px (its last blocks at 2x2) converted to an FP32 TFLite at cosine 0.843
   to its ONNX model.
+* A ``Where`` of rank 6 or more whose condition and one branch are constants (torch's ``masked_fill``
+  with a constant mask) becomes a ``Mul`` by the 0/1 mask plus the constant part: exact for finite
+  values. TFLite's SELECT_V2 broadcasts up to 5-D, so beyond that the converter broadcasts the
+  constant with BROADCAST_TO; full-integer, it gave that constant its own int8 scale and zero point,
+  but BROADCAST_TO and SELECT pass int8 codes through without requantizing, so every masked element
+  read the fill's code at the other tensor's scale. torch decomposes an adaptive average pool whose
+  output size does not divide its input (VGG's 7x7 pool over the 4x4 map of a 128 px input) into
+  exactly that, at rank 6: VGG-11 at 128 px converted at cosine 0.733 (0% top-1 agreement) although
+  its FP32 TFLite matched ONNX exactly; a three-layer stand-in went from 0.834 to 0.99998. Up to 5-D
+  the converter quantizes the fill at the other branch's scale (a 4-D masked_fill: 0.99995), and
+  onnx2tf's layout inference misplaced a 4-D mask operand of Mul, so lower ranks keep their Where.
 """
 from __future__ import annotations
 
@@ -61,6 +72,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
     changed = _scalar_operands_as_arrays(model.graph) or changed
     changed = _shuffles_to_gathers(model.graph) or changed
     changed = _average_pool_pads_explicit(model.graph) or changed
+    changed = _constant_selects_as_masks(model) or changed
     if changed:
         _drop_unused_initializers(model.graph)
         onnx.save(model, str(copy))
@@ -174,6 +186,64 @@ def _average_pool_pads_explicit(graph: Any) -> bool:
         del graph.node[:]
         graph.node.extend(nodes)
     return changed
+
+
+SELECT_BROADCAST_RANK = 5  # TFLite's SELECT_V2 broadcasts up to 5-D
+
+
+def _constant_selects_as_masks(model: Any) -> bool:
+    """Where(C, A, B) of rank over ``SELECT_BROADCAST_RANK`` with C and A (or B) constant ->
+    Mul(B, 1 - C) + where(C, A, 0) (or the mirror): the same values wherever the runtime branch is
+    finite, through ops that requantize."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    wheres = [n for n in graph.node if n.op_type == "Where"]
+    if not wheres:
+        return False
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+                    if any(i.name in n.input for n in wheres)}
+    ranks = _ranks(model)
+    nodes, changed = [], False
+    for node in graph.node:
+        parts = [initializers.get(name) for name in node.input] if node.op_type == "Where" else []
+        if (len(parts) != 3 or parts[0] is None or parts[0].dtype != np.bool_ or (parts[1] is None) == (parts[2] is None)
+                or ranks.get(node.output[0], 0) <= SELECT_BROADCAST_RANK):
+            nodes.append(node)
+            continue
+        condition = parts[0]
+        fixed, runtime, keep = (parts[1], node.input[2], ~condition) if parts[1] is not None else (
+            parts[2], node.input[1], condition)
+        if fixed.dtype.kind != "f" or not np.all(np.isfinite(fixed)):
+            nodes.append(node)
+            continue
+        base = node.name or node.output[0]
+        mask, constant = f"{base}_keep_mask", np.where(keep, fixed.dtype.type(0), fixed)
+        graph.initializer.append(numpy_helper.from_array(keep.astype(fixed.dtype), mask))
+        if np.any(constant):
+            masked = f"{base}_masked"
+            graph.initializer.append(numpy_helper.from_array(constant, f"{base}_fill"))
+            nodes.append(helper.make_node("Mul", [runtime, mask], [masked], name=f"{base}_mask"))
+            nodes.append(helper.make_node("Add", [masked, f"{base}_fill"], list(node.output), name=f"{base}_fill"))
+        else:
+            nodes.append(helper.make_node("Mul", [runtime, mask], list(node.output), name=f"{base}_mask"))
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return changed
+
+
+def _ranks(model: Any) -> dict[str, int]:
+    """Each tensor's rank where shape inference knows it (none if inference fails)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
+    except Exception:  # noqa: BLE001 - no ranks: nothing rank-dependent is rewritten
+        return {}
+    return {info.name: len(info.type.tensor_type.shape.dim) for info in [*inferred.value_info, *inferred.output]
+            if info.type.tensor_type.HasField("shape")}
 
 
 SMALL = 64  # a folded Shape is a shape vector
