@@ -205,6 +205,38 @@ def test_an_enlarging_adaptive_average_pool_is_full_integer_and_faithful(tmp_pat
     assert "not faithful" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("fill", [0.0, -2.5])
+@pytest.mark.parametrize("fill_is_then_branch", [True, False])
+def test_a_rank_6_constant_select_is_rewritten_to_the_same_values_and_lower_ranks_are_kept(
+        tmp_path: Path, fill: float, fill_is_then_branch: bool) -> None:
+    """The rewritten graph computes Where's values and shape in ONNX Runtime, for either branch constant and
+    a fill wider than the mask; a 4-D Where (which the converter quantizes right) is left as it is."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime import InferenceSession
+
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+
+    rng = np.random.default_rng(0)
+    for shape, rewritten in [((1, 2, 1, 4, 2, 3), True), ((1, 2, 4, 3), False)]:
+        condition = rng.random((1,) * (len(shape) - 2) + shape[-2:]) > 0.5
+        constant = np.full((2,) + (1,) * (len(shape) - 3) + shape[-2:], fill, np.float32)
+        branches = ["fill", "x"] if fill_is_then_branch else ["x", "fill"]
+        graph = helper.make_graph(
+            [helper.make_node("Where", ["mask", *branches], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(condition, "mask"), numpy_helper.from_array(constant, "fill")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10),
+                  tmp_path / "where.onnx")
+        prepare_for_onnx2tf(tmp_path / "where.onnx", tmp_path / "rewritten.onnx")
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "rewritten.onnx")).graph.node]
+        assert ("Where" not in ops) == rewritten
+        x = {"x": rng.standard_normal(shape).astype(np.float32)}
+        expected, got = (InferenceSession(str(tmp_path / name)).run(None, x)[0] for name in ("where.onnx", "rewritten.onnx"))
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_a_conversion_that_computes_something_else_is_refused_in_one_line(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -219,7 +219,9 @@ def _constant_selects_as_masks(model: Any) -> bool:
             continue
         base = node.name or node.output[0]
         mask, constant = f"{base}_keep_mask", np.where(keep, fixed.dtype.type(0), fixed)
-        graph.initializer.append(numpy_helper.from_array(keep.astype(fixed.dtype), mask))
+        # the mask at the constants' joint shape, so that Mul alone has Where's output shape when the fill is zero
+        mask_values = np.broadcast_to(keep, np.broadcast_shapes(keep.shape, fixed.shape)).astype(fixed.dtype)
+        graph.initializer.append(numpy_helper.from_array(mask_values, mask))
         if np.any(constant):
             masked = f"{base}_masked"
             graph.initializer.append(numpy_helper.from_array(constant, f"{base}_fill"))
