@@ -237,15 +237,23 @@ def _constant_selects_as_masks(model: Any) -> bool:
 
 
 def _ranks(model: Any) -> dict[str, int]:
-    """Each tensor's rank where shape inference knows it (none if inference fails)."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
-    except Exception:  # noqa: BLE001 - no ranks: nothing rank-dependent is rewritten
+    """Each tensor's rank where shape inference knows it (none if inference fails: nothing rank-dependent
+    is rewritten)."""
+    inferred = _inferred_graph(model)
+    if inferred is None:
         return {}
     return {info.name: len(info.type.tensor_type.shape.dim) for info in [*inferred.value_info, *inferred.output]
             if info.type.tensor_type.HasField("shape")}
+
+
+def _inferred_graph(model: Any) -> Any | None:
+    """The graph with ONNX's inferred shapes (over :func:`_shapes_only`), or None where inference fails."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
+    except Exception:  # noqa: BLE001 - callers go on without shapes
+        return None
 
 
 SMALL = 64  # a folded Shape is a shape vector
@@ -258,7 +266,6 @@ def _fold_shape_arithmetic(model: Any) -> bool:
     """``Shape`` of statically shaped tensors, and every node computing on constants only (up to
     ``MAX_FOLDED`` elements), become initializers (evaluated by ONNX's reference implementation, one
     node at a time). One round; the caller repeats it while it folds something."""
-    import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -268,9 +275,8 @@ def _fold_shape_arithmetic(model: Any) -> bool:
     if len(fresh) < len(graph.value_info):  # rebuilt at once: a repeated field's remove() is linear
         del graph.value_info[:]
         graph.value_info.extend(fresh)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
-    except Exception:  # noqa: BLE001 - no inferred shapes, nothing folded: onnx2tf gets the graph as it is
+    inferred = _inferred_graph(model)
+    if inferred is None:  # no inferred shapes, nothing folded: onnx2tf gets the graph as it is
         return False
     static: dict[str, list[int]] = {}
     for info in [*inferred.value_info, *inferred.input, *inferred.output]:
