@@ -316,3 +316,69 @@ def test_shape_arithmetic_is_folded_through_a_chain_longer_than_any_fixed_round_
     assert [n.op_type for n in folded.graph.node if n.op_type in ("Shape", "Gather", "Mod", "Concat")] == []
     static = onnx.shape_inference.infer_shapes(folded).graph.output[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in static] == [1, 3, 8, 14]
+
+
+class _CosineAttention:
+    """Swin V2's attention in small: F.normalize on queries and keys (torch exports ReduceL2 -> Clip(eps)
+    -> Expand -> Div, which TFLite has no int8 kernels for: SQUARE, SQRT, DIV), a scaled cosine
+    similarity, softmax."""
+
+    @staticmethod
+    def module(heads: int = 2):
+        import torch
+        import torch.nn.functional as F
+
+        class Block(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.stem = torch.nn.Conv2d(3, 16, 4, stride=4)
+                self.qkv, self.head = torch.nn.Linear(16, 48), torch.nn.Linear(16, 10)
+
+            def forward(self, x):
+                tokens = self.stem(x).flatten(2).transpose(1, 2)
+                q, k, v = self.qkv(tokens).reshape(1, -1, 3, heads, 16 // heads).permute(2, 0, 3, 1, 4)
+                attention = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * 10.0
+                mixed = (attention.softmax(-1) @ v).transpose(1, 2).reshape(1, -1, 16)
+                return self.head((tokens + mixed).mean(1))
+
+        torch.manual_seed(0)
+        return Block()
+
+
+def test_an_l2_normalize_is_rewritten_to_the_same_values(tmp_path: Path) -> None:
+    """Clip(ReduceL2) -> Sqrt(Max(ReduceSumSquare)) and Div without Expand: ONNX Runtime computes the same
+    values, a zero vector (the eps floor) included."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.export import export_onnx
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+    from edgekit.runtime import open_runner
+
+    class Normalize(torch.nn.Module):
+        def forward(self, x):
+            return F.normalize(x.flatten(2), dim=-1) * 3.0
+
+    export_onnx(Normalize(), torch.zeros(1, 3, 8, 8), tmp_path / "n.onnx")
+    prepare_for_onnx2tf(tmp_path / "n.onnx", tmp_path / "rewritten.onnx")
+    before = [n.op_type for n in onnx.load(str(tmp_path / "n.onnx")).graph.node]
+    after = [n.op_type for n in onnx.load(str(tmp_path / "rewritten.onnx")).graph.node]
+    assert {"ReduceL2", "Clip", "Expand"} <= set(before)
+    assert not {"ReduceL2", "Clip", "Expand"} & set(after) and {"ReduceSumSquare", "Max", "Sqrt"} <= set(after)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    x[0, 1] = 0.0  # a zero vector: divided by the floor, not by zero
+    expected, got = (open_runner(str(tmp_path / name)).predict(x) for name in ("n.onnx", "rewritten.onnx"))
+    assert np.all(np.isfinite(got)) and np.all(got[0, 1] == 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_cosine_attention_is_full_integer_and_faithful(tmp_path: Path) -> None:
+    """Swin V2's normalized queries and keys become TFLite's L2_NORMALIZATION (an int8 kernel): no float
+    fallback is needed, and the INT8 model is faithful."""
+    model = _export(_CosineAttention.module(), "cosine_attention", tmp_path)
+    out = tmp_path / "cosine_attention.int8.tflite"
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "32", "-o", str(out)]) == 0
+    stage = _stage(out)
+    assert stage["full_integer"] and stage["float_ops"] == [] and "L2_NORMALIZATION" in stage["ops"]
+    assert stage["fidelity"]["cosine"] > 0.99, stage["fidelity"]

@@ -40,6 +40,13 @@ the original form, measured on torch's own exports:
   its FP32 TFLite matched ONNX exactly; a three-layer stand-in went from 0.834 to 0.99998. Up to 5-D
   the converter quantizes the fill at the other branch's scale (a 4-D masked_fill: 0.99995), and
   onnx2tf's layout inference misplaced a 4-D mask operand of Mul, so lower ranks keep their Where.
+* ``F.normalize`` (Swin V2's cosine attention on queries and keys), exported as
+  ``x / Expand(Clip(ReduceL2(x), min=eps), Shape(x))``, becomes ``x / Sqrt(Max(ReduceSumSquare(x), eps**2))``:
+  the same value up to float rounding (sqrt is monotonic), and the form the TFLite converter fuses
+  into L2_NORMALIZATION, which has an int8 kernel. As exported, onnx2tf's Expand (a Mul by ones) and
+  the floor after the square root kept the converter from fusing, and SQUARE, SQRT and DIV, which
+  have no int8 kernels, left Swin V2 needing ``--float-fallback``: Swin-V2-T at 128 px then had
+  cosine 0.78 (builtin kernels 0.75); full-integer with L2_NORMALIZATION, 0.913 (builtin 0.992).
 """
 from __future__ import annotations
 
@@ -73,6 +80,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
     changed = _shuffles_to_gathers(model.graph) or changed
     changed = _average_pool_pads_explicit(model.graph) or changed
     changed = _constant_selects_as_masks(model) or changed
+    changed = _clamped_l2_norms_as_square_roots(model) or changed
     if changed:
         _drop_unused_initializers(model.graph)
         onnx.save(model, str(copy))
@@ -236,6 +244,78 @@ def _constant_selects_as_masks(model: Any) -> bool:
     return changed
 
 
+def _clamped_l2_norms_as_square_roots(model: Any) -> bool:
+    """x / Expand(Clip(ReduceL2(x), min=eps), Shape(x)) (torch's ``F.normalize``) ->
+    x / Sqrt(Max(ReduceSumSquare(x), eps**2)): the same value (sqrt is monotonic; Div broadcasts as
+    Expand did), in the form the TFLite converter fuses into L2_NORMALIZATION, which has an int8 kernel."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    clips = [n for n in graph.node if n.op_type == "Clip" and n.input[1:2] != [""] and len(n.input) >= 2
+             and not any(n.input[2:])]  # a floor and no ceiling
+    if not clips or not any(n.op_type == "ReduceL2" for n in graph.node):
+        return False
+    consumers, shapes = _consumers(graph), _static_shapes(model) or {}
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer if any(i.name in n.input for n in clips)
+                 or any(i.name in n.input for n in graph.node if n.op_type == "Expand")}
+    produced = {out: node for node in graph.node for out in node.output}
+    rewritten: dict[int, list[Any]] = {}
+    for clip in clips:
+        norm, floor = produced.get(clip.input[0]), constants.get(clip.input[1])
+        if (norm is None or norm.op_type != "ReduceL2" or len(consumers[norm.output[0]]) != 1 or floor is None
+                or floor.size != 1 or floor.dtype.kind != "f"):
+            continue
+        x = norm.input[0]
+        divides = _normalizing_divides(clip.output[0], x, consumers, constants, shapes.get(x))
+        if divides is None:
+            continue
+        base = clip.name or clip.output[0]
+        squares, floored, floor_name = f"{base}_squares", f"{base}_floored", f"{base}_floor_squared"
+        graph.initializer.append(numpy_helper.from_array(np.square(floor.reshape(1)), floor_name))
+        rewritten[id(norm)] = [helper.make_node("ReduceSumSquare", list(norm.input), [squares], name=squares,
+                                                **{a.name: helper.get_attribute_value(a) for a in norm.attribute})]
+        rewritten[id(clip)] = [helper.make_node("Max", [squares, floor_name], [floored], name=f"{base}_floor"),
+                               helper.make_node("Sqrt", [floored], list(clip.output), name=f"{base}_sqrt")]
+        for expand, divide in divides:
+            rewritten[id(expand)] = []
+            rewritten[id(divide)] = [helper.make_node("Div", [x, clip.output[0]], list(divide.output), name=divide.name)]
+    if not rewritten:
+        return False
+    nodes = [new for node in graph.node for new in rewritten.get(id(node), [node])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
+
+
+def _normalizing_divides(norm: str, x: str, consumers: dict[str, list[Any]], constants: dict[str, np.ndarray],
+                         x_shape: list[int] | None) -> list[tuple[Any, Any]] | None:
+    """The (Expand, Div) pairs through which ``norm`` only divides ``x``, each Expand to ``x``'s own shape
+    (so Div's broadcasting does the same; onnx2tf translates Expand as a Mul by ones, which keeps the
+    converter from fusing): None where ``norm`` has any other use."""
+    pairs = []
+    for expand in consumers.get(norm, []):
+        shape = constants.get(expand.input[1]) if expand.op_type == "Expand" and len(expand.input) == 2 else None
+        readers = consumers.get(expand.output[0], [])
+        if (shape is None or x_shape is None or [int(d) for d in shape] != x_shape or len(readers) != 1
+                or readers[0].op_type != "Div" or list(readers[0].input) != [x, expand.output[0]]):
+            return None
+        pairs.append((expand, readers[0]))
+    return pairs or None
+
+
+def _static_shapes(model: Any) -> dict[str, list[int]] | None:
+    """Each tensor's shape where shape inference knows every dimension (None where inference fails)."""
+    inferred = _inferred_graph(model)
+    if inferred is None:
+        return None
+    static: dict[str, list[int]] = {}
+    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in info.type.tensor_type.shape.dim]
+        if info.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
+            static[info.name] = dims
+    return static
+
+
 def _ranks(model: Any) -> dict[str, int]:
     """Each tensor's rank where shape inference knows it (none if inference fails: nothing rank-dependent
     is rewritten)."""
@@ -275,14 +355,9 @@ def _fold_shape_arithmetic(model: Any) -> bool:
     if len(fresh) < len(graph.value_info):  # rebuilt at once: a repeated field's remove() is linear
         del graph.value_info[:]
         graph.value_info.extend(fresh)
-    inferred = _inferred_graph(model)
-    if inferred is None:  # no inferred shapes, nothing folded: onnx2tf gets the graph as it is
+    static = _static_shapes(model)
+    if static is None:  # no inferred shapes, nothing folded: onnx2tf gets the graph as it is
         return False
-    static: dict[str, list[int]] = {}
-    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in info.type.tensor_type.shape.dim]
-        if info.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
-            static[info.name] = dims
     tensors = {i.name: i for i in graph.initializer}
     sizes = {name: math.prod(t.dims) for name, t in tensors.items()}
     known = _Arrays(tensors)  # each initializer read once it is needed: most are weights no fold reads
