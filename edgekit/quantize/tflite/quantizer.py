@@ -22,7 +22,8 @@ from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import non_compute_tensors, to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
 from edgekit.quantize.tflite.kernels import builtin_kernels_check
-from edgekit.quantize.tflite.ranges import LABELS as RANGE_LABELS, MEAN, MINMAX
+from edgekit.quantize.tflite.ranges import (LABELS as RANGE_LABELS, MEAN, MEAN_ABSOLUTE_VARIANCE, MINMAX,
+                                            has_normalization_variance)
 from edgekit.runtime.verify import verify_tflite
 
 _log = logging.getLogger(__name__)
@@ -68,36 +69,46 @@ SCOPE_ADVICE = ("try --quantize-ops compute (every op but Conv/FullyConnected/Ba
 def _range_remedy(first: bytes, convert: Callable[[str], bytes], check: fidelity_mod.Check,
                   scratch: Path) -> tuple[bytes, str, fidelity_mod.Fidelity | None, dict[str, Any] | None]:
     """Faithful INT8 by default: below the fidelity threshold, the same conversion with mean min/max
-    ranges (:mod:`ranges`), kept when it improves on the first (:meth:`Fidelity.improves_on`). Returns (the
-    chosen flatbuffer, its ranges, its fidelity, the record); a first model that cannot be measured
-    is kept as it is (its measurement's note comes later)."""
+    ranges (:mod:`ranges`) and, where the model computes a normalization's variance, with mean ranges
+    but the variances' absolute ones; the best candidate that improves on the first is kept
+    (:meth:`Fidelity.improves_on`). Returns (the chosen flatbuffer, its ranges, its fidelity, the
+    record); a first model that cannot be measured is kept as it is (its measurement's note comes later)."""
     path = scratch / "minmax.tflite"
     path.write_bytes(first)
     before, _ = _fidelity(check, path)
     if before is None or before.ok:
         return first, MINMAX, before, None
     t0 = time.perf_counter()
-    try:
-        candidate = convert(MEAN)
-    except EdgekitError as exc:  # a remedy the converter cannot apply is skipped, and said
-        _log.info(f"remedy: {RANGE_LABELS[MEAN]} failed ({exc})")
-        return first, MINMAX, before, None
-    path = scratch / "mean.tflite"
-    path.write_bytes(candidate)
-    after, note = _fidelity(check, path)
+    kinds = [MEAN, *([MEAN_ABSOLUTE_VARIANCE] if has_normalization_variance(first) else [])]
     tried = [{"remedy": "as configured", "ranges": MINMAX, **before.as_dict()}]
-    if after is not None:
-        tried.append({"remedy": RANGE_LABELS[MEAN], "ranges": MEAN, **after.as_dict()})
-        _log.info(f"remedy: {RANGE_LABELS[MEAN]}: cosine {after.cosine:.4f}, agreement {after.agreement:.1f}%")
-    wins = after is not None and after.improves_on(before)
-    if wins:
-        _log.info(f"remedy: chose {RANGE_LABELS[MEAN]} (cosine {before.cosine:.4f} -> {after.cosine:.4f}, "
-                  f"agreement {before.agreement:.1f}% -> {after.agreement:.1f}%)")
+    chosen, kind, faithful, entry = first, MINMAX, before, tried[0]
+    converted, notes = False, []
+    for candidate_kind in kinds:
+        try:
+            candidate = convert(candidate_kind)
+        except EdgekitError as exc:  # a remedy the converter cannot apply is skipped, and said
+            _log.info(f"remedy: {RANGE_LABELS[candidate_kind]} failed ({exc})")
+            continue
+        converted = True
+        path = scratch / f"{candidate_kind}.tflite"
+        path.write_bytes(candidate)
+        after, note = _fidelity(check, path)
+        if after is None:
+            notes.append(note)
+            continue
+        tried.append({"remedy": RANGE_LABELS[candidate_kind], "ranges": candidate_kind, **after.as_dict()})
+        _log.info(f"remedy: {RANGE_LABELS[candidate_kind]}: cosine {after.cosine:.4f}, agreement {after.agreement:.1f}%")
+        if after.improves_on(faithful):
+            chosen, kind, faithful, entry = candidate, candidate_kind, after, tried[-1]
+    if not converted:
+        return first, MINMAX, before, None
+    if kind != MINMAX:
+        _log.info(f"remedy: chose {RANGE_LABELS[kind]} (cosine {before.cosine:.4f} -> {faithful.cosine:.4f}, "
+                  f"agreement {before.agreement:.1f}% -> {faithful.agreement:.1f}%)")
     else:
-        _log.info(f"remedy: kept {RANGE_LABELS[MINMAX]}: {RANGE_LABELS[MEAN]} did not improve fidelity"
-                  + (f" ({note})" if note else ""))
-    record = {"chosen": tried[-1] if wins else tried[0], "tried": tried, "seconds": round(time.perf_counter() - t0, 2)}
-    chosen, kind, faithful = (candidate, MEAN, after) if wins else (first, MINMAX, before)
+        _log.info(f"remedy: kept {RANGE_LABELS[MINMAX]}: {' or '.join(RANGE_LABELS[k] for k in kinds)} did not "
+                  "improve fidelity" + (f" ({'; '.join(n for n in notes if n)})" if any(notes) else ""))
+    record = {"chosen": entry, "tried": tried, "seconds": round(time.perf_counter() - t0, 2)}
     return chosen, kind, faithful, record
 
 
