@@ -251,13 +251,13 @@ def _clamped_l2_norms_as_square_roots(model: Any) -> bool:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    clips = [n for n in graph.node if n.op_type == "Clip" and n.input[1:2] != [""] and len(n.input) >= 2
+    clips = [n for n in graph.node if n.op_type == "Clip" and len(n.input) >= 2 and n.input[1]
              and not any(n.input[2:])]  # a floor and no ceiling
     if not clips or not any(n.op_type == "ReduceL2" for n in graph.node):
         return False
     consumers, shapes = _consumers(graph), _static_shapes(model) or {}
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer if any(i.name in n.input for n in clips)
-                 or any(i.name in n.input for n in graph.node if n.op_type == "Expand")}
+    read = {c.input[1] for c in clips} | {n.input[1] for n in graph.node if n.op_type == "Expand" and len(n.input) == 2}
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in read}
     produced = {out: node for node in graph.node for out in node.output}
     rewritten: dict[int, list[Any]] = {}
     for clip in clips:
