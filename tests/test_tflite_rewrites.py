@@ -382,3 +382,38 @@ def test_cosine_attention_is_full_integer_and_faithful(tmp_path: Path) -> None:
     stage = _stage(out)
     assert stage["full_integer"] and stage["float_ops"] == [] and "L2_NORMALIZATION" in stage["ops"]
     assert stage["fidelity"]["cosine"] > 0.99, stage["fidelity"]
+
+
+def test_a_5d_l2_normalization_is_one_line_and_a_5d_normalize_is_not_rewritten_into_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TFLite's L2_NORMALIZATION kernel takes up to 4-D, but the converter fuses x / ||x|| of any rank: a
+    5-D one converted to a model its interpreter refuses to prepare. That is one line naming the op (exit 2,
+    nothing written), and a 5-D F.normalize is left as exported rather than rewritten into that fusion."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.export import export_onnx
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+
+    class Grouped(torch.nn.Module):
+        def __init__(self, clamped: bool) -> None:
+            super().__init__()
+            self.clamped, self.stem, self.head = clamped, torch.nn.Conv2d(3, 16, 4, stride=4), torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            tokens = self.stem(x).flatten(2).transpose(1, 2).reshape(1, 4, 16, 2, 8)
+            tokens = F.normalize(tokens, dim=-1) if self.clamped else tokens / tokens.norm(dim=-1, keepdim=True)
+            return self.head(tokens.reshape(1, 64, 16).mean(1))
+
+    torch.manual_seed(0)
+    export_onnx(Grouped(True).eval(), torch.zeros(1, 3, 32, 32), tmp_path / "clamped.onnx")
+    prepare_for_onnx2tf(tmp_path / "clamped.onnx", tmp_path / "rewritten.onnx")
+    assert "ReduceL2" in [n.op_type for n in onnx.load(str(tmp_path / "rewritten.onnx")).graph.node]
+    model = _export(Grouped(False), "unclamped", tmp_path)
+    out = tmp_path / "unclamped.int8.tflite"
+    capsys.readouterr()
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "16", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot run" in err and "L2_NORMALIZATION" in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and not list(tmp_path.glob("unclamped.int8*"))

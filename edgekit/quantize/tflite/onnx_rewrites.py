@@ -59,6 +59,7 @@ import numpy as np
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
 SHUFFLE_PERM = [0, 2, 1, 3, 4]
+L2_NORMALIZATION_RANK = 4  # TFLite's L2_NORMALIZATION kernel refuses more dimensions (l2norm.cc), fused or not
 
 
 def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
@@ -291,12 +292,14 @@ def _normalizing_divides(norm: str, x: str, consumers: dict[str, list[Any]], con
                          x_shape: list[int] | None) -> list[tuple[Any, Any]] | None:
     """The (Expand, Div) pairs through which ``norm`` only divides ``x``, each Expand to ``x``'s own shape
     (so Div's broadcasting does the same; onnx2tf translates Expand as a Mul by ones, which keeps the
-    converter from fusing): None where ``norm`` has any other use."""
+    converter from fusing): None where ``norm`` has any other use, or ``x`` has more dimensions than
+    L2_NORMALIZATION takes (the converter fused a 5-D one all the same, which then failed to prepare)."""
     pairs = []
     for expand in consumers.get(norm, []):
         shape = constants.get(expand.input[1]) if expand.op_type == "Expand" and len(expand.input) == 2 else None
         readers = consumers.get(expand.output[0], [])
-        if (shape is None or x_shape is None or [int(d) for d in shape] != x_shape or len(readers) != 1
+        if (shape is None or x_shape is None or len(x_shape) > L2_NORMALIZATION_RANK
+                or [int(d) for d in shape] != x_shape or len(readers) != 1
                 or readers[0].op_type != "Div" or list(readers[0].input) != [x, expand.output[0]]):
             return None
         pairs.append((expand, readers[0]))

@@ -123,7 +123,12 @@ def _check_translation(check: fidelity_mod.Check, fp32_bytes: bytes, scratch: Pa
     then the bar is what rounding-sized input noise does to it (:meth:`Check.float_spread`), with
     ``SPREAD_FACTOR`` of room. Returns (the FP32 TFLite's cosine, the spread where it was needed)."""
     scratch.write_bytes(fp32_bytes)
-    got = check(scratch)
+    try:
+        got = check(scratch)
+    except RuntimeError as exc:  # the converter fused an op its own kernel refuses (a 5-D L2_NORMALIZATION)
+        raise EdgekitError(
+            f"{onnx_path}: the TFLite converter made an operator its interpreter cannot run ({first_line(exc)}); "
+            "reshape that operator's input to what the kernel takes, or use --runtime onnxruntime") from exc
     if got.cosine >= FP32_MIN_COSINE:
         return got.cosine, None
     spread = check.float_spread()
