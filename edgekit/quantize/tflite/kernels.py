@@ -6,8 +6,12 @@ do. Measured here (ai_edge_litert 2.1): one int8 BATCH_MATMUL of two activations
 Q.K^T and A.V) kept cosine 0.985 against float through XNNPACK and 0.9998 through the builtin
 kernel; a small ViT's INT8 0.773 vs 0.874; a conv model whose output is a Gram matrix 0.916 vs
 0.99995. The other ops of a transformer (softmax, GELU, LayerNorm's mean/rsqrt, transposes) agreed
-to 0.99999. A user who sees a poor INT8 must learn whether the model or the kernel is at fault,
-and that a target profile with ``tflite: {delegate: none}`` runs the builtin kernels.
+to 0.99999. The cause, found since: XNNPACK reads BATCH_MATMUL's right operand as if its zero point
+were 0 (:mod:`matmul_operands`), which edgekit now makes it wherever the range is edgekit's to choose,
+but not where an op fixes it (a softmax's int8 output has zero point -128: Q times softmax(K)^T gave
+cosine -0.886 through XNNPACK, 0.9996 builtin). A user who sees a poor INT8 must learn whether the
+model or the kernel is at fault, and that a target profile with ``tflite: {delegate: none}`` runs the
+builtin kernels.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ def builtin_kernels_check(check: fidelity_mod.Check, int8: Path, with_xnnpack: f
     if builtin is None:
         return {}, None
     assert with_xnnpack is not None  # second_opinion measures only after a first measurement
-    culprit = (" (its int8 BATCH_MATMUL of two activations, attention's matmuls, is the kernel measured to "
-               "differ)" if "BATCH_MATMUL" in ops else "")
+    culprit = (" (its int8 BATCH_MATMUL reads a right operand's zero point as 0, which an op such as softmax "
+               "fixes elsewhere)" if "BATCH_MATMUL" in ops else "")
     return {"fidelity_builtin_kernels": builtin.as_dict()}, (
         f"XNNPACK, the TFLite interpreter's default delegate, computes this INT8 model less faithfully than "
         f"TFLite's builtin kernels: cosine {with_xnnpack.cosine:.4f} vs {builtin.cosine:.4f}{culprit}; a target "

@@ -109,19 +109,22 @@ def mean_ranges(calibrated: bytes, samples_nhwc: np.ndarray, absolute_variance: 
 
 @contextlib.contextmanager
 def ranges_during(kind: str, samples_nhwc: np.ndarray | None) -> Iterator[None]:
-    """Within the block, a TFLite conversion quantizes with ``kind`` ranges (``minmax``: as the
-    converter does, nothing changed)."""
+    """Within the block, a TFLite conversion quantizes with ``kind`` ranges (``minmax``: the converter's),
+    each BATCH_MATMUL's right operand then made symmetric (:mod:`matmul_operands`)."""
     if kind not in KINDS:
         raise ValueError(f"ranges: {kind!r} is not one of {', '.join(KINDS)}")
-    if kind == MINMAX or samples_nhwc is None:
-        yield
-        return
     from tensorflow.lite.python.optimize import calibrator
 
+    from edgekit.quantize.tflite.matmul_operands import symmetric_right_operands
+
+    averaged = kind != MINMAX and samples_nhwc is not None
     original = calibrator.Calibrator.calibrate
 
     def calibrate(self: Any, dataset_gen: Any) -> bytes:
-        return mean_ranges(original(self, dataset_gen), samples_nhwc, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
+        calibrated = original(self, dataset_gen)
+        if averaged:
+            calibrated = mean_ranges(calibrated, samples_nhwc, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
+        return symmetric_right_operands(calibrated)
 
     calibrator.Calibrator.calibrate = calibrate
     try:
