@@ -23,12 +23,10 @@ def right_operand_tensors(model: Any) -> set[int]:
     them through same-scale ops (which the quantizer gives one zero point along the chain)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    from edgekit.quantize.tflite.flatbuffer_ops import builtin_code
+
     codes = {getattr(schema.BuiltinOperator, name) for name in SAME_SCALE}
     subgraph = model.subgraphs[0]
-
-    def code(op: Any) -> int:
-        entry = model.operatorCodes[op.opcodeIndex]
-        return max(entry.builtinCode, entry.deprecatedBuiltinCode)
 
     def constant(index: int) -> bool:
         buffer = model.buffers[subgraph.tensors[index].buffer]
@@ -36,7 +34,7 @@ def right_operand_tensors(model: Any) -> set[int]:
 
     producers = {out: op for op in subgraph.operators for out in op.outputs}
     pending = [op.inputs[1] for op in subgraph.operators
-               if code(op) == schema.BuiltinOperator.BATCH_MATMUL and not constant(op.inputs[1])]
+               if builtin_code(model, op) == schema.BuiltinOperator.BATCH_MATMUL and not constant(op.inputs[1])]
     found: set[int] = set()
     while pending:
         index = pending.pop()
@@ -44,7 +42,7 @@ def right_operand_tensors(model: Any) -> set[int]:
             continue
         found.add(index)
         producer = producers.get(index)
-        if producer is not None and code(producer) in codes:
+        if producer is not None and builtin_code(model, producer) in codes:
             pending.append(producer.inputs[0])
     return found
 

@@ -71,20 +71,19 @@ def variance_tensors(model: Any) -> set[int]:
     0.941 with this chain absolute), so it is a third candidate the remedy measures."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    from edgekit.quantize.tflite.flatbuffer_ops import builtin_code
+
     ops = schema.BuiltinOperator
     subgraph = model.subgraphs[0]
-
-    def code(op: Any) -> int:
-        entry = model.operatorCodes[op.opcodeIndex]
-        return max(entry.builtinCode, entry.deprecatedBuiltinCode)
-
     chain = {out for op in subgraph.operators for out in op.outputs
-             if code(op) == ops.SQUARED_DIFFERENCE or (code(op) == ops.MUL and op.inputs[0] == op.inputs[1])}
+             if builtin_code(model, op) == ops.SQUARED_DIFFERENCE
+             or (builtin_code(model, op) == ops.MUL and op.inputs[0] == op.inputs[1])}
     grew = True
     while grew:  # one step of the chain per pass: the reductions, then the epsilon's ADD
         grew = False
         for op in subgraph.operators:
-            if code(op) in (ops.MEAN, ops.SUM, ops.ADD) and op.inputs[0] in chain and not set(op.outputs) <= chain:
+            reduces = builtin_code(model, op) in (ops.MEAN, ops.SUM, ops.ADD) and op.inputs[0] in chain
+            if reduces and not set(op.outputs) <= chain:
                 chain.update(op.outputs)
                 grew = True
     return chain
