@@ -47,14 +47,18 @@ def right_operand_tensors(model: Any) -> set[int]:
     return found
 
 
-def symmetric_right_operands(calibrated: bytes) -> bytes:
-    """``calibrated`` (the calibrator's float model, each tensor's min/max in its quantization) with
-    each BATCH_MATMUL right operand's range made symmetric; unchanged without such an operand."""
-    if not _has_batch_matmul(calibrated):
-        return calibrated
-    from tensorflow.lite.tools import flatbuffer_utils
+def has_batch_matmul(flatbuffer: bytes) -> bool:
+    """Whether ``flatbuffer`` has a BATCH_MATMUL: only then is there a right operand to make symmetric."""
+    from tensorflow.lite.python import schema_py_generated as schema
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    from edgekit.quantize.tflite.flatbuffer_ops import uses_operator
+
+    return uses_operator(flatbuffer, schema.BuiltinOperator.BATCH_MATMUL)
+
+
+def make_right_operands_symmetric(model: Any) -> bool:
+    """In ``model`` (the calibrator's float model unpacked, each tensor's min/max in its quantization),
+    each BATCH_MATMUL right operand's range made symmetric; whether any range changed."""
     tensors = model.subgraphs[0].tensors
     changed = False
     for index in right_operand_tensors(model):
@@ -65,14 +69,4 @@ def symmetric_right_operands(calibrated: bytes) -> bytes:
         if magnitude > 0.0:
             quantization.min, quantization.max = [-magnitude], [magnitude * 127.0 / 128.0]
             changed = True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
-
-
-def _has_batch_matmul(flatbuffer: bytes) -> bool:
-    """Whether any operator code is BATCH_MATMUL, read without unpacking the model (a VGG's is 500 MB)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    root = schema.Model.GetRootAs(flatbuffer, 0)
-    wanted = schema.BuiltinOperator.BATCH_MATMUL
-    return any(max(root.OperatorCodes(i).BuiltinCode(), root.OperatorCodes(i).DeprecatedBuiltinCode()) == wanted
-               for i in range(root.OperatorCodesLength()))
+    return changed

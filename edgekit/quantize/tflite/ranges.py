@@ -89,41 +89,53 @@ def variance_tensors(model: Any) -> set[int]:
     return chain
 
 
-def mean_ranges(calibrated: bytes, samples_nhwc: np.ndarray, absolute_variance: bool = False) -> bytes:
-    """``calibrated`` (the calibrator's float model) with each activation's range the mean over
-    ``samples_nhwc`` of its per-sample min and max (widened to hold 0, as the quantizer needs); with
-    ``absolute_variance``, a normalization's variance (:func:`variance_tensors`) keeps the absolute range."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+def set_mean_ranges(model: Any, calibrated: bytes, samples_nhwc: np.ndarray, absolute_variance: bool = False) -> None:
+    """In ``model`` (``calibrated``, the calibrator's float model, unpacked), each activation's range
+    made the mean over ``samples_nhwc`` of its per-sample min and max (widened to hold 0, as the quantizer
+    needs); with ``absolute_variance``, a normalization's variance (:func:`variance_tensors`) keeps the
+    absolute range."""
     absolute = variance_tensors(model) if absolute_variance else set()
     indices = [index for index in _ranged_tensors(model) if index not in absolute]
-    low, high = per_sample_extremes(bytes(calibrated), samples_nhwc, indices)
+    low, high = per_sample_extremes(calibrated, samples_nhwc, indices)
     tensors = model.subgraphs[0].tensors
     for column, index in enumerate(indices):
         tensors[index].quantization.min = [float(min(low[:, column].mean(), 0.0))]
         tensors[index].quantization.max = [float(max(high[:, column].mean(), 0.0))]
+
+
+def adjusted_ranges(calibrated: bytes, kind: str, samples_nhwc: np.ndarray | None) -> bytes:
+    """``calibrated`` with ``kind`` ranges (``minmax``: the converter's, kept), then each BATCH_MATMUL's
+    right operand made symmetric (:mod:`matmul_operands`); the model is unpacked once for both, and
+    not at all where neither applies (unpacking costs seconds and its size again in memory)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgekit.quantize.tflite.matmul_operands import has_batch_matmul, make_right_operands_symmetric
+
+    averaged = kind != MINMAX and samples_nhwc is not None
+    matmuls = has_batch_matmul(calibrated)
+    if not averaged and not matmuls:
+        return calibrated
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    if averaged:
+        set_mean_ranges(model, bytes(calibrated), samples_nhwc, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
+    changed = make_right_operands_symmetric(model) if matmuls else False
+    if not averaged and not changed:
+        return calibrated
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 @contextlib.contextmanager
 def ranges_during(kind: str, samples_nhwc: np.ndarray | None) -> Iterator[None]:
     """Within the block, a TFLite conversion quantizes with ``kind`` ranges (``minmax``: the converter's),
-    each BATCH_MATMUL's right operand then made symmetric (:mod:`matmul_operands`)."""
+    each BATCH_MATMUL's right operand then made symmetric (:func:`adjusted_ranges`)."""
     if kind not in KINDS:
         raise ValueError(f"ranges: {kind!r} is not one of {', '.join(KINDS)}")
     from tensorflow.lite.python.optimize import calibrator
 
-    from edgekit.quantize.tflite.matmul_operands import symmetric_right_operands
-
-    averaged = kind != MINMAX and samples_nhwc is not None
     original = calibrator.Calibrator.calibrate
 
     def calibrate(self: Any, dataset_gen: Any) -> bytes:
-        calibrated = original(self, dataset_gen)
-        if averaged:
-            calibrated = mean_ranges(calibrated, samples_nhwc, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
-        return symmetric_right_operands(calibrated)
+        return adjusted_ranges(original(self, dataset_gen), kind, samples_nhwc)
 
     calibrator.Calibrator.calibrate = calibrate
     try:
