@@ -136,6 +136,31 @@ def _output_scales(flatbuffer: bytes) -> dict[str, float]:
     return scales
 
 
+def test_quantizing_one_calibration_writes_the_converters_own_bytes() -> None:
+    """Every INT8 candidate (other ranges, ops kept in float) is one quantization of a model converted
+    and calibrated once (:func:`calibrate`), not a conversion and a calibration again. With the converter's
+    ranges and no BATCH_MATMUL of two activations, that is byte for byte what TensorFlow's one-call
+    conversion writes: int8 or float I/O, per-channel or per-tensor."""
+    import tensorflow as tf
+
+    from edgekit.quantize.tflite.convert import _concrete_function, calibrate, quantize_calibrated
+
+    model, calib = _LayerNormTokens(), _LayerNormTokens.samples(16)
+    calibrated = calibrate(model, calib, progress=False)
+    for float_io, per_channel in ((False, True), (True, False)):
+        function, holder = _concrete_function(model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample[None]] for sample in calib)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_disable_per_channel = not per_channel
+        if not float_io:
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+        ours = quantize_calibrated(calibrated, float_io=float_io, per_channel=per_channel)
+        assert ours == converter.convert(), (float_io, per_channel)
+    assert quantize_calibrated(calibrated, float_io=True, per_channel=False, ranges="mean") != ours  # ranges only
+
+
 def test_the_variance_candidate_keeps_only_the_variance_chain_absolute() -> None:
     """Mean ranges narrow every activation; the third candidate keeps the squared deviations, their mean
     and the epsilon's Add at the converter's absolute ranges, and narrows the rest as the second does."""

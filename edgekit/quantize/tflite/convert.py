@@ -16,7 +16,7 @@ from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.head import fixed_projection, walk_tail
 from edgekit.quantize.tflite.interpreter import builtin_interpreter
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
-from edgekit.quantize.tflite.ranges import MINMAX, ranges_during
+from edgekit.quantize.tflite.ranges import MINMAX, Calibrated
 
 
 def _concrete_function(model: Any) -> tuple[Any, Any]:
@@ -49,53 +49,110 @@ def to_tflite(
     ``weights`` (without ``calib_nhwc``): ``dynamic`` = dynamic-range INT8 (int8 weights, activations
     quantized at run time), ``fp16`` = float16 weights; float32 I/O in both. ``float_tensors``: ops
     (by output tensor name, see :func:`output_tail_tensors`) kept in float by TFLite's selective
-    quantization, the rest INT8; the output then stays float32."""
-    from edgekit.log import progress as progress_bar
+    quantization, the rest INT8; the output then stays float32. ``ranges``: see :mod:`ranges`."""
+    if calib_nhwc is not None:
+        calibrated = calibrate(model, calib_nhwc, allow_float=float_fallback or bool(float_tensors), progress=progress)
+        return quantize_calibrated(calibrated, float_io=float_io, per_channel=per_channel, float_tensors=float_tensors,
+                                   ranges=ranges, float_fallback=float_fallback)
+    converter = _converter(model)
+    if weights is not None:
+        import tensorflow as tf
 
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: dynamic range
+        if weights == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+    with quiet_tensorflow():
+        try:
+            return converter.convert()
+        except Exception as exc:
+            kind = {"dynamic": "dynamic-range INT8", "fp16": "float16"}.get(weights or "", "FP32")
+            raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))})") from exc
+
+
+FALLBACK_HINT = "; --float-fallback keeps ops that have no integer kernel in float"
+
+
+def _converter(model: Any) -> Any:
     with quiet_tensorflow():
         import tensorflow as tf
 
         function, holder = _concrete_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
-    if calib_nhwc is None and weights is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: dynamic range
-        if weights == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-    if calib_nhwc is not None:
-        def representative() -> Iterator[list[np.ndarray]]:
-            for sample in progress_bar(calib_nhwc, desc="calibrating (TFLite)", unit="img",
-                                       disable=None if progress else True):
-                yield [sample[None].astype(np.float32)]
+        return tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])
-        converter._experimental_disable_per_channel = not per_channel
-        if not float_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    if calib_nhwc is not None and float_tensors:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.inference_output_type = tf.float32
-        with quiet_tensorflow(), ranges_during(ranges, calib_nhwc):
-            try:
-                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
-                debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=converter, debug_dataset=representative, debug_options=options)
-                return debugger.get_nondebug_quantized_model()
-            except Exception as exc:
+
+def calibrate(model: Any, calib_nhwc: np.ndarray, *, allow_float: bool = False, progress: bool = True) -> Calibrated:
+    """The Keras model converted to TFLite and calibrated on ``calib_nhwc`` (each activation's absolute
+    min/max), not yet quantized: what the converter quantizes, kept so that every INT8 candidate (other
+    ranges, ops kept in float) is one quantization of it, not a whole conversion and calibration again
+    (ConvNeXt-S at 128 px: 45-55 s each). ``allow_float``: ops with no integer kernel are allowed, to be
+    left in float by the quantizer; without it the conversion refuses them, as a full-integer one must."""
+    import tensorflow as tf
+
+    from edgekit.log import progress as progress_bar
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for sample in progress_bar(calib_nhwc, desc="calibrating (TFLite)", unit="img",
+                                   disable=None if progress else True):
+            yield [sample[None].astype(np.float32)]
+
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+        [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float else [])
+    converter._experimental_calibrate_only = True  # what TFLite's QuantizationDebugger does
+    converter.exclude_conversion_metadata = True  # the quantized model's own is added (_with_conversion_metadata)
+    with quiet_tensorflow():
+        try:
+            return Calibrated(converter.convert(), calib_nhwc, conversion_metadata=converter._metadata)
+        except Exception as exc:
+            hint = "" if allow_float else FALLBACK_HINT
+            raise EdgekitError(f"TFLite full-integer INT8 conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+
+
+def quantize_calibrated(calibrated: Calibrated, *, float_io: bool = False, per_channel: bool = True,
+                        float_tensors: Sequence[str] = (), ranges: str = MINMAX, float_fallback: bool = False) -> bytes:
+    """``calibrated`` with ``ranges`` quantized as the converter would have (``mlir_quantize`` with its
+    arguments, then its read-only buffer deduplication): int8 I/O unless ``float_io``; with
+    ``float_tensors``, those ops kept in float (TFLite's selective quantization, as its
+    QuantizationDebugger calls it: float I/O)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    adjusted = calibrated.with_ranges(ranges)
+    with quiet_tensorflow():
+        try:
+            if float_tensors:
+                quantized = convert.mlir_quantize(adjusted, disable_per_channel=not per_channel, fully_quantize=False,
+                                                  enable_numeric_verify=False, denylisted_nodes=list(float_tensors))
+            else:
+                io_type = tf.float32 if float_io else tf.int8
+                quantized = convert.deduplicate_readonly_buffers(convert.mlir_quantize(
+                    adjusted, not per_channel, input_data_type=io_type, output_data_type=io_type))
+            return _with_conversion_metadata(quantized, calibrated.conversion_metadata)
+        except Exception as exc:
+            if float_tensors:
                 raise EdgekitError(f"TFLite INT8 with {len(float_tensors)} op(s) in float failed "
                                    f"({_op_problem(first_line(exc))})") from exc
-    with quiet_tensorflow(), ranges_during(ranges, calib_nhwc):
-        try:
-            return converter.convert()
-        except Exception as exc:
-            kind = "full-integer INT8" if calib_nhwc is not None else {"dynamic": "dynamic-range INT8",
-                                                                        "fp16": "float16"}.get(weights or "", "FP32")
-            hint = ("; --float-fallback keeps ops that have no integer kernel in float"
-                    if calib_nhwc is not None and not float_fallback else "")
-            raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+            hint = "" if float_fallback else FALLBACK_HINT
+            raise EdgekitError(f"TFLite full-integer INT8 conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+
+
+def _with_conversion_metadata(flatbuffer: bytes, metadata: Any) -> bytes:
+    """``flatbuffer`` with the converter's CONVERSION_METADATA (its TensorFlow version, options and this
+    model's hash) as ``TFLiteConverter.convert`` adds it last: the same bytes as a one-call conversion."""
+    import copy
+
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if metadata is None:
+        return flatbuffer
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    metadata = copy.deepcopy(metadata)  # one per candidate quantized from the same calibration
+    metadata.options.modelOptimizationModes.extend(lite._get_sparsity_modes(model))
+    metadata.environment.modelHash = lite._get_model_hash(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(lite._populate_conversion_metadata(model, metadata)))
 
 
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}

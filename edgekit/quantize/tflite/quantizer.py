@@ -19,10 +19,10 @@ from edgekit.quantize.ort.quantizer import calibration_feed
 from edgekit.tasks import get_task
 from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import float_ops
-from edgekit.quantize.tflite.convert import non_compute_tensors, to_tflite
+from edgekit.quantize.tflite.convert import calibrate, non_compute_tensors, quantize_calibrated, to_tflite
 from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
 from edgekit.quantize.tflite.kernels import builtin_kernels_check
-from edgekit.quantize.tflite.ranges import (LABELS as RANGE_LABELS, MEAN, MEAN_ABSOLUTE_VARIANCE, MINMAX,
+from edgekit.quantize.tflite.ranges import (LABELS as RANGE_LABELS, MEAN, MEAN_ABSOLUTE_VARIANCE, MINMAX, Calibrated,
                                             has_normalization_variance)
 from edgekit.runtime.verify import verify_tflite
 
@@ -162,12 +162,13 @@ def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidel
         return None, f"fidelity not measured ({type(exc).__name__}: {first_line(exc)})"
 
 
-def _output_tail(int_model: Any, full_integer: bytes, float_flatbuffer: bytes, calib_nhwc: np.ndarray,
-                 check: fidelity_mod.Check, scratch: Path, **options: Any) -> tuple[bytes, list[str], dict[str, Any]]:
+def _output_tail(full_integer: bytes, float_flatbuffer: bytes, quantize: Callable[[list[str]], bytes],
+                 check: fidelity_mod.Check, scratch: Path) -> tuple[bytes, list[str], dict[str, Any]]:
     """A detector's INT8 as converted against the same with its output tail (decode, sigmoid, Concat)
     in float, by the task's fidelity (:mod:`edgekit.quantize.head`): (the chosen flatbuffer, the
     tensors it keeps in float, the record).
-    ``float_flatbuffer``: ``int_model`` converted to FP32, whose tensor names the tail is found by."""
+    ``float_flatbuffer``: the integer graph converted to FP32, whose tensor names the tail is found by;
+    ``quantize``: the INT8 model with the given tensors kept in float."""
     from edgekit.quantize import head
     from edgekit.quantize.tflite.convert import output_tail_tensors
 
@@ -177,7 +178,7 @@ def _output_tail(int_model: Any, full_integer: bytes, float_flatbuffer: bytes, c
 
     def quantize_excluding(tensors: list[str]) -> Path:
         path = scratch / "tail-in-float.tflite"
-        path.write_bytes(to_tflite(int_model, calib_nhwc, float_tensors=tensors, progress=False, **options))
+        path.write_bytes(quantize(tensors))
         return path
 
     chosen, in_float, record = head.choose(first, tail, quantize_excluding, check, _log.info)
@@ -267,27 +268,33 @@ def quantize_tflite(
 
         compute_only = quantize_ops == "compute"
         scope_in_float = non_compute_tensors(integer_build_as_fp32()) if compute_only else []
+
+        @functools.cache
+        def calibration(allow_float: bool) -> Calibrated:
+            """Converted and calibrated once per op set: every INT8 candidate below is one quantization of it."""
+            return calibrate(int_model, calib_nhwc, allow_float=allow_float, progress=progress)
+
+        def int8(float_tensors: list[str], ranges: str = MINMAX) -> bytes:
+            return quantize_calibrated(calibration(float_fallback or bool(float_tensors)), float_io=float_io,
+                                       per_channel=per_channel, float_tensors=float_tensors, ranges=ranges,
+                                       float_fallback=float_fallback)
+
         phase(f"Keras -> {'INT8 (Conv/FullyConnected/BatchMatMul)' if compute_only else 'full-integer INT8'} "
               f"({len(calib_nhwc)} calibration samples)")
         t0 = time.perf_counter()
-        int8_bytes = to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
-                               float_fallback=float_fallback, progress=progress, float_tensors=scope_in_float)
+        int8_bytes = int8(scope_in_float)
         timings["int8_convert_s"] = time.perf_counter() - t0
 
         tail_record, tail_in_float = None, []
         if get_task(task).decodes_in_graph and not compute_only:  # compute-only: the tail is float already
             t0 = time.perf_counter()
-            int8_bytes, tail_in_float, tail_record = _output_tail(
-                int_model, int8_bytes, integer_build_as_fp32(), calib_nhwc, check, scratch, float_io=float_io,
-                per_channel=per_channel, float_fallback=float_fallback)
+            int8_bytes, tail_in_float, tail_record = _output_tail(int8_bytes, integer_build_as_fp32(), int8, check,
+                                                                  scratch)
             timings["output_tail_s"] = time.perf_counter() - t0
         ranges, range_record, measured = MINMAX, None, None
         if remedies:  # on top of the tail's choice: the candidates are the models that could be written
             int8_bytes, ranges, measured, range_record = _range_remedy(
-                int8_bytes, lambda kind: to_tflite(int_model, calib_nhwc, float_io=float_io, per_channel=per_channel,
-                                                   float_fallback=float_fallback, progress=False, ranges=kind,
-                                                   float_tensors=tail_in_float + scope_in_float),
-                check, scratch)
+                int8_bytes, lambda kind: int8(tail_in_float + scope_in_float, kind), check, scratch)
             if range_record:
                 timings["remedies_s"] = range_record.pop("seconds")
 

@@ -11,14 +11,14 @@ did worse (0.820, 0.926). Top-1 agreement did not suffer (128 other images: 10.9
 random-weight logits are close, hence the low figures). A third kind keeps a normalization's
 variance at its absolute range and takes the mean elsewhere (:func:`variance_tensors`).
 
-The converter has one seam between calibrating and quantizing: ``Calibrator.calibrate`` returns the
-float model with each tensor's min/max in its quantization parameters, which the MLIR quantizer
-then reads. :func:`ranges_during` wraps that method for one conversion and rewrites the numbers.
+The converter calibrates (``Calibrator.calibrate``: the float model with each tensor's min/max in its
+quantization parameters) and then quantizes that calibrated model (``mlir_quantize``). edgekit keeps
+the calibrated model (:class:`Calibrated`) and rewrites its numbers for each candidate before
+quantizing it, so that candidates differ in their ranges only, and none converts or calibrates again.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -89,59 +89,59 @@ def variance_tensors(model: Any) -> set[int]:
     return chain
 
 
-def set_mean_ranges(model: Any, calibrated: bytes, samples_nhwc: np.ndarray, absolute_variance: bool = False) -> None:
-    """In ``model`` (``calibrated``, the calibrator's float model, unpacked), each activation's range
-    made the mean over ``samples_nhwc`` of its per-sample min and max (widened to hold 0, as the quantizer
-    needs); with ``absolute_variance``, a normalization's variance (:func:`variance_tensors`) keeps the
-    absolute range."""
-    absolute = variance_tensors(model) if absolute_variance else set()
-    indices = [index for index in _ranged_tensors(model) if index not in absolute]
-    low, high = per_sample_extremes(calibrated, samples_nhwc, indices)
-    tensors = model.subgraphs[0].tensors
-    for column, index in enumerate(indices):
-        tensors[index].quantization.min = [float(min(low[:, column].mean(), 0.0))]
-        tensors[index].quantization.max = [float(max(high[:, column].mean(), 0.0))]
+class Calibrated:
+    """The calibrator's float model (each activation's absolute min/max over ``samples_nhwc`` in its
+    quantization parameters) and those samples: every INT8 candidate is quantized from one of these."""
 
+    def __init__(self, flatbuffer: bytes, samples_nhwc: np.ndarray, conversion_metadata: Any = None) -> None:
+        self.flatbuffer = flatbuffer
+        self.samples_nhwc = samples_nhwc
+        self.conversion_metadata = conversion_metadata  # the converter's, for the quantized models (convert.py)
+        self._means: dict[int, tuple[float, float]] | None = None
 
-def adjusted_ranges(calibrated: bytes, kind: str, samples_nhwc: np.ndarray | None) -> bytes:
-    """``calibrated`` with ``kind`` ranges (``minmax``: the converter's, kept), then each BATCH_MATMUL's
-    right operand made symmetric (:mod:`matmul_operands`); the model is unpacked once for both, and
-    not at all where neither applies (unpacking costs seconds and its size again in memory)."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    def _per_sample_means(self, model: Any) -> dict[int, tuple[float, float]]:
+        """Each ranged tensor of ``model`` (this calibrated model, unpacked) with the mean over the samples
+        of its per-sample (min, max): measured on the first candidate that needs them, kept for the next."""
+        if self._means is None:
+            indices = _ranged_tensors(model)
+            low, high = per_sample_extremes(self.flatbuffer, self.samples_nhwc, indices)
+            self._means = {index: (float(low[:, column].mean()), float(high[:, column].mean()))
+                           for column, index in enumerate(indices)}
+        return self._means
 
-    from edgekit.quantize.tflite.matmul_operands import has_batch_matmul, make_right_operands_symmetric
+    def with_ranges(self, kind: str) -> bytes:
+        """The calibrated model with ``kind`` ranges (``minmax``: the calibrator's, kept), then each
+        BATCH_MATMUL's right operand made symmetric (:mod:`matmul_operands`); unpacked once for both,
+        and not at all where neither applies (unpacking costs seconds and its size again in memory)."""
+        if kind not in KINDS:
+            raise ValueError(f"ranges: {kind!r} is not one of {', '.join(KINDS)}")
+        from tensorflow.lite.tools import flatbuffer_utils
 
-    averaged = kind != MINMAX and samples_nhwc is not None
-    matmuls = has_batch_matmul(calibrated)
-    if not averaged and not matmuls:
-        return calibrated
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    if averaged:
-        set_mean_ranges(model, bytes(calibrated), samples_nhwc, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
-    changed = make_right_operands_symmetric(model) if matmuls else False
-    if not averaged and not changed:
-        return calibrated
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+        from edgekit.quantize.tflite.matmul_operands import has_batch_matmul, make_right_operands_symmetric
 
+        averaged = kind != MINMAX
+        matmuls = has_batch_matmul(self.flatbuffer)
+        if not averaged and not matmuls:
+            return self.flatbuffer
+        model = flatbuffer_utils.convert_bytearray_to_object(bytearray(self.flatbuffer))
+        if averaged:
+            self._set_mean_ranges(model, absolute_variance=kind == MEAN_ABSOLUTE_VARIANCE)
+        changed = make_right_operands_symmetric(model) if matmuls else False
+        if not averaged and not changed:
+            return self.flatbuffer
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
-@contextlib.contextmanager
-def ranges_during(kind: str, samples_nhwc: np.ndarray | None) -> Iterator[None]:
-    """Within the block, a TFLite conversion quantizes with ``kind`` ranges (``minmax``: the converter's),
-    each BATCH_MATMUL's right operand then made symmetric (:func:`adjusted_ranges`)."""
-    if kind not in KINDS:
-        raise ValueError(f"ranges: {kind!r} is not one of {', '.join(KINDS)}")
-    from tensorflow.lite.python.optimize import calibrator
-
-    original = calibrator.Calibrator.calibrate
-
-    def calibrate(self: Any, dataset_gen: Any) -> bytes:
-        return adjusted_ranges(original(self, dataset_gen), kind, samples_nhwc)
-
-    calibrator.Calibrator.calibrate = calibrate
-    try:
-        yield
-    finally:
-        calibrator.Calibrator.calibrate = original
+    def _set_mean_ranges(self, model: Any, absolute_variance: bool) -> None:
+        """In ``model`` (this calibrated model, unpacked), each activation's range the mean over the samples
+        of its per-sample min and max (widened to hold 0, as the quantizer needs); with
+        ``absolute_variance``, a normalization's variance (:func:`variance_tensors`) keeps the absolute range."""
+        absolute = variance_tensors(model) if absolute_variance else set()
+        tensors = model.subgraphs[0].tensors
+        for index, (low, high) in self._per_sample_means(model).items():
+            if index not in absolute:
+                # float32 now, as the flatbuffer stores them, so what is derived from them next is too
+                tensors[index].quantization.min = [float(np.float32(min(low, 0.0)))]
+                tensors[index].quantization.max = [float(np.float32(max(high, 0.0)))]
 
 
 def has_normalization_variance(flatbuffer: bytes) -> bool:
