@@ -136,16 +136,19 @@ def _output_scales(flatbuffer: bytes) -> dict[str, float]:
     return scales
 
 
-def test_quantizing_one_calibration_writes_the_converters_own_bytes() -> None:
+def test_quantizing_one_calibration_writes_the_converters_own_bytes(digits_fp32_onnx: Path, digits_calib: np.ndarray,
+                                                                   tmp_path: Path) -> None:
     """Every INT8 candidate (other ranges, ops kept in float) is one quantization of a model converted
     and calibrated once (:func:`calibrate`), not a conversion and a calibration again. With the converter's
-    ranges and no BATCH_MATMUL of two activations, that is byte for byte what TensorFlow's one-call
-    conversion writes: int8 or float I/O, per-channel or per-tensor."""
+    ranges, that is byte for byte what TensorFlow's one-call conversion writes: int8 or float I/O,
+    per-channel or per-tensor."""
     import tensorflow as tf
 
     from edgekit.quantize.tflite.convert import _concrete_function, calibrate, quantize_calibrated
+    from edgekit.quantize.tflite.keras_build import build_keras
 
-    model, calib = _LayerNormTokens(), _LayerNormTokens.samples(16)
+    calib = np.ascontiguousarray(digits_calib[:16].transpose(0, 2, 3, 1))
+    model = build_keras(digits_fp32_onnx, tmp_path / "keras", calib, integer=True)
     calibrated = calibrate(model, calib, progress=False)
     for float_io, per_channel in ((False, True), (True, False)):
         function, holder = _concrete_function(model)
