@@ -69,8 +69,8 @@ SCOPE_ADVICE = ("try --quantize-ops compute (every op but Conv/FullyConnected/Ba
 def _range_remedy(first: bytes, convert: Callable[[str], bytes], check: fidelity_mod.Check,
                   scratch: Path) -> tuple[bytes, str, fidelity_mod.Fidelity | None, dict[str, Any] | None]:
     """Faithful INT8 by default: below the fidelity threshold, the same calibration quantized with mean
-    min/max ranges (:mod:`ranges`; ``convert(kind)``) and, where the model computes a normalization's variance, with mean ranges
-    but the variances' absolute ones; the best candidate that improves on the first is kept
+    min/max ranges (:mod:`ranges`; ``convert(kind)``) and, where the model computes a normalization's
+    variance, with mean ranges but the variances' absolute ones; the best candidate that improves on the first is kept
     (:meth:`Fidelity.improves_on`). Returns (the chosen flatbuffer, its ranges, its fidelity, the
     record); a first model that cannot be measured is kept as it is (its measurement's note comes later)."""
     path = scratch / "minmax.tflite"
