@@ -69,7 +69,10 @@ def to_tflite(
             raise EdgekitError(f"TFLite {kind} conversion failed ({_op_problem(first_line(exc))})") from exc
 
 
-FALLBACK_HINT = "; --float-fallback keeps ops that have no integer kernel in float"
+def _full_integer_error(exc: Exception, allow_float: bool) -> EdgekitError:
+    """The converter's failure as one line naming the op, with the way out where there is one."""
+    hint = "" if allow_float else "; --float-fallback keeps ops that have no integer kernel in float"
+    return EdgekitError(f"TFLite full-integer INT8 conversion failed ({_op_problem(first_line(exc))}){hint}")
 
 
 def _converter(model: Any) -> Any:
@@ -106,8 +109,7 @@ def calibrate(model: Any, calib_nhwc: np.ndarray, *, allow_float: bool = False, 
         try:
             return Calibrated(converter.convert(), calib_nhwc, conversion_metadata=converter._metadata)
         except Exception as exc:
-            hint = "" if allow_float else FALLBACK_HINT
-            raise EdgekitError(f"TFLite full-integer INT8 conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+            raise _full_integer_error(exc, allow_float) from exc
 
 
 def quantize_calibrated(calibrated: Calibrated, *, float_io: bool = False, per_channel: bool = True,
@@ -134,8 +136,7 @@ def quantize_calibrated(calibrated: Calibrated, *, float_io: bool = False, per_c
             if float_tensors:
                 raise EdgekitError(f"TFLite INT8 with {len(float_tensors)} op(s) in float failed "
                                    f"({_op_problem(first_line(exc))})") from exc
-            hint = "" if float_fallback else FALLBACK_HINT
-            raise EdgekitError(f"TFLite full-integer INT8 conversion failed ({_op_problem(first_line(exc))}){hint}") from exc
+            raise _full_integer_error(exc, float_fallback) from exc
 
 
 def _with_conversion_metadata(flatbuffer: bytes, metadata: Any) -> bytes:
