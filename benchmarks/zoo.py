@@ -743,8 +743,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="the first N architectures only")
     parser.add_argument("--force", action="store_true", help="redo architectures already in zoo.jsonl")
     parser.add_argument("--skip-tflite", action="store_true", help="no TFLite stage")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per stage before the child is killed")
-    parser.add_argument("--max-rss-gb", type=float, default=12, help="memory cap of a child's process tree")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds per stage before the child is killed (the stored rows' slowest stage, "
+                             "maxvit_t's TFLite at 224 px, took 3043 s on 2 shared cores)")
+    parser.add_argument("--max-rss-gb", type=float, default=default_rss_cap_gb(),
+                        help="memory cap of a child's process tree (default: 20 GB, the stored rows' cap, "
+                             "or this machine's memory less 3 GB if that is less)")
     parser.add_argument("--size", type=int, default=SIZE, help="input size (MaxViT stays 224; ViTs round to whole patches)")
     parser.add_argument("--weights", choices=("random", "digits"), default=WEIGHTS,
                         help="random (BatchNorm statistics set on images) or digits (then trained on scikit-learn's "
@@ -761,6 +765,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child-part", choices=tuple(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def default_rss_cap_gb() -> float:
+    """20 GB (what the stored rows ran under: the largest models' TFLite conversions need 10-20 GB), less
+    where the machine has less than 23 GB, so that a child is stopped before the kernel's OOM killer acts."""
+    import psutil
+
+    return round(min(20.0, psutil.virtual_memory().total / 2**30 - 3.0), 1)
 
 
 def main() -> None:
