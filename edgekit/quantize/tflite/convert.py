@@ -147,8 +147,6 @@ def _with_conversion_metadata(flatbuffer: bytes, metadata: Any) -> bytes:
     from tensorflow.lite.python import lite
     from tensorflow.lite.tools import flatbuffer_utils
 
-    if metadata is None:
-        return flatbuffer
     model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
     metadata = copy.deepcopy(metadata)  # one per candidate quantized from the same calibration
     metadata.options.modelOptimizationModes.extend(lite._get_sparsity_modes(model))

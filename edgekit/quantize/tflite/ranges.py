@@ -93,7 +93,7 @@ class Calibrated:
     """The calibrator's float model (each activation's absolute min/max over ``samples_nhwc`` in its
     quantization parameters) and those samples: every INT8 candidate is quantized from one of these."""
 
-    def __init__(self, flatbuffer: bytes, samples_nhwc: np.ndarray, conversion_metadata: Any = None) -> None:
+    def __init__(self, flatbuffer: bytes, samples_nhwc: np.ndarray, conversion_metadata: Any) -> None:
         self.flatbuffer = flatbuffer
         self.samples_nhwc = samples_nhwc
         self.conversion_metadata = conversion_metadata  # the converter's, for the quantized models (convert.py)
