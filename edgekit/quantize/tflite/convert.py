@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.memory import release_freed_memory
 from edgekit.quantize.head import fixed_projection, walk_tail
 from edgekit.quantize.tflite.interpreter import builtin_interpreter
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
@@ -76,6 +77,7 @@ def _full_integer_error(exc: Exception, allow_float: bool) -> EdgekitError:
 
 
 def _converter(model: Any) -> Any:
+    release_freed_memory()  # a conversion's peak is 15-30x the model: not on top of the last step's leftovers
     with quiet_tensorflow():
         import tensorflow as tf
 
@@ -121,6 +123,7 @@ def quantize_calibrated(calibrated: Calibrated, *, float_io: bool = False, per_c
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
+    release_freed_memory()
     adjusted = calibrated.with_ranges(ranges)
     with quiet_tensorflow():
         try:

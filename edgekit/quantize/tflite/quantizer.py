@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -112,8 +113,7 @@ def _range_remedy(first: bytes, convert: Callable[[str], bytes], check: fidelity
     return chosen, kind, faithful, record
 
 
-def _check_translation(check: fidelity_mod.Check, fp32_bytes: bytes, scratch: Path,
-                       onnx_path: str | Path) -> tuple[float, float | None]:
+def _check_translation(check: fidelity_mod.Check, fp32: Path, onnx_path: str | Path) -> tuple[float, float | None]:
     """Refuse a conversion whose FP32 TFLite computes something other than the ONNX model: onnx2tf's
     translation, not quantization, and the INT8 model is quantized from the same graph. Why: an
     Inception-V3 at 128 px converted without an error to an FP32 TFLite at cosine 0.843 to its ONNX
@@ -122,9 +122,8 @@ def _check_translation(check: fidelity_mod.Check, fp32_bytes: bytes, scratch: Pa
     error 2e-4 on values up to 20, cosine 1.0000), unless the model amplifies float rounding itself:
     then the bar is what rounding-sized input noise does to it (:meth:`Check.float_spread`), with
     ``SPREAD_FACTOR`` of room. Returns (the FP32 TFLite's cosine, the spread where it was needed)."""
-    scratch.write_bytes(fp32_bytes)
     try:
-        got = check(scratch)
+        got = check(fp32)
     except RuntimeError as exc:  # the converter fused an op its own kernel refuses (a 5-D L2_NORMALIZATION)
         raise EdgekitError(
             f"{onnx_path}: the TFLite converter made an operator its interpreter cannot run ({first_line(exc)}); "
@@ -152,6 +151,12 @@ def _amplifier_warning(translation: float, spread: float | None) -> str | None:
             f"output to cosine {spread:.4f}, and its FP32 TFLite sits at {translation:.4f} from the ONNX model; its "
             f"INT8 fidelity cannot reach {fidelity_mod.MIN_COSINE} whatever the quantizer (a trained model rarely "
             "does this: check the weights)")
+
+
+def _written(path: Path, flatbuffer: bytes) -> Path:
+    """``flatbuffer`` at ``path`` (scratch), so that the caller can drop it."""
+    path.write_bytes(flatbuffer)
+    return path
 
 
 def _fidelity(check: fidelity_mod.Check, int8: Path) -> tuple[fidelity_mod.Fidelity | None, str | None]:
@@ -185,10 +190,9 @@ def _output_tail(full_integer: bytes, float_flatbuffer: bytes, quantize: Callabl
     return Path(chosen).read_bytes(), in_float, record
 
 
-def _onnx_named(outputs: list[dict[str, Any]], model: Any) -> list[dict[str, Any]]:
+def _onnx_named(outputs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """A multi-output model's TFLite outputs (already in ONNX order, see the TFLite runner) with the
-    ONNX output each one is (``onnx_name``); TFLite's own names are ``PartitionedCall:1`` and the like."""
-    names = [o.name for o in model.graph.output]
+    ONNX output each one is (``onnx_name``, from ``names``); TFLite's own names are ``PartitionedCall:1`` and the like."""
     if len(names) < 2 or len(names) != len(outputs):
         return outputs
     return [{**o, "onnx_name": name} for o, name in zip(outputs, names)]
@@ -238,6 +242,8 @@ def quantize_tflite(
     if calib.ndim != 4:
         raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {calib.ndim}-D calibration tensors")
     calib_nhwc = np.ascontiguousarray(calib.transpose(0, 2, 3, 1), dtype=np.float32)
+    onnx_outputs, one_build = [o.name for o in model.graph.output], integer_graph_computes_float(model)
+    del model  # the weights once more, which no conversion reads (a caller's own reference stays): memory
     timings: dict[str, float] = {}
     written: dict[str, Path] = {}
 
@@ -253,21 +259,22 @@ def quantize_tflite(
         timings["onnx2tf_s"] = time.perf_counter() - started
 
         @functools.cache
-        def integer_build_as_fp32() -> bytes:
+        def integer_build_as_fp32() -> Path:
             """Converted once: a detector's tail and the ops --quantize-ops compute keeps in float are found
-            in it and, where no max-pool padding can tell the two builds apart, it is the FP32 reference too."""
-            return to_tflite(int_model, None, progress=False)
+            in it and, where no max-pool padding can tell the two builds apart, it is the FP32 reference too.
+            On disk, not in memory, while the INT8 conversions run (the model's size, a conversion takes 20-30x)."""
+            return _written(scratch / "integer-build.fp32.tflite", to_tflite(int_model, None, progress=False))
 
         phase("ONNX -> Keras -> FP32 reference, checked against the ONNX model")
         t0 = time.perf_counter()
-        fp32_bytes = integer_build_as_fp32() if integer_graph_computes_float(model) else to_tflite(
-            build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False), None, progress=progress)
+        fp32_file = integer_build_as_fp32() if one_build else _written(scratch / "float-build.fp32.tflite", to_tflite(
+            build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False), None, progress=progress))
         timings["fp32_s"] = time.perf_counter() - t0
         check = fidelity_mod.Check(onnx_path, samples, source, task=task)
-        translation, spread = _check_translation(check, fp32_bytes, scratch / "translation.fp32.tflite", onnx_path)
+        translation, spread = _check_translation(check, fp32_file, onnx_path)
 
         compute_only = quantize_ops == "compute"
-        scope_in_float = non_compute_tensors(integer_build_as_fp32()) if compute_only else []
+        scope_in_float = non_compute_tensors(integer_build_as_fp32().read_bytes()) if compute_only else []
 
         @functools.cache
         def calibration(allow_float: bool) -> Calibrated:
@@ -288,7 +295,7 @@ def quantize_tflite(
         tail_record, tail_in_float = None, []
         if get_task(task).decodes_in_graph and not compute_only:  # compute-only: the tail is float already
             t0 = time.perf_counter()
-            int8_bytes, tail_in_float, tail_record = _output_tail(int8_bytes, integer_build_as_fp32(), int8, check,
+            int8_bytes, tail_in_float, tail_record = _output_tail(int8_bytes, integer_build_as_fp32().read_bytes(), int8, check,
                                                                   scratch)
             timings["output_tail_s"] = time.perf_counter() - t0
         ranges, range_record, measured = MINMAX, None, None
@@ -313,7 +320,7 @@ def quantize_tflite(
         timings["total_s"] = time.perf_counter() - started
         if write_fp32:
             with atomic_path(fp32_path, force) as tmp:
-                tmp.write_bytes(fp32_bytes)
+                shutil.copyfile(fp32_file, tmp)
                 verify_tflite(tmp, invoke=True, any_name=True, label=str(fp32_path))
             written["fp32"] = fp32_path
 
@@ -349,12 +356,12 @@ def quantize_tflite(
     if "quantization" in int_info["inputs"][0]:
         io_spec["quantization"] = int_info["inputs"][0]["quantization"]
     write_manifest(output_path, derive_manifest(onnx_path, output_path, result.stage(), input_spec=io_spec,
-                                                outputs=_onnx_named(int_info["outputs"], model)))
+                                                outputs=_onnx_named(int_info["outputs"], onnx_outputs)))
     if write_fp32:
         fp32_info = inspect_tflite(fp32_path)
         fp32_stage = {"stage": "convert", "backend": "tflite", "label": "TFLite FP32", "ops": fp32_info["ops"],
                       "seconds": round(timings["fp32_s"], 2)}
         write_manifest(fp32_path, derive_manifest(onnx_path, fp32_path, fp32_stage,
                                                   input_spec={"layout": "NHWC", "dtype": "float32"},
-                                                  outputs=_onnx_named(fp32_info["outputs"], model)))
+                                                  outputs=_onnx_named(fp32_info["outputs"], onnx_outputs)))
     return result
