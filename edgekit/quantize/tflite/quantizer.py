@@ -192,7 +192,8 @@ def _output_tail(full_integer: bytes, float_flatbuffer: bytes, quantize: Callabl
 
 def _onnx_named(outputs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """A multi-output model's TFLite outputs (already in ONNX order, see the TFLite runner) with the
-    ONNX output each one is (``onnx_name``, from ``names``); TFLite's own names are ``PartitionedCall:1`` and the like."""
+    ONNX output each one is (``onnx_name``, from ``names``); TFLite's own names are ``PartitionedCall:1``
+    and the like."""
     if len(names) < 2 or len(names) != len(outputs):
         return outputs
     return [{**o, "onnx_name": name} for o, name in zip(outputs, names)]
@@ -262,7 +263,7 @@ def quantize_tflite(
         def integer_build_as_fp32() -> Path:
             """Converted once: a detector's tail and the ops --quantize-ops compute keeps in float are found
             in it and, where no max-pool padding can tell the two builds apart, it is the FP32 reference too.
-            On disk, not in memory, while the INT8 conversions run (the model's size, a conversion takes 20-30x)."""
+            On disk, not in memory, while the INT8 conversions run: each one peaks at 15-30x the model (edgekit.memory)."""
             return _written(scratch / "integer-build.fp32.tflite", to_tflite(int_model, None, progress=False))
 
         phase("ONNX -> Keras -> FP32 reference, checked against the ONNX model")
@@ -295,8 +296,8 @@ def quantize_tflite(
         tail_record, tail_in_float = None, []
         if get_task(task).decodes_in_graph and not compute_only:  # compute-only: the tail is float already
             t0 = time.perf_counter()
-            int8_bytes, tail_in_float, tail_record = _output_tail(int8_bytes, integer_build_as_fp32().read_bytes(), int8, check,
-                                                                  scratch)
+            int8_bytes, tail_in_float, tail_record = _output_tail(
+                int8_bytes, integer_build_as_fp32().read_bytes(), int8, check, scratch)
             timings["output_tail_s"] = time.perf_counter() - t0
         ranges, range_record, measured = MINMAX, None, None
         if remedies:  # on top of the tail's choice: the candidates are the models that could be written
