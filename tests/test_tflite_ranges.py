@@ -164,6 +164,34 @@ def test_quantizing_one_calibration_writes_the_converters_own_bytes(digits_fp32_
     assert quantize_calibrated(calibrated, float_io=True, per_channel=False, ranges="mean") != ours  # ranges only
 
 
+def test_float_conversions_write_the_converters_own_bytes() -> None:
+    """FP32, dynamic-range and float16 conversions deduplicate and add their metadata after the converter
+    returns (so that its frozen graph is freed first): byte for byte what TensorFlow's one-call
+    conversion writes, with a convolution's and a dense layer's equal bytes (all ones) in one buffer,
+    which only the deduplication shares (their shapes differ)."""
+    import tensorflow as tf
+    import tf_keras
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgekit.quantize.tflite.convert import _concrete_function, to_tflite
+
+    x = tf_keras.Input((4, 4, 8), batch_size=1)
+    conv = tf_keras.layers.Conv2D(8, 1, kernel_initializer="ones", bias_initializer="zeros")
+    dense = tf_keras.layers.Dense(8, kernel_initializer="ones", bias_initializer="zeros")
+    model = tf_keras.Model(x, dense(tf_keras.layers.ReLU()(conv(x))))
+    for weights in (None, "dynamic", "fp16"):
+        function, holder = _concrete_function(model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+        if weights is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16] if weights == "fp16" else []
+        ours = to_tflite(model, None, weights=weights, progress=False)
+        assert ours == converter.convert(), weights
+    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(to_tflite(model, None, progress=False))).subgraphs[0]
+    weighted = [op for op in graph.operators if len(op.inputs) == 3]  # CONV_2D, FULLY_CONNECTED
+    assert len(weighted) == 2 and len({graph.tensors[op.inputs[1]].buffer for op in weighted}) == 1
+
+
 def test_the_variance_candidate_keeps_only_the_variance_chain_absolute() -> None:
     """Mean ranges narrow every activation; the third candidate keeps the squared deviations, their mean
     and the epsilon's Add at the converter's absolute ranges, and narrows the rest as the second does."""
