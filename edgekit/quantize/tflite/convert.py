@@ -8,6 +8,7 @@ holding the weights produces the same graph in 2-4 s (outputs identical on the s
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -76,17 +77,27 @@ def _convert_then_deduplicate(converter: Any) -> bytes:
     then (two copies of the weights, as constants) is freed first. Why: the deduplication repacks the
     whole model, and on top of those copies it was the peak of a whole TFLite stage (ViT-L/32 at 128 px,
     1.2 GB: 20.2 GB)."""
-    from tensorflow.lite.python import convert, lite
+    from tensorflow.lite.python import convert
 
     converter.exclude_conversion_metadata = True
-    deduplicate = lite._deduplicate_readonly_buffers  # what TFLiteConverter.convert calls last
-    lite._deduplicate_readonly_buffers = lambda model: model
-    try:
+    with _deduplication_deferred():
         undeduplicated = converter.convert()
-    finally:
-        lite._deduplicate_readonly_buffers = deduplicate
     release_freed_memory()
     return _with_conversion_metadata(convert.deduplicate_readonly_buffers(undeduplicated), converter._metadata)
+
+
+@contextlib.contextmanager
+def _deduplication_deferred() -> Iterator[None]:
+    """TFLiteConverter.convert without its read-only buffer deduplication (its last step but the
+    metadata), for the caller to run once the converter's frozen graph is freed."""
+    from tensorflow.lite.python import lite
+
+    deduplicate = lite._deduplicate_readonly_buffers
+    lite._deduplicate_readonly_buffers = lambda model: model
+    try:
+        yield
+    finally:
+        lite._deduplicate_readonly_buffers = deduplicate
 
 
 def _full_integer_error(exc: Exception, allow_float: bool) -> EdgekitError:
@@ -111,6 +122,8 @@ def calibrate(model: Any, calib_nhwc: np.ndarray, *, allow_float: bool = False, 
     (ConvNeXt-S at 128 px: 45-55 s each). ``allow_float``: ops with no integer kernel are allowed, to be
     left in float by the quantizer; without it the conversion refuses them, as a full-integer one must."""
     import tensorflow as tf
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.python.optimize import calibrator as _calibrator
 
     from edgekit.log import progress as progress_bar
 
@@ -126,9 +139,21 @@ def calibrate(model: Any, calib_nhwc: np.ndarray, *, allow_float: bool = False, 
         [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float else [])
     converter._experimental_calibrate_only = True  # what TFLite's QuantizationDebugger does
     converter.exclude_conversion_metadata = True  # the quantized model's own is added (_with_conversion_metadata)
+    # the calibration and the deduplication after it run once convert() has returned, as they would have in
+    # it (TFLiteConverter._quantize in calibrate-only mode): the same bytes, without the converter's frozen
+    # graph alive under them (ViT-L/32 at 128 px: the calibration was then the TFLite stage's peak)
+    converter._quantize = lambda converted, *_: converted
     with quiet_tensorflow():
         try:
-            return Calibrated(converter.convert(), calib_nhwc, conversion_metadata=converter._metadata)
+            with _deduplication_deferred():
+                converted = converter.convert()
+            release_freed_memory()
+            with_intermediates = _calibrator.add_intermediate_tensors(converted)
+            del converted
+            calibrated = _calibrator.Calibrator(with_intermediates, [], []).calibrate(representative)
+            del with_intermediates
+            return Calibrated(convert.deduplicate_readonly_buffers(calibrated), calib_nhwc,
+                              conversion_metadata=converter._metadata)
         except Exception as exc:
             raise _full_integer_error(exc, allow_float) from exc
 
