@@ -8,7 +8,6 @@ holding the weights produces the same graph in 2-4 s (outputs identical on the s
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -80,24 +79,23 @@ def _convert_then_deduplicate(converter: Any) -> bytes:
     from tensorflow.lite.python import convert
 
     converter.exclude_conversion_metadata = True
-    with _deduplication_deferred():
-        undeduplicated = converter.convert()
-    release_freed_memory()
+    undeduplicated = _convert_undeduplicated(converter)
     return _with_conversion_metadata(convert.deduplicate_readonly_buffers(undeduplicated), converter._metadata)
 
 
-@contextlib.contextmanager
-def _deduplication_deferred() -> Iterator[None]:
-    """TFLiteConverter.convert without its read-only buffer deduplication (its last step but the
-    metadata), for the caller to run once the converter's frozen graph is freed."""
+def _convert_undeduplicated(converter: Any) -> bytes:
+    """``converter.convert()`` without its read-only buffer deduplication (its last step but the
+    metadata), and the memory its frozen graph held given back: the caller deduplicates."""
     from tensorflow.lite.python import lite
 
     deduplicate = lite._deduplicate_readonly_buffers
     lite._deduplicate_readonly_buffers = lambda model: model
     try:
-        yield
+        converted = converter.convert()
     finally:
         lite._deduplicate_readonly_buffers = deduplicate
+    release_freed_memory()
+    return converted
 
 
 def _full_integer_error(exc: Exception, allow_float: bool) -> EdgekitError:
@@ -145,9 +143,7 @@ def calibrate(model: Any, calib_nhwc: np.ndarray, *, allow_float: bool = False, 
     converter._quantize = lambda converted, *_: converted
     with quiet_tensorflow():
         try:
-            with _deduplication_deferred():
-                converted = converter.convert()
-            release_freed_memory()
+            converted = _convert_undeduplicated(converter)
             with_intermediates = _calibrator.add_intermediate_tensors(converted)
             del converted
             calibrated = _calibrator.Calibrator(with_intermediates, [], []).calibrate(representative)
