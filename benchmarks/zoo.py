@@ -67,6 +67,9 @@ SIZE = 224  # --size; a smaller one makes the 80-architecture sweep fit a 2-core
 WEIGHTS = "random"  # --weights: "digits" trains each net first (train_on_digits)
 DIGITS_EPOCHS = 4  # bench_trained_vs_random: 4 epochs take ResNet-18 to 92% validation top-1 at 32 px
 DIGITS_LR = 3e-3  # the demo's
+# Nets without normalization layers (AlexNet, SqueezeNet, the plain VGGs) stayed at chance with 3e-3:
+# AlexNet at 128 px 10% top-1; 3e-4 92%, 1e-4 87%. SqueezeNet 10%; 1e-3 20%, 3e-4 22%.
+DIGITS_LR_UNNORMALIZED = 3e-4
 # A digits row measures a trained net only if its training learned: validation top-1 more than 3 binomial
 # standard deviations above chance (10 classes, 270 validation images: 15.5%). Below that the net may
 # map every image to one output, whose INT8 cosine is perfect and means nothing (squeezenet1_0 at 128 px:
@@ -236,7 +239,8 @@ def train_on_digits(model: Any, recipe: Any) -> float:
     BatchNorm trains with PyTorch's default momentum (0.1): ``calibrated_model`` left it None, a running
     average over every batch since the calibration images, which lagged the changing weights so far
     that a net of training loss 0.03 scored 18% (mobilenet_v2). Its final statistics are recomputed on
-    the training images with the kept weights ("precise BatchNorm"), what a trained net's are."""
+    the training images with the kept weights ("precise BatchNorm"), what a trained net's are. A net
+    without normalization layers trains at ``DIGITS_LR_UNNORMALIZED``."""
     import torch
     from bench_parity import set_batchnorm_statistics
     from edgekit.data import load_recipe
@@ -244,12 +248,14 @@ def train_on_digits(model: Any, recipe: Any) -> float:
     from edgekit.distill.data import as_dataset
     from edgekit.distill.objectives import accuracy
 
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = 0.1
+    normalized = any(isinstance(module, norms) for module in model.modules())
     recipe = load_recipe(recipe)
-    fit(model, "builtin:digits/train", recipe, val_source="builtin:digits/val",
-        epochs=DIGITS_EPOCHS, lr=DIGITS_LR, batch_size=64, progress=False, log=lambda _: None)
+    fit(model, "builtin:digits/train", recipe, val_source="builtin:digits/val", epochs=DIGITS_EPOCHS,
+        lr=DIGITS_LR if normalized else DIGITS_LR_UNNORMALIZED, batch_size=64, progress=False, log=lambda _: None)
     train = as_dataset("builtin:digits/train", recipe)
     set_batchnorm_statistics(model, torch.stack([train[i][0] for i in range(len(train))]).numpy())
     val = torch.utils.data.DataLoader(as_dataset("builtin:digits/val", recipe), batch_size=64)
