@@ -145,6 +145,23 @@ def test_corrupt_and_grayscale_images_are_named_or_skipped(tmp_path: Path) -> No
         load_all(open_dataset(gray, imagenet))
 
 
+def test_an_image_over_the_decompression_bomb_limit_is_one_line_or_skipped(
+        tmp_path: Path, digits_fp32_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "imgs"
+    write_images(folder, {"a": 4})
+    Image.new("RGB", (20000, 20000)).save(folder / "a" / "huge.png")  # 1.2 GB decoded, a small file
+    out = tmp_path / "q.onnx"
+    command = ["quantize", str(digits_fp32_onnx), "--backend", "ort", "--calib", str(folder), "--recipe", "digits",
+               "--no-sensitivity", "-o", str(out)]
+    code = main(command)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{folder / 'a' / 'huge.png'}: image too large to decode safely" in err and "--skip-bad" in err
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+    assert main([*command, "--skip-bad"]) == 0 and out.exists()
+    assert "skipped 1 bad sample(s)" in capsys.readouterr().err
+
+
 def test_quantize_cli_reports_missing_calibration_folder(tmp_path: Path, digits_fp32_onnx: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "q.onnx"

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.data.base import IMAGE_SUFFIXES, BadSample, Dataset, read_image
+from edgekit.data.base import IMAGE_SUFFIXES, BadSample, Dataset, decode_errors, read_image, unreadable
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 
@@ -179,26 +179,26 @@ class SegmentationFolder(FileAnnotated):
         return [self.masks[index]]
 
     def _mask_values(self, path: Path) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
             with Image.open(path) as mask:
                 if mask.mode not in ("P", "L"):
                     raise BadSample(f"{path}: mask mode {mask.mode}; a class mask is a palette (P) or grayscale (L) PNG")
                 return np.asarray(mask)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise BadSample(f"{path}: corrupt or unreadable mask ({first_line(exc)})") from exc
+        except decode_errors() as exc:
+            raise unreadable(path, exc, "mask") from exc
 
     def annotation(self, index: int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         path, image_path = self.masks[index], self.files[index]
         mask = self._mask_values(path)
         try:
             with Image.open(image_path) as image:
                 width, height = image.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise BadSample(f"{image_path}: corrupt or unreadable image ({first_line(exc)})") from exc
+        except decode_errors() as exc:
+            raise unreadable(image_path, exc) from exc
         if mask.shape != (height, width):
             raise BadSample(f"{path}: mask {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
         if self.names is not None:

@@ -47,10 +47,28 @@ class Dataset:
         return self.labels[index] if self.labels is not None else -1
 
 
+def unreadable(path: Path, exc: BaseException, what: str = "image") -> BadSample:
+    """The :class:`BadSample` for a file PIL could not decode: a corrupt one, or one over PIL's
+    decompression-bomb limit (about 179 M pixels, 0.5 GB decoded), which is refused rather than
+    decoded because a crafted few-KB PNG can claim any size."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return BadSample(f"{path}: {what} too large to decode safely ({first_line(exc)}); downscale it, or --skip-bad")
+    return BadSample(f"{path}: corrupt or unreadable {what} ({first_line(exc)})")
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file it cannot decode (see :func:`unreadable`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
+
+
 def read_image(path: Path, recipe: Recipe) -> Any:
     """The decoded PIL image at ``path``; a corrupt file, or a grayscale one for an RGB recipe that
     does not allow it, is a :class:`BadSample` naming the file (``--skip-bad`` can count it instead)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
@@ -64,8 +82,8 @@ def read_image(path: Path, recipe: Recipe) -> Any:
             return image.copy()
     except BadSample:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+    except decode_errors() as exc:
+        raise unreadable(path, exc) from exc
 
 
 def digits_file() -> Path:

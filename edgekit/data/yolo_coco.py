@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data.annotated import Boxes, FileAnnotated, images_under, read_names, scale_boxes
-from edgekit.data.base import BadSample
+from edgekit.data.base import BadSample, decode_errors, unreadable
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 from edgekit.yamlfile import read_yaml_mapping
@@ -222,13 +222,13 @@ class CocoDataset(FileAnnotated):
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadSample(f"{path}: corrupt or unreadable image ({first_line(exc)})") from exc
+    except decode_errors() as exc:
+        raise unreadable(path, exc) from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:
