@@ -222,6 +222,31 @@ def test_quantize_refuses_corrupt_onnx_and_existing_output(tmp_path: Path, digit
     assert existing.read_bytes() == b"old"
 
 
+@pytest.mark.parametrize("runtime,mode", [("onnxruntime", "static"), ("tflite", "static"), ("onnxruntime", "dynamic"),
+                                          ("tflite", "fp16")])
+def test_an_already_quantized_model_is_refused_in_one_line(tmp_path: Path, runtime: str, mode: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Given as the FP32 model, a QDQ model made ONNX Runtime fail on duplicate node names (an internal
+    error) and onnx2tf mistranslate it; every mode of both runtimes now names the file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    scale, zero = helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("z", TensorProto.UINT8, [], [128])
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+         helper.make_node("GlobalAveragePool", ["d"], ["y"])], "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])], [scale, zero])
+    quantized = tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), quantized)
+    out = tmp_path / ("o.tflite" if runtime == "tflite" else "o.onnx")
+    calib = ["--calib", "builtin:digits/train", "--recipe", "digits", "--num-samples", "8"] if mode == "static" else []
+    code = main(["quantize", str(quantized), "--runtime", runtime, "--mode", mode, *calib, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{quantized}: already quantized (int8 QDQ)" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]
+
+
 @pytest.mark.slow
 def test_torchvision_mobilenet_v2_both_backends(tmp_path: Path) -> None:
     """A real 224x224 torchvision model end to end, calibrated on images written to disk."""

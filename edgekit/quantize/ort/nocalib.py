@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
-from edgekit.inspect import load_onnx
+from edgekit.inspect import float_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import nocalib, speed
 from edgekit.quantize.ort.quantizer import _quiet, preprocess
@@ -91,7 +91,7 @@ def quantize_ort_nocalib(
     if kind.needs_calibration:
         raise EdgekitError(f"--mode {mode}: needs calibration (quantize_ort_workflow)")
     check_can_write(out, force, inputs=[fp32])
-    model = model if model is not None else load_onnx(fp32)
+    model = float_onnx(fp32, model)
     samples, source = nocalib.fidelity_samples(model, samples, fp32, source)
     label = kind.labels["ort"]
     timings: dict[str, float] = {}

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
-from edgekit.inspect import load_onnx
+from edgekit.inspect import float_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
@@ -92,7 +92,7 @@ def quantize_ort_workflow(
     check_budget(accuracy_budget, evaluate, budget_key)
     check_can_write(out, force, inputs=[fp32])
     settings = (settings or OrtQuantSettings()).for_host()
-    model = model if model is not None else load_onnx(fp32)
+    model = float_onnx(fp32, model)
     calib, samples, source = fidelity_mod.samples_for(calib, holdout)
     feed = calibration_feed(model, calib, fp32)
     calibration_feed(model, samples, fp32)  # the held-out tensors fit the model too

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError
-from edgekit.inspect import inspect_tflite, load_onnx
+from edgekit.inspect import float_onnx, inspect_tflite
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import nocalib, speed
 from edgekit.quantize.registry import get_mode
@@ -63,7 +63,7 @@ def quantize_tflite_nocalib(
     if output_path.suffix.lower() != ".tflite":
         raise EdgekitError(f"{output_path}: the output must end in .tflite")
     check_can_write(output_path, force, inputs=[onnx_path])
-    model = model if model is not None else load_onnx(onnx_path)
+    model = float_onnx(onnx_path, model)
     samples, source = nocalib.fidelity_samples(model, samples, onnx_path, source)
     if samples.ndim != 4:
         raise EdgekitError(f"{onnx_path}: TFLite conversion expects 4-D image inputs, got {samples.ndim}-D tensors")

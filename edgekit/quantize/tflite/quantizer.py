@@ -14,7 +14,7 @@ from edgekit.atomic import atomic_path, check_can_write, work_dir
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize import speed
-from edgekit.inspect import load_onnx
+from edgekit.inspect import float_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize.ort.quantizer import calibration_feed
 from edgekit.tasks import get_task
@@ -236,7 +236,7 @@ def quantize_tflite(
     fp32_path = fp32_path_for(output_path)
     if write_fp32:
         check_can_write(fp32_path, force, inputs=[onnx_path])
-    model = model if model is not None else load_onnx(onnx_path)
+    model = float_onnx(onnx_path, model)
     calib, samples, source = fidelity_mod.samples_for(calib, holdout)
     calibration_feed(model, calib, onnx_path)
     calibration_feed(model, samples, onnx_path)
