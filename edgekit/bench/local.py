@@ -37,6 +37,8 @@ def runner_arguments(models: Sequence[str], runs: int, warmup: int, job: Job | N
         args += ["--runtime", job.runtime.name]
     if job and job.delegate:
         args += ["--delegate", job.delegate]
+    if job and job.input_shape:
+        args += ["--input-shape", ",".join(map(str, job.input_shape))]
     if time_budget:
         args += ["--time-budget", str(time_budget)]
     if cpus:

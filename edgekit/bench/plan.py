@@ -25,11 +25,13 @@ class Job:
     threads: int | None = None
     delegate: str | None = None
     suggested: bool = False
+    input_shape: tuple[int, ...] | None = None  # where the model's input is dynamic: the size timed
 
 
 def plan(paths: Sequence[Path], runtime: str | None = None, profile: Any = None,
-         threads: int | None = None) -> list[Job]:
-    """The jobs for ``paths``; ``threads`` (the user's) wins over the profile's per-runtime threads."""
+         threads: int | None = None, input_shape: Sequence[int] | None = None) -> list[Job]:
+    """The jobs for ``paths``; ``threads`` (the user's) wins over the profile's per-runtime threads.
+    ``input_shape``: what a model with a dynamic input is timed at (static ones ignore it)."""
     asked = runtime_named(runtime) if runtime else None
     jobs = []
     for path in paths:
@@ -38,8 +40,8 @@ def plan(paths: Sequence[Path], runtime: str | None = None, profile: Any = None,
         else:
             listed = [spec for spec in runtimes_for(str(path)) if profile and spec.name in profile.runtimes]
             chosen, suggested = (listed, True) if listed else ([runtime_for(path)], False)
-        jobs += [Job(Path(path), spec, _threads(spec, profile, threads), _delegate(spec, profile), suggested)
-                 for spec in chosen]
+        jobs += [Job(Path(path), spec, _threads(spec, profile, threads), _delegate(spec, profile), suggested,
+                     tuple(input_shape) if input_shape else None) for spec in chosen]
     return jobs
 
 

@@ -69,12 +69,14 @@ def benchmark(
     parity: bool = False,
     parity_reference: str | Path | None = None,
     parity_samples: Any = None,
+    input_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Measure every artifact (locally, or on ``host`` over one SSH connection); a bench document.
     ``profile_top``: also a profiled pass per artifact, keeping its slowest ``profile_top`` operators.
     ``parity``: each result also gets ``device_parity``, its outputs on a probe set (seeded inputs and
     ``parity_samples``, real float NCHW samples) against its FP32 model's (``parity_reference``, else
-    the one its manifest names) and the same file's on this host (see :mod:`edgekit.bench.parity`)."""
+    the one its manifest names) and the same file's on this host (see :mod:`edgekit.bench.parity`).
+    ``input_shape``: the size a model with dynamic input dimensions is timed at (``--input-shape``)."""
     paths = check_artifacts(artifacts, runs, warmup, profile_top)
     profile = load_profile(target, targets_dir)
     with parity_mod.probe_scope(paths, parity, parity_reference, parity_samples) as probe:
@@ -82,8 +84,8 @@ def benchmark(
             return asyncio.run(benchmark_async(
                 paths, target=target, targets_dir=targets_dir, host=host, runs=runs, warmup=warmup, threads=threads,
                 runtime=runtime, time_budget=time_budget, remote_python=remote_python, ssh_options=ssh_options,
-                timeout=timeout, profile_top=profile_top, checked=True, probe=probe))
-        jobs = plan(paths, runtime, profile, threads)
+                timeout=timeout, profile_top=profile_top, checked=True, probe=probe, input_shape=input_shape))
+        jobs = plan(paths, runtime, profile, threads, input_shape)
         document = bench_local(jobs, runs, warmup, time_budget, profile is not None, timeout, local_python,
                                profile_top=profile_top, probe_set=probe.file if probe else None)
         return parity_mod.finish(_document(document, profile, "local", runs, warmup, threads, time_budget,
@@ -95,7 +97,7 @@ async def benchmark_async(
     host: str | None = None, runs: int = 100, warmup: int = 10, threads: int | None = None,
     runtime: str | None = None, time_budget: float | None = None, remote_python: str | None = None,
     ssh_options: dict[str, Any] | None = None, timeout: float = 1800.0, profile_top: int | None = None,
-    checked: bool = False, probe: parity_mod.ProbeSet | None = None,
+    checked: bool = False, probe: parity_mod.ProbeSet | None = None, input_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """:func:`benchmark` on one device over SSH, awaitable: a fleet measures its devices at once
     (:mod:`edgekit.bench.fleet`). ``checked``: the artifacts were already checked; ``probe``: the
@@ -105,7 +107,7 @@ async def benchmark_async(
     spec = host_spec(profile, host)
     if not spec:
         raise EdgekitError("no --host, and the target profile has no ssh.host")
-    jobs = plan(paths, runtime, profile, threads)
+    jobs = plan(paths, runtime, profile, threads, input_shape)
     python = remote_python or (profile.ssh.python if profile and profile.ssh else "python3")
     workdir = profile.ssh.workdir if profile and profile.ssh else None
     ssh_target = SshTarget.parse(spec, **(ssh_options or {}))
@@ -213,7 +215,8 @@ def destination(target: str | None, targets_dir: str | None, host: str | None) -
 def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
     stats = summarize(raw["latencies_s"])
     inputs = raw["model"]["inputs"]  # a model may have none (a constant graph): one "image" per run then
-    batch = ((inputs[0]["shape"] if inputs else None) or [1])[0] or 1
+    timed = raw.get("input_shape") or (inputs[0]["shape"] if inputs else None) or [1]  # the shape timed (runner 3+)
+    batch = timed[0] or 1
     reasons = noise_reasons(stats, raw.get("cpu_busy_before"), raw.get("temperature_before_c"), raw.get("temperature_after_c"))
     return {
         "artifact": path.name, "path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
@@ -222,6 +225,7 @@ def _result(path: Path, raw: dict[str, Any], system: dict[str, Any]) -> dict[str
         **({"delegate": raw["delegate"]} if "delegate" in raw else {}),
         "load_s": raw["load_s"], "first_inference_s": raw["first_inference_s"],
         "peak_rss_bytes": raw.get("peak_rss_bytes"), "latency_ms": stats,
+        **({"input_shape": raw["input_shape"]} if raw.get("input_shape") else {}),
         "throughput_ips": 1000.0 * batch / stats["p50"] if stats["p50"] else None,
         "cpu_busy_before": raw.get("cpu_busy_before"), "temperature_before_c": raw.get("temperature_before_c"), "temperature_after_c": raw.get("temperature_after_c"),
         "noisy": bool(reasons), "noise_reasons": reasons,

@@ -8,7 +8,7 @@ convolutions save). Each backend supplies the reason where it knows one (``ort/s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 Stats = dict[str, Any]  # edgekit.bench.stats.summarize's p50 and p50_ci95
 Timer = Callable[[Path], Stats]
@@ -20,14 +20,15 @@ _TIMING_SECONDS = 1.5  # per model: the check must stay a couple of seconds
 
 
 def latency_stats(path: str | Path, threads: int | None, runs: int = 40,
-                  time_budget: float | None = None) -> dict[str, Any]:
+                  time_budget: float | None = None, shape: Sequence[int] | None = None) -> dict[str, Any]:
     """p50 with its bootstrap CI, so near-ties are called ties rather than ranked by noise;
-    ``time_budget`` (s) stops a slow model early (at least 5 runs)."""
+    ``time_budget`` (s) stops a slow model early (at least 5 runs); ``shape``: the input size where
+    the model's is dynamic (the calibration images', not a 1x1 stand-in)."""
     from edgekit.bench.stats import summarize
     from edgekit.runtime import open_runner, time_loop
 
     runner = open_runner(str(path), threads)
-    feeds = runner.example_feeds()
+    feeds = runner.example_feeds(shape=shape)
     return summarize(time_loop(lambda: runner.run(feeds), warmup=5, runs=runs, time_budget=time_budget))
 
 
@@ -38,19 +39,19 @@ class Here:
     on_device = False
     where = "this machine (in-process)"
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+    def __init__(self, threads: int | None = None, shape: Sequence[int] | None = None) -> None:
+        self.threads, self.shape = threads, shape
 
     def __call__(self, paths: list[Path]) -> list[Stats]:
-        return [latency_stats(path, self.threads) for path in paths]
+        return [latency_stats(path, self.threads, shape=self.shape) for path in paths]
 
     def scope_note(self) -> str:
         return f"measured on {self.where}: the choice holds for this machine only"
 
 
-def default_timer(threads: int | None) -> Timer:
+def default_timer(threads: int | None, shape: Sequence[int] | None = None) -> Timer:
     """``latency_stats`` with a small run count and a time cap."""
-    return lambda path: latency_stats(path, threads, runs=_TIMING_RUNS, time_budget=_TIMING_SECONDS)
+    return lambda path: latency_stats(path, threads, runs=_TIMING_RUNS, time_budget=_TIMING_SECONDS, shape=shape)
 
 
 def small_model_reason(fp32_p50_ms: float) -> str | None:

@@ -21,7 +21,7 @@ from edgekit.errors import EdgekitError, first_line
 from edgekit.inspect import float_onnx
 from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import nocalib, speed
-from edgekit.quantize.ort.quantizer import _quiet, preprocess
+from edgekit.quantize.ort.quantizer import _quiet, calibration_feed, preprocess
 from edgekit.quantize.registry import get_mode
 from edgekit.quantize.result import QuantizeResult
 from edgekit.runtime.verify import verify_onnx
@@ -105,7 +105,8 @@ def quantize_ort_nocalib(
         verify_onnx(made, session=True)
         timings["quantize_s"] = time.perf_counter() - started
         faithful, note = nocalib.check(fp32, made, samples, source, label)
-        pace = speed.checked(fp32, made, timer or speed.default_timer(threads), _slow_reason(mode), timings)
+        timed = calibration_feed(model, samples, fp32).shape  # a dynamic input is timed at the samples' size
+        pace = speed.checked(fp32, made, timer or speed.default_timer(threads, timed), _slow_reason(mode), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(made, tmp)
     timings["total_s"] = time.perf_counter() - started

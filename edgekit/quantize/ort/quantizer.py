@@ -57,6 +57,11 @@ class CalibrationFeed:
     tensors: np.ndarray
     batch: int
 
+    @property
+    def shape(self) -> list[int]:
+        """One batch's shape: what timing feeds a model whose input dimensions are dynamic."""
+        return [self.batch, *self.tensors.shape[1:]]
+
 
 def calibration_feed(model: Any, tensors: np.ndarray, label: str | Path) -> CalibrationFeed:
     """Check ``tensors`` against the (already checked) ONNX ``model``'s input; ``label`` names it in errors."""

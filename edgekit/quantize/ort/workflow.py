@@ -112,7 +112,7 @@ def quantize_ort_workflow(
             return quantize_prepared(prepared, path, used, chosen, nodes, progress=show, label=fp32, cache=calibrations)
 
         if auto:
-            measure = measure or speed.Here(threads)
+            measure = measure or speed.Here(threads, feed.shape)
             table = auto_mod.choose(fp32, lambda s, path: quantize(s, excluded, path), evaluate or (lambda _: None),
                                     accuracy_budget if accuracy_budget is not None else AUTO_DEFAULT_BUDGET,
                                     measure, log)
@@ -182,7 +182,7 @@ def quantize_ort_workflow(
         extra.update(kernel_record)
         if kernel_fix:
             extra["kernel_remedy"] = kernel_fix
-        extra["int8_vs_fp32_speed"] = speed.checked(fp32, final, timer or speed.default_timer(threads),
+        extra["int8_vs_fp32_speed"] = speed.checked(fp32, final, timer or speed.default_timer(threads, feed.shape),
                                                     lambda p50: ort_speed.reason(final, settings.as_dict(), p50), timings)
         with atomic_path(out, force) as tmp:
             shutil.copyfile(final, tmp)

@@ -77,7 +77,7 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,
     # never the user's model (measured: the FP32 .onnx changed on disk after a conversion)
     private_copy = work_dir / "model.onnx"
-    prepare_for_onnx2tf(onnx_path, private_copy)
+    prepare_for_onnx2tf(onnx_path, private_copy, image_shape=(calib_nhwc.shape[3], *calib_nhwc.shape[1:3]))
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
     printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints

@@ -47,13 +47,18 @@ the original form, measured on torch's own exports:
   the floor after the square root kept the converter from fusing, and SQUARE, SQRT and DIV, which
   have no int8 kernels, left Swin V2 needing ``--float-fallback``: Swin-V2-T at 128 px then had
   cosine 0.78 (builtin kernels 0.75); full-integer with L2_NORMALIZATION, 0.913 (builtin 0.992).
+* An image input exported with dynamic height and width (``dynamic_axes``, common for detectors and
+  segmenters) gets the calibration images' size: onnx2tf ran its checks on a 1x1 stand-in, which
+  ONNX Runtime refused at the first 3x3 convolution, and a small conv net then converted at cosine
+  0.9985 to its ONNX model (static: exact). A TFLite INT8 model has one input size anyway; a dynamic
+  batch stays dynamic (onnx2tf handles it).
 """
 from __future__ import annotations
 
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -62,12 +67,14 @@ SHUFFLE_PERM = [0, 2, 1, 3, 4]
 L2_NORMALIZATION_RANK = 4  # TFLite's L2_NORMALIZATION kernel refuses more dimensions (l2norm.cc), fused or not
 
 
-def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
-    """Write ``onnx_path``'s model to ``copy`` with the rewrites above (a plain copy when none applies)."""
+def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence[int] | None = None) -> None:
+    """Write ``onnx_path``'s model to ``copy`` with the rewrites above (a plain copy when none applies).
+    ``image_shape``: one calibration item's (C, H, W), for an input whose height or width is dynamic."""
     import onnx
 
     model = onnx.load(str(onnx_path))
-    changed = _constants_to_initializers(model.graph)
+    changed = _static_image_input(model.graph, image_shape) if image_shape is not None else False
+    changed = _constants_to_initializers(model.graph) or changed
     # A folded Pad or Reshape makes its output's shape static: fold again, one round per step of a chain
     # of shapes, as many as needed (each round folds something or ends). Swin's padding arithmetic takes 3
     # a block (pads -> Pad's shape -> window reshapes) and every block waits on the one before: Swin-S at
@@ -87,6 +94,24 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path) -> None:
         onnx.save(model, str(copy))
     else:
         shutil.copyfile(onnx_path, copy)
+
+
+def _static_image_input(graph: Any, image_shape: Sequence[int]) -> bool:
+    """Give the one image input's dynamic non-batch dimensions ``image_shape``'s sizes; the stored
+    intermediate shapes, inferred for the dynamic ones, are dropped (shape folding infers them again)."""
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
+    if len(dims) != len(image_shape) + 1:
+        return False
+    changed = False
+    for dim, size in zip(list(dims)[1:], image_shape):
+        if not dim.HasField("dim_value"):
+            dim.dim_value = int(size)
+            changed = True
+    if changed:
+        del graph.value_info[:]
+    return changed
 
 
 def _consumers(graph: Any) -> dict[str, list[Any]]:

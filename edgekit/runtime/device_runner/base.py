@@ -33,6 +33,24 @@ class TensorInfo:
         return info
 
 
+def fill_dynamic(info: TensorInfo, shape: Sequence[int] | None) -> list[int]:
+    """``info``'s shape with its dynamic dimensions taken from ``shape`` (a dynamic batch: 1). A static
+    input ignores ``shape``: one shape serves a run of a dynamic ONNX model and its static TFLite twin."""
+    if shape is not None and None in info.shape:
+        if len(shape) != len(info.shape) or any(d is not None and d != int(s) for d, s in zip(info.shape, shape)):
+            raise ValueError(f"--input-shape {','.join(map(str, shape))} does not fit input {info.name!r} of shape "
+                             f"{_dims(info.shape)}")
+        return [int(s) for s in shape]
+    if any(d is None for d in info.shape[1:]):
+        raise ValueError(f"input {info.name!r} has dynamic dimensions {_dims(info.shape)}: give the size to time it "
+                         "at (--input-shape, e.g. 1,3,640,640), or export the model at a fixed size")
+    return [d or 1 for d in info.shape]
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 class Runner:
     """One loaded model. ``run`` takes native tensors; ``predict`` takes float NCHW batches.
     ``backend`` is the registry name; ``package``/``version`` say which package ran it."""
@@ -99,12 +117,14 @@ class Runner:
         NCHW layout, so every runtime's outputs are scored and compared alike."""
         return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if self.layout == "NHWC" and y.ndim == 4 else y
 
-    def example_feeds(self, seed: int = 0) -> list[np.ndarray]:
-        """Random native inputs of the model's own shape (dynamic dims taken as 1)."""
+    def example_feeds(self, seed: int = 0, shape: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Random native inputs of the model's own shape; ``shape`` sizes the first input where the model
+        leaves a dimension dynamic (in that model's layout). A dynamic batch is taken as 1; a dynamic height
+        or width with no ``shape`` is a ValueError: timed at 1x1, a model measures nothing real."""
         rng = np.random.default_rng(seed)
         feeds = []
-        for info in self.inputs:
-            shape = [d or 1 for d in info.shape]
+        for index, info in enumerate(self.inputs):
+            shape = fill_dynamic(info, shape if index == 0 else None)
             if info.dtype.kind in "iu":
                 limits = np.iinfo(info.dtype)
                 feeds.append(rng.integers(limits.min, limits.max + 1, size=shape, dtype=info.dtype))

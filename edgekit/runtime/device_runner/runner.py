@@ -61,14 +61,16 @@ def time_loop(run: Callable[[], Any], warmup: int, runs: int, time_budget: float
 
 def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: str | None,
               time_budget: float | None, layout: str | None = None, delegate: str | None = None,
-              profile_runs: int = 0, profile_top: int = 10, probe_set: str | None = None) -> dict[str, Any]:
-    """Load, time the first inference, then time ``runs`` inferences on fixed random inputs; with
+              profile_runs: int = 0, profile_top: int = 10, probe_set: str | None = None,
+              input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """Load, time the first inference, then time ``runs`` inferences on fixed random inputs (of
+    ``input_shape`` where the model's input has dynamic dimensions); with
     ``profile_runs``, then a separate profiled pass (per-operator time, see op_profile.py); with
     ``probe_set`` (a float NCHW .npy the host sent), the outputs on it, for device parity."""
     start = time.perf_counter()
     runner = open_runner(path, threads, runtime, layout, delegate)
     load_s = time.perf_counter() - start
-    feeds = runner.example_feeds()
+    feeds = runner.example_feeds(shape=input_shape)
     start = time.perf_counter()
     runner.run(feeds)
     first_s = time.perf_counter() - start
@@ -83,6 +85,7 @@ def benchmark(path: str, runs: int, warmup: int, threads: int | None, runtime: s
         "runtime_version": runner.version,
         "threads": threads,
         "model": runner.describe(),
+        "input_shape": [int(d) for d in feeds[0].shape] if feeds else [],  # what was timed
         "load_s": load_s,
         "first_inference_s": first_s,
         "warmup": warmup,
@@ -125,6 +128,17 @@ def profile(runner: Runner, feeds: list[Any], runs: int, top: int) -> dict[str, 
         return runner.profile(feeds, runs, top)
     except Exception as exc:  # runtime-specific profiler errors
         return not_available(f"profiling failed ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def shape_argument(text: str) -> list[int]:
+    """``1,3,640,640`` -> [1, 3, 640, 640]: positive sizes, comma-separated."""
+    try:
+        shape = [int(part) for part in text.split(",")]
+    except ValueError:
+        shape = []
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive sizes separated by commas, e.g. 1,3,640,640")
+    return shape
 
 
 def failure(path: str, runtime: str | None, exc: Exception) -> dict[str, Any]:
@@ -190,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-runs", type=int, default=0,
                         help="after timing, this many profiled inferences: per-operator time (0: none)")
     parser.add_argument("--profile-top", type=int, default=10, help="slowest operators kept in the profile")
+    parser.add_argument("--input-shape", type=shape_argument, default=None,
+                        help="the first input's shape where the model leaves dimensions dynamic, e.g. 1,3,640,640")
     parser.add_argument("--probe-set", help="float NCHW .npy: return each model's first output on it (parity)")
     parser.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (Linux)")
     parser.add_argument("--probe", action="store_true", help="only report system and runtimes")
@@ -220,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 document["results"].append(
                     benchmark(model, args.runs, args.warmup, args.threads, args.runtime, args.time_budget,
                               delegate=args.delegate, profile_runs=args.profile_runs, profile_top=args.profile_top,
-                              probe_set=args.probe_set))
+                              probe_set=args.probe_set, input_shape=args.input_shape))
             except Exception as exc:  # reported per model, the others still run
                 document["results"].append(failure(model, args.runtime, exc))
     json.dump(document, sys.stdout)
