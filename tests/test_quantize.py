@@ -247,6 +247,24 @@ def test_an_already_quantized_model_is_refused_in_one_line(tmp_path: Path, runti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]
 
 
+def test_a_channels_last_model_input_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A TensorFlow-born ONNX model takes NHWC: the error says so, not just that the shapes differ."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), helper.make_node("GlobalAveragePool", ["t"], ["y"])],
+        "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])])
+    model = tmp_path / "nhwc.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), model)
+    code = main(["quantize", str(model), "--runtime", "onnxruntime", "--calib", "builtin:digits/train", "--recipe",
+                 "digits", "--num-samples", "8", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "input 'x' is channels-last [1, 32, 32, 3] (NHWC)" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nhwc.onnx"]
+
+
 @pytest.mark.slow
 def test_torchvision_mobilenet_v2_both_backends(tmp_path: Path) -> None:
     """A real 224x224 torchvision model end to end, calibrated on images written to disk."""

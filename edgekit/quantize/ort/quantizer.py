@@ -78,6 +78,11 @@ def calibration_feed(model: Any, tensors: np.ndarray, label: str | Path) -> Cali
                            "float32 image input")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     if tensors.ndim != len(dims) or any(d is not None and d != t for d, t in zip(dims[1:], tensors.shape[1:])):
+        if tensors.ndim == 4 == len(dims) and dims[1:] == [*tensors.shape[2:], tensors.shape[1]]:
+            raise EdgekitError(
+                f"{label}: model input {graph_input.name!r} is channels-last {dims} (NHWC); calibration feeds "
+                f"NCHW images, PyTorch's layout ({list(tensors.shape[1:])} per item): export the model with an "
+                "NCHW input")
         raise EdgekitError(
             f"{label}: model input {graph_input.name!r} has shape {dims}, calibration tensors have "
             f"{list(tensors.shape[1:])} per item (check --recipe)"
