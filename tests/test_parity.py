@@ -86,6 +86,28 @@ def test_fixed_rule_without_a_float64_reference() -> None:
     assert float64_outputs(CastsToFloat32(), [np.zeros((1, 3), np.float32)]) is None
 
 
+class LogOfShifted(torch.nn.Module):
+    """log(x - 100): NaN on every input of ordinary size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x - 100)
+
+
+def test_outputs_that_are_nan_prove_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN dropped out of every max(): the proof read "max-abs 0 of max|output| 0" and only the RMS ratio
+    failed it, and an ONNX model that was NaN where PyTorch was finite lost only those inputs' figures."""
+    out = tmp_path / "nan.onnx"
+    code = main(["export", f"{Path(__file__)}:LogOfShifted", "--input-shape", "1,3,8,8", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "PyTorch's own output is NaN or infinite on 8 of 8 inputs" in err and "--samples" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    inputs = [np.ones(4, np.float32), np.full(4, 2, np.float32)]
+    only_onnx = compare(lambda x: x, lambda x: np.where(x > 1, np.nan, x), inputs)
+    assert not only_onnx.passed and only_onnx.onnx_nonfinite == 1
+    assert "ONNX output is NaN or infinite on 1 of 2 inputs" in only_onnx.summary()
+
+
 def test_cli_tolerance_picks_the_fixed_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["export", "edgekit.zoo:digits_cnn", "--kwargs", '{"width": 8}', "--input-shape", "1,3,32,32"]
     assert main([*args, "-o", str(tmp_path / "a.onnx")]) == 0

@@ -24,7 +24,7 @@ import numpy as np
 from edgekit.atomic import atomic_path, check_can_write
 from edgekit.errors import EdgekitError, ParityError, first_line
 from edgekit.export.parity import (DEFAULT_NOISE_FACTOR, OutputsParity, ParityReport, compare, compare_outputs,
-                                   parity_inputs)
+                                   failure_line, parity_inputs)
 from edgekit.manifest import new_manifest, write_manifest
 
 DEFAULT_OPSET = 17
@@ -98,10 +98,7 @@ def export_onnx(
         seconds = time.perf_counter() - started
         report = prove_parity(model, tmp, example.shape, parity_count, samples, tolerance, noise_factor)
         if not report.passed:
-            which = "output differs" if isinstance(report, ParityReport) else (
-                f"output {report.failing[0]!r} differs" if len(report.failing) == 1
-                else f"outputs {', '.join(map(repr, report.failing))} differ")
-            raise ParityError(f"{output}: ONNX {which} from PyTorch: {report.summary()}")
+            raise ParityError(f"{output}: {failure_line(report)}")
 
     stage = {
         "stage": "export", "exporter": used, "opset": opset, "seconds": round(seconds, 3),

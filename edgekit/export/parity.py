@@ -78,11 +78,20 @@ class ParityReport:
     fp32_min_cosine: float | None = None  # PyTorch float32 vs float64: float32's own cosine deficit
     min_cosine_required: float = MIN_COSINE
     note: str = ""  # why the fixed rule decided, when it did
+    reference_nonfinite: int = 0  # inputs on which PyTorch float32's own output has NaN or inf
+    onnx_nonfinite: int = 0  # inputs on which only the ONNX output has NaN or inf
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
+        if self.reference_nonfinite:
+            return (f"parity FAIL: PyTorch's own output is NaN or infinite on {self.reference_nonfinite} of "
+                    f"{self.num_inputs} inputs ({self.real_samples} real), so nothing shows the ONNX model computes "
+                    "the same; prove it on inputs the model is meant for (--samples)")
+        if self.onnx_nonfinite:
+            return (f"parity FAIL: the ONNX output is NaN or infinite on {self.onnx_nonfinite} of {self.num_inputs} "
+                    "inputs where PyTorch's is finite")
         verdict = "PASS" if self.passed else "FAIL"
         head = (f"parity {verdict} on {self.num_inputs} inputs ({self.real_samples} real): max-abs "
                 f"{self.max_abs_error:.3g} = {self.relative_error:.3g} of max|output| {self.reference_max_abs:.3g}")
@@ -118,10 +127,18 @@ class _Tally:
     err_exact_sq: float = 0.0
     count: int = 0
     exact_cos: float = 1.0  # reference vs exact
+    ref_nonfinite: int = 0  # inputs skipped: NaN or inf in the reference (max() would drop them silently)
+    got_nonfinite: int = 0  # inputs skipped: NaN or inf in the candidate only
 
     def add(self, ref: np.ndarray, got: np.ndarray, exact: np.ndarray | None) -> None:
         if ref.shape != got.shape:
             raise ValueError(f"output shapes differ: {ref.shape} vs {got.shape}")
+        if not np.isfinite(ref).all():
+            self.ref_nonfinite += 1
+            return
+        if not np.isfinite(got).all():
+            self.got_nonfinite += 1
+            return
         self.max_abs = max(self.max_abs, _max_abs(ref - got))
         self.ref_max = max(self.ref_max, _max_abs(ref))
         self.min_cos = min(self.min_cos, cosine(ref, got))
@@ -211,6 +228,17 @@ class OutputsParity:
             f"{name}: {self.reports[name].summary()}" for name in self.failing)
 
 
+def failure_line(report: "ParityReport | OutputsParity") -> str:
+    """What a failed proof says after the ONNX file's name."""
+    reports = [report] if isinstance(report, ParityReport) else [report.reports[name] for name in report.failing]
+    if any(r.reference_nonfinite for r in reports):
+        return f"no parity proof: {report.summary()}"
+    which = "output differs" if isinstance(report, ParityReport) else (
+        f"output {report.failing[0]!r} differs" if len(report.failing) == 1
+        else f"outputs {', '.join(map(repr, report.failing))} differ")
+    return f"ONNX {which} from PyTorch: {report.summary()}"
+
+
 def _report(tally: "_Tally", count: int, tolerance: float | None, real_samples: int, has_exact: bool,
             noise_factor: float) -> ParityReport:
     relative = tally.max_abs / tally.ref_max if tally.ref_max > 0 else tally.max_abs
@@ -225,7 +253,9 @@ def _report(tally: "_Tally", count: int, tolerance: float | None, real_samples: 
         if not has_exact and tolerance is None:
             report.note = "no float64 reference"
         within = relative <= report.tolerance
-    report.passed = bool(within and tally.min_cos >= report.min_cosine_required)
+    report.reference_nonfinite, report.onnx_nonfinite = tally.ref_nonfinite, tally.got_nonfinite
+    finite = not (tally.ref_nonfinite or tally.got_nonfinite)
+    report.passed = bool(within and finite and tally.min_cos >= report.min_cosine_required)
     return report
 
 
