@@ -226,18 +226,23 @@ def built_model(name: str, size: int, calib: np.ndarray) -> tuple[Any, dict[str,
     started = time.time()
     top1 = train_on_digits(model, digits_recipe(size))
     return model, {"weights": WEIGHTS, "val_top1": round(top1, 2), "train_s": round(time.time() - started, 1),
-                   "train_amp": "bf16" if cpu_trains_bf16() else None}
+                   "train_amp": "bf16" if trains_bf16(model) else None}
 
 
-def cpu_trains_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16), where the digits training
-    runs under bf16 autocast. Measured at 128 px, batch 64, one AdamW step on a 2-core Sapphire Rapids
-    (side by side, the rest of the zoo paused): ResNet-50 6.40 s fp32, 4.02 s fp32 channels_last,
-    2.55 s bf16 channels_last; ConvNeXt-T 4.92 / 5.50 / 3.75 s; MobileNet-V2 1.97 / 1.18 / 1.20 s.
-    Elsewhere bf16 is emulated and slower, so those CPUs train in fp32 (channels_last either way)."""
+def trains_bf16(model: Any) -> bool:
+    """Whether the digits training runs under bf16 autocast: where the CPU multiplies bfloat16 in
+    hardware (AMX or AVX512-BF16; elsewhere it is emulated and slower) and the net has no depthwise
+    convolution, whose bf16 kernels are slower than fp32 ones. One AdamW step at 128 px, batch 64,
+    channels_last, on a 2-core Sapphire Rapids (the rest of the zoo paused), fp32 / bf16: ResNet-50
+    4.02 / 2.55 s, RegNet-Y-800MF 1.39 / 0.81 s; ShuffleNet-V2-x2.0 1.16 / 1.53 s, EfficientNet-B2
+    2.27 / 3.05 s, MobileNet-V3-Large 0.91 / 1.50 s. (ConvNeXt-T, depthwise 7x7, lost: 5.50 / 3.75 s.)"""
+    import torch
+
     from edgekit.isa import host_isa_flags
 
-    return bool({"amx_bf16", "avx512_bf16"} & set(host_isa_flags()))
+    depthwise = any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+                    for m in model.modules())
+    return not depthwise and bool({"amx_bf16", "avx512_bf16"} & set(host_isa_flags()))
 
 
 def train_on_digits(model: Any, recipe: Any) -> float:
@@ -253,7 +258,7 @@ def train_on_digits(model: Any, recipe: Any) -> float:
     that a net of training loss 0.03 scored 18% (mobilenet_v2). Its final statistics are recomputed on
     the training images with the kept weights ("precise BatchNorm"), what a trained net's are. A net
     without normalization layers trains at ``DIGITS_LR_UNNORMALIZED``. Speed: channels_last, and bf16
-    autocast where the CPU has it (``cpu_trains_bf16``); BatchNorm statistics and top-1 are fp32."""
+    autocast where it is faster (``trains_bf16``); BatchNorm statistics and top-1 are fp32."""
     import torch
     from bench_parity import set_batchnorm_statistics
     from edgekit.data import load_recipe
@@ -269,7 +274,7 @@ def train_on_digits(model: Any, recipe: Any) -> float:
     recipe = load_recipe(recipe)
     fit(model, "builtin:digits/train", recipe, val_source="builtin:digits/val", epochs=DIGITS_EPOCHS,
         lr=DIGITS_LR if normalized else DIGITS_LR_UNNORMALIZED, batch_size=64, progress=False, log=lambda _: None,
-        channels_last=True, amp=cpu_trains_bf16())
+        channels_last=True, amp=trains_bf16(model))
     train = as_dataset("builtin:digits/train", recipe)
     set_batchnorm_statistics(model, torch.stack([train[i][0] for i in range(len(train))]).numpy())
     val = torch.utils.data.DataLoader(as_dataset("builtin:digits/val", recipe), batch_size=64)
