@@ -309,3 +309,27 @@ def test_canvas_batches_and_other_stretch_recipes(tmp_path: Path) -> None:
     assert fingerprint("builtin:digits-seg/val")["version"]
     tensors = calibration_tensors("builtin:digits-detect/train", "digits-canvas", 8, cache=tmp_path, progress=False)
     assert tensors.shape == (8, 1, 64, 64)
+
+
+def test_a_phone_photo_is_read_upright_as_its_exif_orientation_says(tmp_path: Path, tall) -> None:
+    """A portrait photo stored sideways with EXIF orientation 6: its pixels, its size and the boxes
+    drawn on it are the upright image's, as Ultralytics and OpenCV read it (they were sideways)."""
+    upright = np.random.default_rng(0).integers(0, 255, (100, 50, 3), dtype=np.uint8)  # 50 wide, 100 high
+    (tmp_path / "images").mkdir()
+    Image.fromarray(upright).save(tmp_path / "images" / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view": the stored pixels are the upright ones turned left
+    Image.fromarray(np.rot90(upright)).save(tmp_path / "images" / "phone.jpg", exif=exif, quality=100,
+                                             subsampling=0)
+    coco = {"images": [{"id": 1, "file_name": "phone.jpg"}, {"id": 2, "file_name": "upright.png"}],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 60, 30, 30]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 60, 30, 30]}]}
+    path = text(tmp_path / "instances.json", json.dumps(coco))
+    data = open_dataset(path, tall)
+    phone, straight = data.get(0)[0], data.get(1)[0]
+    # a box reaching y=90 fits the 50x100 upright photo (sideways, 100x50, it "reached outside")
+    assert data.annotation(0).boxes.tolist() == data.annotation(1).boxes.tolist()
+    assert phone.shape == straight.shape == (3, 100, 50)
+    assert np.abs(phone - straight).mean() < 0.02  # the same picture, up to JPEG rounding
+    assert np.abs(phone - straight[:, :, ::-1]).mean() > 0.1  # and not its mirror image

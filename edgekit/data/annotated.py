@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.data.base import IMAGE_SUFFIXES, BadSample, Dataset, decode_errors, read_image, unreadable
+from edgekit.data.base import (IMAGE_SUFFIXES, BadSample, Dataset, decode_errors, read_image, unreadable,
+                               upright_size)
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 
@@ -196,7 +197,7 @@ class SegmentationFolder(FileAnnotated):
         mask = self._mask_values(path)
         try:
             with Image.open(image_path) as image:
-                width, height = image.size
+                width, height = upright_size(image)
         except decode_errors() as exc:
             raise unreadable(image_path, exc) from exc
         if mask.shape != (height, width):

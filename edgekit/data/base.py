@@ -47,6 +47,28 @@ class Dataset:
         return self.labels[index] if self.labels is not None else -1
 
 
+# How image files are decoded; in every cache key and data fingerprint, so tensors decoded before a
+# change are never reused after it. 2: EXIF orientation applied (``upright``).
+DECODER_VERSION = 2
+_EXIF_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def upright(image: Any) -> Any:
+    """``image`` as a viewer shows it, turned and flipped per its EXIF orientation. Why: a phone stores
+    a portrait photo's pixels sideways with a tag; its YOLO or COCO labels were drawn on the upright
+    image (Ultralytics reads it upright, OpenCV's imread too), so sideways pixels miss every box."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
+
+
+def upright_size(image: Any) -> tuple[int, int]:
+    """(width, height) of :func:`upright`'s image, from the header alone."""
+    width, height = image.size
+    return (height, width) if image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS else (width, height)
+
+
 def unreadable(path: Path, exc: BaseException, what: str = "image") -> BadSample:
     """The :class:`BadSample` for a file PIL could not decode: a corrupt one, or one over PIL's
     decompression-bomb limit (about 179 M pixels, 0.5 GB decoded), which is refused rather than
@@ -79,7 +101,7 @@ def read_image(path: Path, recipe: Recipe) -> Any:
                         f"{path}: grayscale image ({image.mode}) for an RGB recipe "
                         f"'{recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
                     )
-            return image.copy()
+            return upright(image)  # a copy, turned upright
     except BadSample:
         raise
     except decode_errors() as exc:

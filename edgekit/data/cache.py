@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edgekit.atomic import atomic_path
+from edgekit.data.base import DECODER_VERSION
 from edgekit.data.datasets import load_all, open_dataset, sample_indices
 from edgekit.data.recipes import Recipe, load_recipe
 from edgekit.errors import EdgekitError, first_line
@@ -36,7 +37,8 @@ def calibration_tensors(source: str | Path, recipe: Recipe | str, num_samples: i
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     dataset = open_dataset(source, recipe)
     indices = sample_indices(dataset, num_samples, seed)
-    key = hashlib.sha256(json.dumps({"recipe": recipe.as_dict(), "skip_bad": skip_bad}, sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps({"recipe": recipe.as_dict(), "skip_bad": skip_bad, "decoder": DECODER_VERSION},
+                                    sort_keys=True).encode())
     key.update(dataset.identity(indices).encode())
     path = cache_dir(cache) / "calibration" / f"{key.hexdigest()[:32]}.npy"
     cached = read_entry(path, recipe)

@@ -17,6 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.base import DECODER_VERSION
 from edgekit.data.datasets import IMAGE_SUFFIXES
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
@@ -54,7 +55,7 @@ def _folder_fingerprint(root: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     for file in files:
         digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0{sha256_file(file)}\n".encode())
-    return {"folder_files": len(files), "sha256": digest.hexdigest()}
+    return {"folder_files": len(files), "sha256": digest.hexdigest(), "decoder": DECODER_VERSION}
 
 
 def _annotated_fingerprint(source: str, kind: str) -> dict[str, Any]:
@@ -65,4 +66,5 @@ def _annotated_fingerprint(source: str, kind: str) -> dict[str, Any]:
     any_stretch = Recipe(name="fingerprint", size=(1, 1), resize=None, center_crop=False, color_mode="rgb",
                          gray_to_rgb=True, interpolation="nearest", scale=1.0, mean=(0.0,), std=(1.0,))
     dataset = open_dataset(source, any_stretch)
-    return {"annotated": kind, "samples": len(dataset), "sha256": dataset.identity(range(len(dataset)))}
+    return {"annotated": kind, "samples": len(dataset), "sha256": dataset.identity(range(len(dataset))),
+            "decoder": DECODER_VERSION}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data.annotated import Boxes, FileAnnotated, images_under, read_names, scale_boxes
-from edgekit.data.base import BadSample, decode_errors, unreadable
+from edgekit.data.base import BadSample, decode_errors, unreadable, upright_size
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 from edgekit.yamlfile import read_yaml_mapping
@@ -226,7 +226,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     try:
         with Image.open(path) as image:
-            return image.size
+            return upright_size(image)
     except decode_errors() as exc:
         raise unreadable(path, exc) from exc
 
