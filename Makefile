@@ -47,7 +47,10 @@ demo: setup
 bench: setup device-env
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
-# torchvision's classifiers through prune/export/ORT/TFLite with fidelity; resumes (ZOO_ARGS='--only resnet18 --force')
+# torchvision's classifiers through prune/export/ORT/TFLite with fidelity; resumes from the committed rows
+# (benchmarks/results/zoo-128-digits.jsonl): each net trained on the digits at 128 px, what fits 2 cores;
+# ZOO_ARGS='--size 128 --weights digits --only resnet18 --force' redoes one row, ZOO_ARGS='--size 128' runs random weights
+ZOO_ARGS ?= --size 128 --weights digits
 zoo: setup device-env
 	PYTHONPATH=. $(PY) benchmarks/zoo.py $(ZOO_ARGS)
 
