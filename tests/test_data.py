@@ -188,3 +188,17 @@ def test_any_python_iterable_through_the_api() -> None:
         tensors_from_iterable(images())
     with pytest.raises(EdgekitError, match="yielded nothing"):
         tensors_from_iterable(iter([]))
+
+
+def test_a_16_bit_grayscale_png_reads_as_the_8_bit_image_it_is(tmp_path: Path) -> None:
+    """PIL's conversion to 8 bits clips at 255: a 0..65535 ramp became 17 distinct values, almost all white."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "deep" / "ramp.png")
+    assert Image.open(tmp_path / "deep" / "ramp.png").mode.startswith("I")
+    Image.fromarray(np.round(ramp / 257).astype(np.uint8)).save(tmp_path / "flat" / "ramp.png")
+    recipe = load_recipe("digits-canvas")  # 64x64 grayscale, no resize: every pixel counts
+    deep, _, _ = load_all(open_dataset(tmp_path / "deep", recipe))
+    flat, _, _ = load_all(open_dataset(tmp_path / "flat", recipe))
+    assert np.array_equal(deep, flat) and np.unique(deep).size == 256

@@ -48,8 +48,10 @@ class Dataset:
 
 
 # How image files are decoded; in every cache key and data fingerprint, so tensors decoded before a
-# change are never reused after it. 2: EXIF orientation applied (``upright``).
+# change are never reused after it. 2: EXIF orientation applied (``upright``), 16-bit grayscale
+# scaled to 8 bits (``eight_bit``).
 DECODER_VERSION = 2
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # how PIL opens a 16-bit grayscale PNG
 _EXIF_ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
@@ -67,6 +69,18 @@ def upright_size(image: Any) -> tuple[int, int]:
     """(width, height) of :func:`upright`'s image, from the header alone."""
     width, height = image.size
     return (height, width) if image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS else (width, height)
+
+
+def eight_bit(image: Any) -> Any:
+    """A 16-bit grayscale image as the 8-bit one it is (``round(v / 257)``: 65535 -> 255); other modes as
+    they are. Why: PIL's own conversion to 8 bits clips at 255, so a 16-bit PNG (a thermal or depth
+    camera's, a scan) became almost all white: a 0..65535 ramp gave 17 distinct values, 99.6% of them 1.0."""
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        return image
+    from PIL import Image
+
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.round(values / 257).astype(np.uint8), mode="L")
 
 
 def unreadable(path: Path, exc: BaseException, what: str = "image") -> BadSample:
@@ -101,7 +115,7 @@ def read_image(path: Path, recipe: Recipe) -> Any:
                         f"{path}: grayscale image ({image.mode}) for an RGB recipe "
                         f"'{recipe.name}' (set gray_to_rgb: true in the recipe, or --skip-bad)"
                     )
-            return upright(image)  # a copy, turned upright
+            return eight_bit(upright(image))  # a copy, turned upright
     except BadSample:
         raise
     except decode_errors() as exc:
