@@ -202,3 +202,17 @@ def test_a_16_bit_grayscale_png_reads_as_the_8_bit_image_it_is(tmp_path: Path) -
     deep, _, _ = load_all(open_dataset(tmp_path / "deep", recipe))
     flat, _, _ = load_all(open_dataset(tmp_path / "flat", recipe))
     assert np.array_equal(deep, flat) and np.unique(deep).size == 256
+
+
+def test_photos_of_a_format_edgekit_does_not_read_are_named_not_dropped_silently(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "phone"
+    write_images(folder, {"a": 2})
+    (folder / "a" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone photo
+    (folder / "a" / "scan.tif").write_bytes(b"II*\x00")
+    (folder / "a" / "notes.txt").write_text("not an image")
+    dataset = open_dataset(folder, load_recipe("digits"))
+    assert len(dataset.files) == 2
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert warned == [f"{folder}: left out 2 image file(s) of a format edgekit does not read (.heic: 1, .tif: 1); "
+                      "convert them to PNG or JPEG to use them"]

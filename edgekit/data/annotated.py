@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.data.base import (IMAGE_SUFFIXES, BadSample, Dataset, decode_errors, read_image, unreadable,
-                               upright_size)
+from edgekit.data.base import (IMAGE_SUFFIXES, BadSample, Dataset, decode_errors, images_under, read_image,
+                               unreadable, upright_size)
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 
@@ -128,10 +128,6 @@ def read_names(path: Path) -> list[str] | None:
     if not names:
         raise EdgekitError(f"{path}: no class names (one per line)")
     return names
-
-
-def images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class SegmentationFolder(FileAnnotated):

@@ -8,12 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import collections
+import logging
+
 import numpy as np
 
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 
+_log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# photo formats a user's folder may hold that edgekit does not read: named when left out, never silently
+UNREAD_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".tif", ".tiff", ".gif", ".jp2", ".dng", ".cr2", ".nef", ".arw",
+                         ".ppm", ".pgm", ".jxl")
 DIGITS_SPLITS = {"train": (0.0, 0.70), "val": (0.70, 0.85), "test": (0.85, 1.0)}
 _GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F", "P")
 
@@ -81,6 +89,27 @@ def eight_bit(image: Any) -> Any:
 
     values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
     return Image.fromarray(np.round(values / 257).astype(np.uint8), mode="L")
+
+
+def images_under(root: Path) -> list[Path]:
+    """Every image file edgekit reads under ``root``, recursively, sorted; photos of other formats are
+    warned about once per folder (an iPhone's HEIC, a scanner's TIFF left out of a set unnoticed)."""
+    files, unread = [], collections.Counter()
+    for path in root.rglob("*"):
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and path.is_file():
+            files.append(path)
+        elif suffix in UNREAD_IMAGE_SUFFIXES and path.is_file():
+            unread[suffix] += 1
+    if unread and str(root) not in _WARNED_FOLDERS:
+        _WARNED_FOLDERS.add(str(root))
+        kinds = ", ".join(f"{suffix}: {count}" for suffix, count in sorted(unread.items()))
+        _log.warning(f"{root}: left out {sum(unread.values())} image file(s) of a format edgekit does not read "
+                     f"({kinds}); convert them to PNG or JPEG to use them")
+    return sorted(files)
+
+
+_WARNED_FOLDERS: set[str] = set()
 
 
 def unreadable(path: Path, exc: BaseException, what: str = "image") -> BadSample:

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from edgekit.data.base import (  # noqa: F401 - re-exported: the names every caller imports from here
-    DIGITS_SPLITS, IMAGE_SUFFIXES, BadSample, Dataset, _digits_split, digits_file, read_image,
+    DIGITS_SPLITS, IMAGE_SUFFIXES, BadSample, Dataset, _digits_split, digits_file, images_under, read_image,
 )
 from edgekit.data.recipes import Recipe, load_recipe
 from edgekit.errors import EdgekitError, first_line
@@ -40,7 +40,7 @@ class ImageFolder(Dataset):
             raise EdgekitError(f"{root}: data folder not found")
         if not root.is_dir():
             raise EdgekitError(f"{root}: not a folder, .npy/.npz file or builtin:NAME")
-        self.files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = images_under(root)
         if not self.files:
             raise EdgekitError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
         relative = [f.relative_to(root) for f in self.files]

@@ -17,8 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from edgekit.data.base import DECODER_VERSION
-from edgekit.data.datasets import IMAGE_SUFFIXES
+from edgekit.data.base import DECODER_VERSION, images_under
 from edgekit.errors import EdgekitError
 from edgekit.manifest import sha256_file
 
@@ -51,7 +50,7 @@ def fingerprint(source: str | Path) -> dict[str, Any]:
 
 def _folder_fingerprint(root: Path) -> dict[str, Any]:
     """Relative path, size and content hash of every image file, in sorted order (labels come from paths)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_under(root)
     digest = hashlib.sha256()
     for file in files:
         digest.update(f"{file.relative_to(root).as_posix()}\0{file.stat().st_size}\0{sha256_file(file)}\n".encode())

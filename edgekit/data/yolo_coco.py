@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.data.annotated import Boxes, FileAnnotated, images_under, read_names, scale_boxes
-from edgekit.data.base import BadSample, decode_errors, unreadable, upright_size
+from edgekit.data.annotated import Boxes, FileAnnotated, read_names, scale_boxes
+from edgekit.data.base import BadSample, decode_errors, images_under, unreadable, upright_size
 from edgekit.data.recipes import Recipe
 from edgekit.errors import EdgekitError, first_line
 from edgekit.yamlfile import read_yaml_mapping
