@@ -19,6 +19,7 @@ WORKER_FD = "EDGEKIT_SUPERVISOR_FD"
 CLAIM = "edgekit-writing: "
 EXIT = "edgekit-exit: "
 _report: IO[str] | None = None  # the report file, kept open for faulthandler
+_interrupted = False  # Ctrl-C arrived (raised once; see raise_if_swallowed)
 _native_fd: int | None = None  # the native-output file
 
 
@@ -38,8 +39,18 @@ def become_worker() -> None:
 
 
 def _interrupt_once(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def raise_if_swallowed() -> None:
+    """Raise the Ctrl-C again if a library swallowed it: raised inside TensorFlow's native code it came
+    back as a SystemError that onnx2tf caught, and the conversion went on to write its model (seen once
+    in tests/test_supervise.py's terminal Ctrl-C). Called after such calls, never in a cleanup."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def announce_exit(code: int) -> None:

@@ -18,6 +18,7 @@ from edgekit.quantize.head import fixed_projection, walk_tail
 from edgekit.quantize.tflite.interpreter import builtin_interpreter
 from edgekit.quantize.tflite.keras_build import quiet_tensorflow
 from edgekit.quantize.tflite.ranges import MINMAX, Calibrated
+from edgekit.worker import raise_if_swallowed
 
 
 def _concrete_function(model: Any) -> tuple[Any, Any]:
@@ -94,6 +95,7 @@ def _convert_undeduplicated(converter: Any) -> bytes:
         converted = converter.convert()
     finally:
         lite._deduplicate_readonly_buffers = deduplicate
+    raise_if_swallowed()  # TensorFlow's native code may have turned a Ctrl-C into its own error
     release_freed_memory()
     return converted
 

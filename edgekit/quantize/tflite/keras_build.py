@@ -27,6 +27,7 @@ from edgekit import log
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.tflite.layer_memo import layer_outputs_reused
 from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+from edgekit.worker import raise_if_swallowed
 
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # onnx2tf's rewrites into ops TFLite has (integer) kernels for: the Erf-GELU pattern becomes
@@ -83,7 +84,7 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints
     with _in_directory(work_dir), quiet_tensorflow(), contextlib.redirect_stdout(printed), layer_outputs_reused():
         try:
-            return onnx2tf.convert(
+            built = onnx2tf.convert(
                 input_onnx_file_path=str(private_copy),
                 output_folder_path=str(work_dir / "saved_model"),
                 disable_model_save=True,
@@ -92,7 +93,10 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
                 non_verbose=True,
                 verbosity="error",
             )
+            raise_if_swallowed()  # a Ctrl-C that TensorFlow turned into an error onnx2tf caught
+            return built
         except SystemExit as exc:  # onnx2tf calls sys.exit on some errors
+            raise_if_swallowed()
             raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
                                f"(exit {exc.code})") from exc
         except ModuleNotFoundError as exc:  # onnx2tf imports one module per ONNX operator it translates
@@ -100,6 +104,7 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
                 raise
             raise EdgekitError(_untranslatable_operator(onnx_path, private_copy, exc.name.rsplit(".", 1)[1])) from exc
         except Exception as exc:
+            raise_if_swallowed()  # the error may be the Ctrl-C itself, turned into TensorFlow's own
             raise EdgekitError(f"{onnx_path}: onnx2tf could not translate {_failed_node(printed.getvalue())}"
                                f"({first_line(exc)})") from exc
         finally:
