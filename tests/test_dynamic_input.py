@@ -69,3 +69,9 @@ def test_bench_of_a_dynamic_size_model_needs_its_size_and_times_that_size(
     assert shapes == {dynamic_onnx.name: [1, 3, 48, 64], digits_fp32_onnx.name: [1, 3, 32, 32]}
     assert main(["bench", str(dynamic_onnx), "--input-shape", "1,3", "--json", str(tmp_path / "b.json")]) == 2
     assert "--input-shape 1,3 does not fit input 'x' of shape [?, 3, ?, ?]" in capsys.readouterr().err
+    # a size no example input may have (1.2e11 bytes of random floats) is refused before anything runs
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error, as for export's --input-shape
+        main(["bench", str(dynamic_onnx), "--input-shape", "1,3,100000,100000", "--json", str(tmp_path / "c.json")])
+    assert exited.value.code == 2
+    assert "more than the 268,435,456 an example input may have" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

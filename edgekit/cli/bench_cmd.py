@@ -15,7 +15,7 @@ MAX_PROFILE_TOP = 10_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from edgekit.cli.common import add_json_output, add_runtime, add_ssh_options, add_targets_dir
+    from edgekit.cli.common import add_json_output, add_runtime, add_ssh_options, add_targets_dir, input_shape
 
     parser = subparsers.add_parser(
         "bench", help="benchmark artifacts locally or on a device over SSH",
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="inference threads (default: the profile's)")
     add_runtime(parser, "run every artifact on this runtime (default: each runtime the target profile lists "
                         "that runs the file, else the one its suffix implies)")
-    parser.add_argument("--input-shape", metavar="N,C,H,W",
+    parser.add_argument("--input-shape", metavar="N,C,H,W", type=input_shape,
                         help="the size to time a model whose input has dynamic dimensions at, in its own layout, e.g. "
                              "1,3,640,640 (models of a fixed size ignore it)")
     parser.add_argument("--profile", action="store_true", help="after timing, a profiled pass: the slowest "
@@ -67,17 +67,6 @@ def output_path(args: argparse.Namespace, target: str | None, host: str) -> str 
     return None
 
 
-def input_shape(text: str | None) -> list[int] | None:
-    """``--input-shape 1,3,640,640`` as sizes, parsed as the device runner parses it."""
-    from edgekit.errors import EdgekitError
-    from edgekit.runtime.device_runner.runner import shape_argument
-
-    try:
-        return shape_argument(text) if text is not None else None
-    except argparse.ArgumentTypeError as exc:
-        raise EdgekitError(f"--input-shape: {exc}") from exc
-
-
 def check_arguments(args: argparse.Namespace) -> tuple[list, list[str | None]]:
     """Every argument and the output files, checked before measuring (which can take an hour);
     returns the devices (none: here, or the profile's ssh host) and each one's output path."""
@@ -93,7 +82,6 @@ def check_arguments(args: argparse.Namespace) -> tuple[list, list[str | None]]:
     positive("--time-budget", args.time_budget, WEEK_S)
     positive("--timeout", args.timeout, WEEK_S)
     positive("--profile-top", args.profile_top, MAX_PROFILE_TOP)
-    args.input_shape = input_shape(args.input_shape)
     if args.python and not args.host:
         found = shutil.which(args.python)
         if found is None:

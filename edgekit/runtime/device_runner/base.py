@@ -124,12 +124,12 @@ class Runner:
         rng = np.random.default_rng(seed)
         feeds = []
         for index, info in enumerate(self.inputs):
-            shape = fill_dynamic(info, shape if index == 0 else None)
+            dims = fill_dynamic(info, shape if index == 0 else None)
             if info.dtype.kind in "iu":
                 limits = np.iinfo(info.dtype)
-                feeds.append(rng.integers(limits.min, limits.max + 1, size=shape, dtype=info.dtype))
+                feeds.append(rng.integers(limits.min, limits.max + 1, size=dims, dtype=info.dtype))
             else:
-                feeds.append(rng.standard_normal(shape).astype(info.dtype))
+                feeds.append(rng.standard_normal(dims).astype(info.dtype))
         return feeds
 
     def describe(self) -> dict[str, Any]:
