@@ -22,6 +22,9 @@ from edgekit.worker import hidden_output_file
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 THIRD_PARTY = ("tensorflow", "absl", "onnx2tf", "onnxruntime", "onnxscript", "torch", "torch_pruning", "asyncssh",
                "matplotlib", "PIL", "h5py", "openvino", "jax")
+# modules whose Python warnings are theirs, not edgekit's: shown with -v only (a prefix match on the module name)
+WARNING_MODULES = (r"(torch|torchvision|torch_pruning|timm|ultralytics|onnx|onnxruntime|onnxscript|onnx_ir|onnx2tf"
+                   r"|onnxsim|tensorflow|keras|tf_keras|openvino|nncf|transformers|huggingface_hub)(\.|$)")
 
 _state = {"verbosity": NORMAL}
 log = logging.getLogger("edgekit")
@@ -67,7 +70,9 @@ def configure(verbosity: int = NORMAL) -> None:
         # read by TensorFlow at import: its Python-side INFO/WARNING lines (the C++ ones need native_output)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxscript|onnx2tf|tensorflow|keras|tf_keras)(\.|$)")
+        # libraries' warnings, by the module that issues them (Torch-Pruning's "Unwrapped parameters
+        # detected", numpy's divide-by-zero inside ORT's calibrator leaked past the older list)
+        warnings.filterwarnings("ignore", module=WARNING_MODULES)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 

@@ -49,3 +49,39 @@ def test_quiet_prints_nothing_but_the_product(digits_fp32_onnx: Path, tmp_path: 
     assert (tmp_path / "m.int8.onnx").is_file()
     loud = edgekit("-v", "inspect", str(tmp_path / "m.int8.onnx"), cwd=tmp_path)  # -v before the command works too
     assert loud.returncode == 0 and "QuantizeLinear" in loud.stdout
+
+
+LAYER_SCALED = '''
+import torch
+
+
+class LayerScaled(torch.nn.Module):
+    """A residual block with a layer-scale parameter outside any layer (FastViT, ConvNeXt, CaiT):
+    Torch-Pruning warns "Unwrapped parameters detected" from its own module."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.gamma = torch.nn.Parameter(torch.full((16, 1, 1), 0.5))
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = y + self.gamma * self.conv(y)
+        return self.fc(y.mean((2, 3)))
+
+
+def build():
+    return LayerScaled()
+'''
+
+
+def test_prune_prints_only_edgekit_lines_unless_verbose(tmp_path: Path) -> None:
+    (tmp_path / "layer_scaled.py").write_text(LAYER_SCALED)
+    args = ("prune", "layer_scaled.py:build", "--input-shape", "1,3,16,16", "--ratio", "0.5", "-o", "p.pt", "--force")
+    plain = edgekit(*args, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "Unwrapped parameters" not in plain.stdout + plain.stderr and "warn" not in plain.stderr, plain.stderr
+    verbose = edgekit(*args, "-v", cwd=tmp_path)
+    assert "Unwrapped parameters" in verbose.stdout + verbose.stderr  # the library's own words, on request

@@ -98,3 +98,40 @@ def test_swin_t_at_128_px_prunes_its_mlp_widths() -> None:
     assert report["macs_after"] < 0.6 * report["macs_before"], report["macs_after"] / report["macs_before"]
     assert model.features[1][0].mlp[0].out_features == 192  # 96 * 4 hidden, half kept
     assert model(torch.randn(2, 3, 128, 128)).shape == (2, 1000)
+
+
+class ConvMlp(torch.nn.Module):
+    """timm's feed-forward block of EfficientViT-M: two 1x1 convolutions, not torchvision's ``mlp`` Sequential."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.pw1 = torch.nn.Conv2d(dim, 2 * dim, 1)
+        self.pw2 = torch.nn.Conv2d(2 * dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw2(torch.relu(self.pw1(x)))
+
+
+class LocalWindowAttention(torch.nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = torch.nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).flatten(2).chunk(3, dim=1)
+        attention = (q.transpose(1, 2) @ k).softmax(-1)
+        return self.proj((v @ attention.transpose(1, 2)).view_as(x))
+
+
+def test_windowed_attention_with_a_timm_style_feed_forward_prunes_its_hidden_width(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    dim = 16
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, dim, 3, padding=1), LocalWindowAttention(dim), ConvMlp(dim),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(dim, 10)).eval()
+    example = torch.randn(1, 3, 8, 8)
+    report = prune(model, example, ratio=0.5, round_to=None, progress=None)
+    assert report["attention"] == "windowed"
+    assert model[2].pw1.out_channels == dim  # hidden 32 -> 16: the feed-forward width was pruned
+    assert model[1].qkv.out_channels == 3 * dim and model[0].out_channels == dim  # attention and stream kept
+    assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed

@@ -116,3 +116,71 @@ def test_a_failure_of_recovery_between_steps_is_raised_as_itself_not_probed() ->
         prune_model(model, torch.randn(1, 3, 16, 16), PruneSettings(ratio=0.5, round_to=None, steps=2, protect=("stem",)),
                     between_steps=recovery, progress=None)
     assert calls == [1]
+
+
+class DepthwiseMultiplier(torch.nn.Module):
+    """FastViT's shape: a residual stream read by a depthwise convolution with a channel multiplier
+    (groups = input channels, twice as many outputs), which Torch-Pruning's importance cannot index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 1), torch.nn.ReLU(), torch.nn.Conv2d(32, 16, 1))
+        self.expand = torch.nn.Conv2d(16, 32, 3, padding=1, groups=16)
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(32, 32, 1), torch.nn.ReLU(), torch.nn.Conv2d(32, 24, 1))
+        self.fc = torch.nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = y + self.block(y)
+        return self.fc(self.head(torch.relu(self.expand(y))).mean((2, 3)))
+
+
+def test_a_depthwise_convolution_with_a_channel_multiplier_keeps_its_input_width_and_the_rest_prunes(
+        tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DepthwiseMultiplier().eval()
+    example = torch.randn(1, 3, 16, 16)
+    report = prune(model, example, ratio=0.5, round_to=None, progress=None)
+    assert model.stem.out_channels == 16 and model.expand.in_channels == 16  # the stream it reads keeps its width
+    assert model.block[0].out_channels < 32 and model.head[0].out_channels < 32  # the rest was pruned
+    assert report["unmapped_protected"], report
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed
+
+
+class CachedBias(torch.nn.Module):
+    """timm's LeViT/EfficientViT-M attention-bias cache: filled by an eval-mode forward from a parameter
+    (with autograd history when gradients are on), emptied by ``train()``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 1)
+        self.biases = torch.nn.Parameter(torch.randn(channels))
+        self.bias_cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> "CachedBias":
+        super().train(mode)
+        if mode:
+            self.bias_cache = {}
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            bias = self.biases * 1.0
+        else:
+            bias = self.bias_cache.setdefault(str(x.device), self.biases * 1.0)
+        return self.conv(x) + bias[:, None, None]
+
+
+def test_a_model_that_caches_tensors_from_its_parameters_in_forward_prunes() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), CachedBias(32), torch.nn.ReLU(),
+                                torch.nn.Conv2d(32, 16, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(16, 10)).eval()
+    example = torch.randn(1, 3, 16, 16)
+    with torch.enable_grad():
+        model(example)  # the cache now holds a tensor with autograd history, as after edgekit's head search
+    report = prune(model, example, ratio=0.5, round_to=None, progress=None)
+    assert model[0].out_channels < 32 and report["macs_after"] < report["macs_before"]
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)  # the cache of the unpruned width was dropped

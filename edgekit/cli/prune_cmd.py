@@ -94,7 +94,6 @@ def settings(args: argparse.Namespace) -> tuple[PruneSettings, RecoverSettings]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import copy
     from pathlib import Path
 
     import torch
@@ -102,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.cli.common import check_output
     from edgekit.distill import between_steps, distill_stage, recover
     from edgekit.distill.distributed import is_main_process
+    from edgekit.modelcopy import copy_model
     from edgekit.errors import EdgekitError
     from edgekit.manifest import new_manifest, write_manifest
     from edgekit.prune import IMPORTANCES
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.module
     check_runs_on(model, shape)
     example = torch.zeros(*shape)
-    teacher = load_model(args.teacher).module if args.teacher else copy.deepcopy(model).eval()
+    teacher = load_model(args.teacher).module if args.teacher else copy_model(model).eval()
     recovery = between_steps(teacher, args.train, args.recipe, recover_settings) if args.train else None
     if args.target_latency is not None:
         model, report, search = _prune_to_latency(args, model, example, prune_settings, recovery)

@@ -11,7 +11,6 @@ dict's keys, else ``output``, ``output_1``, ...), each proven on its own parity 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import io
 import time
@@ -26,6 +25,7 @@ from edgekit.errors import EdgekitError, ParityError, first_line
 from edgekit.export.parity import (DEFAULT_NOISE_FACTOR, OutputsParity, ParityReport, compare, compare_outputs,
                                    failure_line, parity_inputs)
 from edgekit.manifest import new_manifest, write_manifest
+from edgekit.modelcopy import copy_model
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -227,7 +227,7 @@ def float64_all_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[list[n
     import torch
 
     try:
-        exact = copy.deepcopy(model).double()
+        exact = copy_model(model).double()
         with torch.no_grad():
             outputs = [flat_outputs(exact(torch.from_numpy(x.astype(np.float64)))) for x in inputs]
     except Exception:  # any failure means: no float64 yardstick, use the fixed rule

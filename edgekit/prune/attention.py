@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
+
+from edgekit.modelcopy import forget_forward_caches
+
+_FEED_FORWARD = re.compile(r"mlp|ffn|feed_?forward", re.IGNORECASE)  # class names of transformer MLPs
 
 
 @dataclasses.dataclass
@@ -55,7 +60,9 @@ def combined_round_to(user: int | None, plan: AttentionPlan) -> int | None:
 
 
 def after_pruning(model: Any) -> None:
-    """Bring plain-int widths that forward() reads back in line with the pruned tensors."""
+    """Bring plain-int widths that forward() reads back in line with the pruned tensors, and drop
+    what a forward cached from the unpruned parameters (timm's attention-bias caches)."""
+    forget_forward_caches(model)
     conv_proj = getattr(model, "conv_proj", None)
     if conv_proj is not None and hasattr(model, "hidden_dim"):  # torchvision VisionTransformer
         model.hidden_dim = conv_proj.out_channels
@@ -77,14 +84,27 @@ def _opaque_attention_layers(model: Any) -> list[Any]:
 
 
 def _mlp_hidden_layers(model: Any) -> set[Any]:
-    """The first Linear of every transformer MLP (``block.mlp``: Linear, activation, ..., Linear)."""
+    """The first layer of every transformer feed-forward block: a module whose class is named like one
+    (torchvision's ``MLP``/``MLPBlock``, timm's ``Mlp``, ``ConvMlp``, ``GluMlp``, ``*FFN*``,
+    ``FeedForward``) holding 2-4 Linear or ungrouped Conv2d layers, the first of which widens to what
+    the last reads. Matching only torchvision's ``block.mlp`` Sequential left timm's Swin and
+    EfficientViT-M0 (``ConvMlp``) with nothing to prune: 0% of their MACs."""
     import torch
 
     found = set()
     for module in model.modules():
-        mlp = getattr(module, "mlp", None)
-        if isinstance(mlp, torch.nn.Sequential):
-            linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
-            if len(linears) >= 2:
-                found.add(linears[0])
+        if module is model or not _FEED_FORWARD.search(type(module).__name__):
+            continue
+        dense = [m for m in module.modules() if isinstance(m, torch.nn.Linear)
+                 or (isinstance(m, torch.nn.Conv2d) and m.groups == 1)]
+        if 2 <= len(dense) <= 4 and _width(dense[0], out=True) == _width(dense[-1], out=False):
+            found.add(dense[0])
     return found
+
+
+def _width(layer: Any, out: bool) -> int:
+    import torch
+
+    if isinstance(layer, torch.nn.Linear):
+        return layer.out_features if out else layer.in_features
+    return layer.out_channels if out else layer.in_channels

@@ -16,7 +16,6 @@ the ratio/latency curve goes into the manifest and is printed.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.errors import EdgekitError
+from edgekit.modelcopy import copy_model
 from edgekit.prune.report import PruneReport, PruneSettings
 
 _log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def search(model: Any, example: Any, settings: PruneSettings, target_ms: float, 
         return statistics.median(ratios) * scale, [min(ratios) * scale, max(ratios) * scale]
 
     def trial(ratio: float) -> Trial:
-        candidate = copy.deepcopy(model)
+        candidate = copy_model(model)
         report = prune(candidate, dataclasses.replace(settings, ratio=ratio, target_macs=None)) if ratio > 0 else None
         p50, spread = timed(candidate)
         macs = report.macs_after if report else count_macs_params(candidate, example)[0]

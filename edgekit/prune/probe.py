@@ -19,8 +19,9 @@ today prunes exactly as before.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Sequence
+
+from edgekit.modelcopy import copy_model
 
 # what Torch-Pruning raises when it cannot map a model's channels (building its graph, or its index mapping)
 MAPPING_FAILURES = (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError)
@@ -37,7 +38,7 @@ def unprunable_roots(model: Any, example_input: Any, ignored: Sequence[Any], bui
     protected_names = [names[id(m)] for m in ignored if id(m) in names]
     found: list[str] = []
     while True:
-        trial = copy.deepcopy(model)
+        trial = copy_model(model)
         modules = dict(trial.named_modules())
         pruner = build_pruner(trial, [modules[n] for n in protected_names + found])
         failed = _first_failing_root(trial, example_input, pruner, channel_multiple, after_pruning)
@@ -60,10 +61,12 @@ def _first_failing_root(trial: Any, example_input: Any, pruner: Any, channel_mul
         idxs = _last_channels(width, channel_groups,
                               _final_amount(width, pruner.get_target_pruning_ratio(root, step=pruner.iterative_steps),
                                             channel_multiple))
-        if not idxs:
-            continue
         try:
-            importance = pruner.estimate_importance(group)  # its index mapping runs here first
+            # its index mapping runs here first, for every group the pruner will score: also one too
+            # finely grouped for the probe to prune (FastViT's depthwise convolution with a channel multiplier)
+            importance = pruner.estimate_importance(group)
+            if not idxs:
+                continue
             group.prune(_as_pruning_picks(idxs, importance, width, channel_groups))
             after_pruning(trial)
             with torch.no_grad():

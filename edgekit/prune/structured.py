@@ -13,6 +13,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from edgekit.errors import EdgekitError, first_line
+from edgekit.modelcopy import copy_model, forget_forward_caches
 from edgekit.prune import attention
 from edgekit.prune.concat import unsized_concats_left_unmapped
 from edgekit.prune.divergence import diverging_roots
@@ -50,6 +51,7 @@ def count_macs_params(model: Any, example_input: Any) -> tuple[int, int]:
     import torch
     import torch_pruning as tp
 
+    forget_forward_caches(model)  # Torch-Pruning counts on a deep copy
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example_input)
     return int(macs), int(params)
@@ -114,6 +116,7 @@ def head_layers(model: Any, example_input: Any) -> list[Any]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+        forget_forward_caches(model)  # a forward with gradients on left tensors that cannot be deep-copied
     tensors = [outputs] if isinstance(outputs, torch.Tensor) else [
         t for t in (outputs.values() if isinstance(outputs, dict) else outputs) if isinstance(t, torch.Tensor)]
     found: list[Any] = []
@@ -274,10 +277,9 @@ def _recovery_failures_as_raised() -> Iterator[None]:
 
 def _snapshot(model: Any) -> Any | None:
     """A copy of the unpruned model to start again from; None where the model cannot be copied."""
-    import copy
 
     try:
-        return copy.deepcopy(model)
+        return copy_model(model)
     except Exception:  # noqa: BLE001 - a model holding something uncopyable is pruned without a second try
         return None
 
