@@ -135,3 +135,23 @@ def test_windowed_attention_with_a_timm_style_feed_forward_prunes_its_hidden_wid
     assert model[2].pw1.out_channels == dim  # hidden 32 -> 16: the feed-forward width was pruned
     assert model[1].qkv.out_channels == 3 * dim and model[0].out_channels == dim  # attention and stream kept
     assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed
+
+
+class AttentionFreeNet(torch.nn.Module):
+    """A plain CNN whose class name says Attention (as a user's ``AttentionUNet`` might)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.body = torch.nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.body(torch.relu(self.stem(x)))).mean((2, 3)))
+
+
+def test_a_network_named_like_attention_is_not_protected_whole() -> None:
+    torch.manual_seed(0)
+    model = AttentionFreeNet().eval()
+    report = prune(model, torch.randn(1, 3, 8, 8), ratio=0.5, round_to=None, progress=None)
+    assert report["attention"] is None and model.stem.out_channels == 16 and model.body.out_channels == 16

@@ -184,3 +184,44 @@ def test_a_model_that_caches_tensors_from_its_parameters_in_forward_prunes() -> 
     report = prune(model, example, ratio=0.5, round_to=None, progress=None)
     assert model[0].out_channels < 32 and report["macs_after"] < report["macs_before"]
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)  # the cache of the unpruned width was dropped
+
+
+class SingleHeadAttention(torch.nn.Module):
+    """timm SHViT's: attention on a split-off part of the channels, flattened, concatenated back."""
+    def __init__(self, dim: int, qk_dim: int, pdim: int) -> None:
+        super().__init__()
+        self.pdim, self.dim, self.qk_dim = pdim, dim, qk_dim
+        self.pre_norm = torch.nn.GroupNorm(1, pdim)
+        self.qkv = torch.nn.Conv2d(pdim, qk_dim * 2 + pdim, 1)
+        self.proj = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(dim, dim, 1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        x1, x2 = torch.split(x, [self.pdim, self.dim - self.pdim], dim=1)
+        q, k, v = self.qkv(self.pre_norm(x1)).split([self.qk_dim, self.qk_dim, self.pdim], dim=1)
+        q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+        attn = ((q.transpose(-1, -2) @ k) * self.qk_dim ** -0.5).softmax(dim=-1)
+        x1 = (v @ attn.transpose(-1, -2)).reshape(B, self.pdim, H, W)
+        return self.proj(torch.cat([x1, x2], dim=1))
+
+class SingleHeadAttentionNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, 2, 1)
+        self.mixer = SingleHeadAttention(32, 8, 8)
+        self.ffn = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 1), torch.nn.ReLU(), torch.nn.Conv2d(64, 32, 1))
+        self.fc = torch.nn.Linear(32, 10)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.mixer(x)
+        x = x + self.ffn(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_model_whose_reshape_width_torch_pruning_infers_as_zero_prunes_the_rest(tmp_path: Path) -> None:
+    """SHViT-S1 failed to build Torch-Pruning's graph (ZeroDivisionError in update_reshape_index_mapping)."""
+    torch.manual_seed(0)
+    model = SingleHeadAttentionNet().eval()
+    example = torch.randn(1, 3, 16, 16)
+    report = prune(model, example, ratio=0.5, round_to=None, progress=None)
+    assert model.ffn[0].out_channels < 64 and report["macs_after"] < 0.8 * report["macs_before"]
+    assert export_onnx(model, example, tmp_path / "m.onnx").parity.passed

@@ -69,7 +69,13 @@ def after_pruning(model: Any) -> None:
 
 
 def _has_windowed_attention(model: Any) -> bool:
-    return any("WindowAttention" in type(m).__name__ for m in model.modules())
+    return any("WindowAttention" in type(m).__name__ for m in _submodules(model))
+
+
+def _submodules(model: Any) -> list[Any]:
+    """Every module but the model itself: a whole network named ``...Attention...`` (a user's
+    ``AttentionUNet``) is not an attention block, and taking it for one protected every layer."""
+    return [m for m in model.modules() if m is not model]
 
 
 def _opaque_attention_layers(model: Any) -> list[Any]:
@@ -77,7 +83,7 @@ def _opaque_attention_layers(model: Any) -> list[Any]:
     import torch
 
     found: list[Any] = []
-    for module in model.modules():
+    for module in _submodules(model):
         if "Attention" in type(module).__name__ and not isinstance(module, torch.nn.MultiheadAttention):
             found += [m for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m not in found]
     return found

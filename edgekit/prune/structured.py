@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from edgekit.errors import EdgekitError, first_line
 from edgekit.modelcopy import copy_model, forget_forward_caches
 from edgekit.prune import attention
-from edgekit.prune.concat import unsized_concats_left_unmapped
+from edgekit.prune.unsized import unsized_mappings_left_unmapped
 from edgekit.prune.divergence import diverging_roots
 from edgekit.prune.probe import MAPPING_FAILURES, PRUNING_FAILURES, unprunable_roots
 from edgekit.prune.report import PruneReport, PruneSettings, first_names
@@ -206,7 +206,7 @@ def prune_model(
     shuffle = is_shufflenet(model)
     guard = opaque_shuffle() if shuffle else contextlib.nullcontext()
     unmapped: list[Any] = []
-    with guard, unsized_concats_left_unmapped(), _recovery_failures_as_raised():
+    with guard, unsized_mappings_left_unmapped(), _recovery_failures_as_raised():
         if shuffle:
             ignored += boundary_layers(model)
         try:
