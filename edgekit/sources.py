@@ -282,6 +282,10 @@ def _rebuild(document: dict[str, Any], path: Path, arch: str | None, kwargs: dic
                 f"building it runs its code, so name it yourself: --arch {arch}")
     elif not kwargs and isinstance(source, dict) and isinstance(source.get("kwargs"), dict):
         kwargs = dict(source["kwargs"])
+        if kwargs:  # said: the factory is the user's choice, its arguments (a file path, a flag) are the file's
+            logging.getLogger(__name__).warning(
+                f"{path}: building --arch {arch} with the keyword arguments the file records: "
+                f"{json.dumps(kwargs, sort_keys=True)[:300]} (--kwargs replaces them)")
     module = _build_architecture(arch, kwargs)
     restore_structure(module, structure, state, path)
     return module, {"spec": arch, "kwargs": kwargs}

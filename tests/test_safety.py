@@ -126,6 +126,23 @@ def test_untrusted_factory_needs_arch(tmp_path: Path, capsys: pytest.CaptureFixt
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_the_keyword_arguments_a_file_gives_a_named_architecture_are_said(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The user names the factory; the arguments it is built with (a path, a flag) come from the file: said."""
+    factory = tmp_path / "net.py"
+    factory.write_text("from edgekit.zoo import digits_cnn\n\ndef build(width=8):\n    return digits_cnn(width=width)\n")
+    spec = f"{factory}:build"
+    out = tmp_path / "s.pt"
+    assert main(["sparsify", spec, "--kwargs", '{"width": 12}', "--sparsity", "0.5", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--arch", spec, "--input-shape", "1,3,32,32", "-o", str(tmp_path / "a.onnx")]) == 0
+    assert f'{out}: building --arch {spec} with the keyword arguments the file records: {{"width": 12}}' in \
+        capsys.readouterr().err
+    assert main(["export", str(out), "--arch", spec, "--kwargs", '{"width": 12}', "--input-shape", "1,3,32,32",
+                 "-o", str(tmp_path / "b.onnx")]) == 0
+    assert "keyword arguments the file records" not in capsys.readouterr().err
+
+
 def _same_file_cases(tmp_path: Path) -> list[list[str]]:
     from edgekit.export import export_onnx
     from edgekit.zoo import digits_cnn
