@@ -299,9 +299,12 @@ def model_structure(module: Any) -> dict[str, dict[str, Any]]:
 
 
 def _plain(value: Any) -> bool:
-    if isinstance(value, (tuple, list)):
+    """What ``torch.load(weights_only=True)`` reads back: exact built-in types, not their subclasses
+    (timm's ``Format``, a ``str`` enum that ViTs keep as ``output_fmt``, made a pruned DeiT's file
+    unloadable: "Unsupported global: timm.layers.format.Format")."""
+    if type(value) in (tuple, list):
         return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def restore_structure(module: Any, structure: dict[str, Any], state: dict[str, Any], path: Path) -> None:

@@ -143,6 +143,46 @@ def test_the_keyword_arguments_a_file_gives_a_named_architecture_are_said(tmp_pa
     assert "keyword arguments the file records" not in capsys.readouterr().err
 
 
+ENUM_NET = """
+import enum
+
+import torch
+
+
+class Format(str, enum.Enum):  # timm's layers.format.Format, kept by its ViTs as output_fmt
+    NCHW = "NCHW"
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.stem.output_fmt = Format.NCHW
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.stem(x)).mean((2, 3)))
+
+
+def build():
+    return Net()
+"""
+
+
+def test_a_pruned_model_with_an_enum_attribute_saves_as_tensors_and_loads_back(tmp_path: Path) -> None:
+    from edgekit.prune import prune
+
+    (tmp_path / "enum_net.py").write_text(ENUM_NET)
+    spec = f"{tmp_path / 'enum_net.py'}:build"
+    model = load_model(spec).module.eval()
+    prune(model, torch.zeros(1, 3, 8, 8), ratio=0.5, round_to=None, progress=None)
+    path = save_module(model, tmp_path / "pruned.pt", torch.zeros(1, 3, 8, 8))
+    torch.load(path, weights_only=True)  # no pickled class inside: the enum is not part of the structure
+    back = load_model(str(path), arch=spec).module.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert back.stem.out_channels == 8 and torch.equal(back(x), model(x))
+
+
 def _same_file_cases(tmp_path: Path) -> list[list[str]]:
     from edgekit.export import export_onnx
     from edgekit.zoo import digits_cnn
