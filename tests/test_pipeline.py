@@ -67,6 +67,19 @@ def test_pipeline_runs_caches_and_redoes_only_what_changed(tmp_path: Path, capsy
     assert status["export"] == "up to date"
 
 
+def test_only_one_stage_reuses_a_later_stage_that_ran_with_no_outputs(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A bench with no targets records no files; ``--only quantize`` took that for "never run" (exit 2)."""
+    config = dict(SMALL, train={"epochs": 1}, prune=None, distill=None, quantize={"num_samples": 32, "tflite": None},
+                  bench={"targets": []})
+    run = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path, config)), "--output", str(run)]) == 0
+    changed = dict(config, quantize={"num_samples": 48, "tflite": None})
+    assert main(["run", str(write_config(tmp_path, changed)), "--output", str(run), "--only", "quantize"]) == 0
+    status = stage_lines(capsys.readouterr().out)
+    assert status["quantize"] == "running" and status["bench"] == "up to date"
+
+
 @pytest.mark.parametrize(("patch", "message"), [
     ({"quantize": {"ort": {"fromat": "QDQ"}}}, "key 'quantize.ort.fromat': unknown key"),
     ({"prune": {"ratio": "half"}}, "key 'prune.ratio'"),

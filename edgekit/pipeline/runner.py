@@ -107,7 +107,7 @@ class Pipeline:
         entry = f"{name}@{variant}" if variant else name
         key = self.cache.key(step.reads(context), inputs)
         wanted = self.only is None or name in self.only
-        if self.cache.is_fresh(entry, key) or (not wanted and self.cache.outputs(entry)):
+        if self.cache.is_fresh(entry, key) or (not wanted and self.cache.has_run(entry)):
             self.log(f"[{entry}] up to date")
             return self.cache.outputs(entry)
         if not wanted:

@@ -88,6 +88,10 @@ class StageCache:
         record = self.records.get(stage)
         return bool(record and record["key"] == key and all(p.exists() for p in self.outputs(stage)))
 
+    def has_run(self, stage: str) -> bool:
+        """Whether the stage ever recorded a result here, also one with no outputs (a bench with no targets)."""
+        return stage in self.records
+
     def outputs(self, stage: str) -> list[Path]:
         return [self.run_dir / p for p in self.records.get(stage, {}).get("outputs", [])]
 
