@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from edgekit.errors import EdgekitError, first_line
 from edgekit.modelcopy import copy_model, forget_forward_caches
 from edgekit.prune import attention
-from edgekit.prune.unsized import unsized_mappings_left_unmapped
 from edgekit.prune.divergence import diverging_roots
 from edgekit.prune.probe import MAPPING_FAILURES, PRUNING_FAILURES, unprunable_roots
 from edgekit.prune.report import PruneReport, PruneSettings, first_names
 from edgekit.prune.shuffle import boundary_layers, is_shufflenet, opaque_shuffle
+from edgekit.prune.unsized import unsized_mappings_left_unmapped
 
 _log = logging.getLogger(__name__)
 
@@ -277,7 +277,6 @@ def _recovery_failures_as_raised() -> Iterator[None]:
 
 def _snapshot(model: Any) -> Any | None:
     """A copy of the unpruned model to start again from; None where the model cannot be copied."""
-
     try:
         return copy_model(model)
     except Exception:  # noqa: BLE001 - a model holding something uncopyable is pruned without a second try
