@@ -127,7 +127,7 @@ def test_an_operator_onnx2tf_cannot_translate_is_one_line_naming_the_layer(tmp_p
     assert "Traceback" not in err and not list(tmp_path.glob("contrib.int8*"))
 
 
-def _inception_pool_branch(directory: Path) -> Path:
+def _inception_pool_branch(directory: Path, channels: int = 16) -> Path:
     """Inception-V3's pool branch (3x3 average pool, padding 1, padding counted) where its last blocks
     run at 128 px: on a 2x2 map, where onnx2tf's rescaling of a padded pool went wrong."""
     import torch
@@ -135,8 +135,8 @@ def _inception_pool_branch(directory: Path) -> Path:
     class PoolBranch(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem = torch.nn.Conv2d(3, 16, 8, stride=16, padding=0)  # 32x32 -> 2x2
-            self.conv, self.fc = torch.nn.Conv2d(16, 16, 1), torch.nn.Linear(16, 10)
+            self.stem = torch.nn.Conv2d(3, channels, 8, stride=16, padding=0)  # 32x32 -> 2x2
+            self.conv, self.fc = torch.nn.Conv2d(channels, 16, 1), torch.nn.Linear(16, 10)
 
         def forward(self, x):
             y = torch.relu(self.stem(x))
@@ -253,6 +253,36 @@ def test_a_conversion_that_computes_something_else_is_refused_in_one_line(tmp_pa
     err = capsys.readouterr().err
     assert "the TFLite conversion computes something else than the ONNX model" in err and err.count("\n") == 1, err
     assert "Traceback" not in err and not list(tmp_path.glob("pool.*tflite*"))
+
+
+def test_a_refused_translation_names_the_tensors_whose_layout_onnx2tf_must_guess(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same refusal on a net whose 2x2 maps have 2 channels: the line names such a tensor and an input
+    size where the net has none (64 px: 4x4 maps)."""
+    from edgekit.quantize.tflite import onnx_rewrites
+
+    monkeypatch.setattr(onnx_rewrites, "_average_pool_pads_explicit", lambda graph: False)
+    model = _inception_pool_branch(tmp_path, channels=2)
+    capsys.readouterr()
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib",
+                 "builtin:digits/train", "--num-samples", "32", "-o", str(tmp_path / "pool.int8.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "computes something else" in err and err.count("\n") == 1, err
+    assert "as many channels as rows and columns" in err and "1x2x2x2" in err and "exported at 64x64 it has none" in err
+
+
+def test_square_cubes_are_found_and_a_size_without_them_is_suggested(tmp_path: Path) -> None:
+    """8 channels at 8x8 (a stride-4 stem at 32 px) is one; at 64 px the map is 16x16; a net without such a
+    tensor gets no hint at all."""
+    import torch
+
+    from edgekit.quantize.tflite import layout_ambiguity
+
+    cube = _export(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.ReLU()), "cube", tmp_path)
+    assert [shape for _, shape in layout_ambiguity.square_cubes(cube)] == [[1, 8, 8, 8], [1, 8, 8, 8]]
+    assert layout_ambiguity.size_without_them(cube) == 64
+    plain = _export(torch.nn.Conv2d(3, 16, 4, stride=4), "plain", tmp_path)
+    assert layout_ambiguity.square_cubes(plain) == [] and layout_ambiguity.hint(plain) == ""
 
 
 def _rounding_amplifier(directory: Path) -> Path:
@@ -417,3 +447,75 @@ def test_a_5d_l2_normalization_is_one_line_and_a_5d_normalize_is_not_rewritten_i
     err = capsys.readouterr().err
     assert "cannot run" in err and "L2_NORMALIZATION" in err and err.count("\n") == 1, err
     assert "Traceback" not in err and not list(tmp_path.glob("unclamped.int8*"))
+
+
+def _branches_summed_then_gelu(directory: Path) -> Path:
+    """Two of FastViT's MobileOne blocks (a 3x3 and a 1x1 stride-2 convolution summed, then GELU; the second
+    depthwise): the structure whose GELU onnx2tf's own fusion mislaid (see the FastViT test below)."""
+    import torch
+
+    from edgekit.export import export_onnx
+
+    class Block(torch.nn.Module):
+        def __init__(self, cin: int, cout: int, groups: int) -> None:
+            super().__init__()
+            self.kxk = torch.nn.Conv2d(cin, cout, 3, 2, 1, groups=groups, bias=False)
+            self.scale = torch.nn.Conv2d(cin, cout, 1, 2, groups=groups, bias=False)
+
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.scale(x) + self.kxk(x))
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(Block(3, 16, 1), Block(16, 16, 16), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(16, 10))
+    export_onnx(net.eval(), torch.zeros(1, 3, 32, 32), directory / "branches.onnx")
+    return directory / "branches.onnx"
+
+
+def test_an_erf_gelu_becomes_one_gelu_op_computing_the_same_values(tmp_path: Path) -> None:
+    """The five-op Erf GELU becomes ONNX's Gelu op, the model converted to opset 20 (its ReduceMean's axes
+    an input there): ONNX Runtime computes the same values; the TFLite INT8 model uses TFLite's GELU."""
+    from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
+    from edgekit.runtime import open_runner
+
+    model = _branches_summed_then_gelu(tmp_path)
+    prepare_for_onnx2tf(model, tmp_path / "rewritten.onnx")
+    rewritten = onnx.load(str(tmp_path / "rewritten.onnx"))
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("Gelu") == 2 and not {"Erf", "Div"} & set(ops)
+    assert next(o.version for o in rewritten.opset_import if o.domain in ("", "ai.onnx")) >= 20
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    expected = open_runner(str(model)).predict(x)
+    np.testing.assert_allclose(open_runner(str(tmp_path / "rewritten.onnx")).predict(x), expected, rtol=1e-5, atol=1e-6)
+    out = tmp_path / "branches.int8.tflite"
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", "digits", "--calib", "builtin:digits/train",
+                 "--num-samples", "32", "-o", str(out)]) == 0
+    stage = _stage(out)
+    assert stage["full_integer"] and "GELU" in stage["ops"] and stage["fidelity"]["cosine"] > 0.99, stage["fidelity"]
+
+
+def test_timm_fastvit_converts_to_a_tflite_computing_what_its_onnx_model_does(tmp_path: Path) -> None:
+    """timm's FastViT-T8 (random weights) at 128 px: every MobileOne block sums its branches, then GELU.
+    Through onnx2tf's own GELU fusion its FP32 TFLite had cosine 0.851 to the ONNX model (calibrated on
+    ImageNet-like images; 0.9982 on this test's digits) and quantize refused it as a mistranslation; with
+    the Gelu op it computes what ONNX does and is full-integer."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from edgekit.export import export_onnx
+    from edgekit.runtime import open_runner
+
+    torch.manual_seed(0)
+    model = tmp_path / "fastvit.onnx"
+    export_onnx(timm.create_model("fastvit_t8", num_classes=10).eval(), torch.zeros(1, 3, 128, 128), model)
+    (tmp_path / "r128.yaml").write_text("name: r128\nsize: [128, 128]\ncolor_mode: rgb\ngray_to_rgb: true\n"
+                                        "scale: 0.00392156862745098\nmean: [0.485, 0.456, 0.406]\n"
+                                        "std: [0.229, 0.224, 0.225]\nlayout: NCHW\n")
+    out = tmp_path / "fastvit.int8.tflite"
+    assert main(["quantize", str(model), "--backend", "tflite", "--recipe", str(tmp_path / "r128.yaml"), "--calib",
+                 "builtin:digits/train", "--num-samples", "32", "-o", str(out)]) == 0
+    x = np.random.default_rng(0).standard_normal((4, 3, 128, 128)).astype(np.float32)
+    expected = open_runner(str(model)).predict(x)
+    got = open_runner(str(tmp_path / "fastvit.fp32.tflite")).predict(x)
+    np.testing.assert_allclose(got, expected, atol=1e-3 * float(np.abs(expected).max()))
+    assert _stage(out)["full_integer"]

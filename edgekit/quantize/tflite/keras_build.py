@@ -34,6 +34,7 @@ ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # TFLite's GELU (int8 by lookup table), a lone Erf a polynomial of builtins. Without them ``tf.Erf``
 # "is neither a custom op nor a flex op" and the conversion of ConvNeXt, ViT or Swin fails.
 PSEUDO_OPERATORS = ("gelu", "erf")
+PREPARED_COPY = "model.onnx"  # the rewritten graph onnx2tf reads, in build_keras's work_dir
 
 
 @contextlib.contextmanager
@@ -77,7 +78,7 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     work_dir.mkdir(parents=True, exist_ok=True)
     # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,
     # never the user's model (measured: the FP32 .onnx changed on disk after a conversion)
-    private_copy = work_dir / "model.onnx"
+    private_copy = work_dir / PREPARED_COPY
     prepare_for_onnx2tf(onnx_path, private_copy, image_shape=(calib_nhwc.shape[3], *calib_nhwc.shape[1:3]))
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download

@@ -47,6 +47,9 @@ the original form, measured on torch's own exports:
   the floor after the square root kept the converter from fusing, and SQUARE, SQRT and DIV, which
   have no int8 kernels, left Swin V2 needing ``--float-fallback``: Swin-V2-T at 128 px then had
   cosine 0.78 (builtin kernels 0.75); full-integer with L2_NORMALIZATION, 0.913 (builtin 0.992).
+* torch's Erf GELU (five ops) becomes ONNX's one ``Gelu`` op, the model converted to opset 20 where
+  older: onnx2tf's own fusion of the five mislaid a GELU that follows a 4-D Add (FastViT); see
+  :mod:`edgekit.quantize.tflite.onnx_gelu`.
 * An image input exported with dynamic height and width (``dynamic_axes``, common for detectors and
   segmenters) gets the calibration images' size: onnx2tf ran its checks on a 1x1 stand-in, which
   ONNX Runtime refused at the first 3x3 convolution, and a small conv net then converted at cosine
@@ -62,6 +65,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgekit.quantize.tflite.onnx_gelu import at_gelu_opset, erf_gelus_as_gelu_ops
+
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
 SHUFFLE_PERM = [0, 2, 1, 3, 4]
 L2_NORMALIZATION_RANK = 4  # TFLite's L2_NORMALIZATION kernel refuses more dimensions (l2norm.cc), fused or not
@@ -72,8 +77,8 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence
     ``image_shape``: one calibration item's (C, H, W), for an input whose height or width is dynamic."""
     import onnx
 
-    model = onnx.load(str(onnx_path))
-    changed = _static_image_input(model.graph, image_shape) if image_shape is not None else False
+    model, changed = at_gelu_opset(onnx.load(str(onnx_path)))  # first: the rewrites below work at its opset
+    changed = (_static_image_input(model.graph, image_shape) if image_shape is not None else False) or changed
     changed = _constants_to_initializers(model.graph) or changed
     # A folded Pad or Reshape makes its output's shape static: fold again, one round per step of a chain
     # of shapes, as many as needed (each round folds something or ends). Swin's padding arithmetic takes 3
@@ -89,6 +94,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence
     changed = _average_pool_pads_explicit(model.graph) or changed
     changed = _constant_selects_as_masks(model) or changed
     changed = _clamped_l2_norms_as_square_roots(model) or changed
+    changed = erf_gelus_as_gelu_ops(model) or changed
     if changed:
         _drop_unused_initializers(model.graph)
         onnx.save(model, str(copy))

@@ -21,7 +21,8 @@ from edgekit.tasks import get_task
 from edgekit.quantize.result import QuantizeResult
 from edgekit.quantize.tflite.checks import float_ops
 from edgekit.quantize.tflite.convert import calibrate, non_compute_tensors, quantize_calibrated, to_tflite
-from edgekit.quantize.tflite.keras_build import build_keras, integer_graph_computes_float
+from edgekit.quantize.tflite import layout_ambiguity
+from edgekit.quantize.tflite.keras_build import PREPARED_COPY, build_keras, integer_graph_computes_float
 from edgekit.quantize.tflite.kernels import builtin_kernels_check
 from edgekit.quantize.tflite.ranges import (LABELS as RANGE_LABELS, MEAN, MEAN_ABSOLUTE_VARIANCE, MINMAX, Calibrated,
                                             has_normalization_variance)
@@ -113,7 +114,8 @@ def _range_remedy(first: bytes, convert: Callable[[str], bytes], check: fidelity
     return chosen, kind, faithful, record
 
 
-def _check_translation(check: fidelity_mod.Check, fp32: Path, onnx_path: str | Path) -> tuple[float, float | None]:
+def _check_translation(check: fidelity_mod.Check, fp32: Path, onnx_path: str | Path,
+                       prepared: Path | None = None) -> tuple[float, float | None]:
     """Refuse a conversion whose FP32 TFLite computes something other than the ONNX model: onnx2tf's
     translation, not quantization, and the INT8 model is quantized from the same graph. Why: an
     Inception-V3 at 128 px converted without an error to an FP32 TFLite at cosine 0.843 to its ONNX
@@ -121,7 +123,9 @@ def _check_translation(check: fidelity_mod.Check, fp32: Path, onnx_path: str | P
     INT8. A right translation differs by float rounding only (Inception-V3 up to its 2x2 blocks: max abs
     error 2e-4 on values up to 20, cosine 1.0000), unless the model amplifies float rounding itself:
     then the bar is what rounding-sized input noise does to it (:meth:`Check.float_spread`), with
-    ``SPREAD_FACTOR`` of room. Returns (the FP32 TFLite's cosine, the spread where it was needed)."""
+    ``SPREAD_FACTOR`` of room. A refusal names the tensors of ``prepared`` (the graph onnx2tf read) whose
+    layout it cannot tell from their shape (:mod:`.layout_ambiguity`). Returns (the FP32 TFLite's cosine,
+    the spread where it was needed)."""
     try:
         got = check(fp32)
     except RuntimeError as exc:  # the converter fused an op its own kernel refuses (a 5-D L2_NORMALIZATION)
@@ -137,8 +141,9 @@ def _check_translation(check: fidelity_mod.Check, fp32: Path, onnx_path: str | P
             f"{onnx_path}: the TFLite conversion computes something else than the ONNX model: the FP32 TFLite's "
             f"output cosine to it is {got.cosine:.4f} on {got.samples} {got.source} images, where float rounding "
             f"keeps it above {bar:.4f} (rounding-sized input noise: {spread:.4f}); an operator onnx2tf "
-            "mistranslated, so no INT8 model is written (-v shows onnx2tf's output; --runtime onnxruntime is "
-            "unaffected)")
+            "mistranslated, so no INT8 model is written"
+            f"{layout_ambiguity.hint(prepared) if prepared is not None and prepared.exists() else ''} "
+            "(-v shows onnx2tf's output; --runtime onnxruntime is unaffected)")
     return got.cosine, spread
 
 
@@ -272,7 +277,7 @@ def quantize_tflite(
             build_keras(onnx_path, scratch / "fp32", calib_nhwc, integer=False), None, progress=progress))
         timings["fp32_s"] = time.perf_counter() - t0
         check = fidelity_mod.Check(onnx_path, samples, source, task=task)
-        translation, spread = _check_translation(check, fp32_file, onnx_path)
+        translation, spread = _check_translation(check, fp32_file, onnx_path, scratch / "int" / PREPARED_COPY)
 
         compute_only = quantize_ops == "compute"
         scope_in_float = non_compute_tensors(integer_build_as_fp32().read_bytes()) if compute_only else []
