@@ -85,6 +85,17 @@ def test_tflite_float_io_option(digits_fp32_onnx: Path, digits_calib: np.ndarray
     assert not (tmp_path / "fio.fp32.tflite").exists()
 
 
+def test_the_same_tflite_conversion_twice_in_one_process_writes_the_same_bytes(digits_fp32_onnx: Path,
+                                                                                digits_calib: np.ndarray,
+                                                                                tmp_path: Path) -> None:
+    """Keras numbered its auto-named layers per process and the .tflite carries the names: a second
+    conversion of the same model (a pipeline, a sweep, a notebook) wrote other bytes than the first."""
+    first, second = tmp_path / "first.tflite", tmp_path / "second.tflite"
+    for out in (first, second):
+        quantize_tflite(digits_fp32_onnx, out, digits_calib[:50], write_fp32=False, progress=False)
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_broken_tflite_is_a_clear_error_not_a_crash(tflite_pair: QuantizeResult, tmp_path: Path) -> None:
     from edgekit.errors import EdgekitError
     from edgekit.runtime.verify import verify_tflite

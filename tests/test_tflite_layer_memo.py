@@ -57,8 +57,9 @@ print(json.dumps(counts))
 
 
 def _convert(onnx_path: Path, out: Path, mode: str) -> list[dict[str, int]]:
-    """One conversion in a fresh process: Keras numbers its layers per process, so two conversions
-    in one process name their tensors differently and only fresh processes can be compared bytewise."""
+    """One conversion in a fresh process: the cache lives in the process, so each variant starts without
+    one (Keras's per-process layer numbering, which once made two conversions in one process differ, is
+    reset by build_keras itself)."""
     done = subprocess.run([sys.executable, "-c", CONVERT, str(onnx_path), str(out), mode], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -83,6 +83,11 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
     printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints
+    # Keras numbers its auto-named layers per process (tf.math.add_3), and the .tflite carries the names:
+    # the second conversion of the same model in one process wrote different bytes than the first
+    with quiet_tensorflow():
+        import tf_keras
+    tf_keras.backend.clear_session()
     with _in_directory(work_dir), quiet_tensorflow(), contextlib.redirect_stdout(printed), layer_outputs_reused():
         try:
             built = onnx2tf.convert(
@@ -91,6 +96,11 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
                 disable_model_save=True,
                 output_integer_quantized_tflite=integer,
                 replace_to_pseudo_operators=list(PSEUDO_OPERATORS),
+                # onnx2tf runs onnxsim as a command found on PATH, so whether it ran depended on the venv
+                # being activated: the same model and images then gave different .tflite bytes (the
+                # MobileOne stand-in of tests/test_tflite_rewrites.py; FastViT-T8, the same fidelity).
+                # Never: what every test and the zoo measured (edgekit's own rewrites fold the graph).
+                not_use_onnxsim=True,
                 non_verbose=True,
                 verbosity="error",
             )
