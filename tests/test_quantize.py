@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,20 @@ def test_the_same_tflite_conversion_twice_in_one_process_writes_the_same_bytes(d
     for out in (first, second):
         quantize_tflite(digits_fp32_onnx, out, digits_calib[:50], write_fp32=False, progress=False)
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_the_tflite_conversion_runs_no_command_found_on_path(digits_fp32_onnx: Path, digits_calib: np.ndarray,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnx2tf ran ``onnxsim`` from PATH when there was one (an activated venv) and went on without it
+    otherwise, so the same inputs gave other bytes (FastViT-T8). A stand-in ``onnxsim`` first on PATH
+    would leave a mark; the conversion must not run it."""
+    bin_dir, mark = tmp_path / "bin", tmp_path / "onnxsim-ran"
+    bin_dir.mkdir()
+    (bin_dir / "onnxsim").write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    (bin_dir / "onnxsim").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    quantize_tflite(digits_fp32_onnx, tmp_path / "q.tflite", digits_calib[:50], write_fp32=False, progress=False)
+    assert (tmp_path / "q.tflite").exists() and not mark.exists()
 
 
 def test_broken_tflite_is_a_clear_error_not_a_crash(tflite_pair: QuantizeResult, tmp_path: Path) -> None:

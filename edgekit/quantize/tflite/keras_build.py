@@ -97,9 +97,9 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
                 output_integer_quantized_tflite=integer,
                 replace_to_pseudo_operators=list(PSEUDO_OPERATORS),
                 # onnx2tf runs onnxsim as a command found on PATH, so whether it ran depended on the venv
-                # being activated: the same model and images then gave different .tflite bytes (the
-                # MobileOne stand-in of tests/test_tflite_rewrites.py; FastViT-T8, the same fidelity).
-                # Never: what every test and the zoo measured (edgekit's own rewrites fold the graph).
+                # being activated: the same model and images then gave different .tflite bytes (FastViT-T8:
+                # other bytes, the same fidelity). Never: what every test and the zoo measured (PATH there
+                # has no venv; edgekit's own rewrites fold the graph).
                 not_use_onnxsim=True,
                 non_verbose=True,
                 verbosity="error",
