@@ -66,11 +66,10 @@ def _opset(model: Any) -> int:
 
 def _gelus(graph: Any) -> list[tuple[str, list[Any]]]:
     """(x, its five nodes in graph order) per Erf GELU whose inner tensors nothing else reads."""
+    from edgekit.quantize.tflite.onnx_rewrites import _consumers  # here: onnx_rewrites imports this module
+
     constants = _scalar_constants(graph)
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _consumers(graph)
 
     def only_reader(tensor: str, op_type: str) -> Any | None:
         found = readers.get(tensor, [])
