@@ -91,15 +91,13 @@ def first_miscomputed(int8: Path, samples: np.ndarray, scratch: Path, threads: i
     which units ORT fuses (tapping the stem's output alone hid the ShuffleNet error)."""
     import onnx
 
+    from edgekit.quantize import onnx_graph
     from edgekit.tasks.base import output_cosine
 
     model = onnx.load(str(int8))
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    readers = onnx_graph.consumers(model.graph)
     cuts = [(node.name, out) for node in model.graph.node if node.op_type in COMPUTE_OPS and node.name not in skip
-            for out in [_quantized_output(node, consumers)] if out]
+            for out in [_quantized_output(node, readers)] if out]
     images = np.ascontiguousarray(samples[:SCAN_SAMPLES], dtype=np.float32)
 
     def departs(index: int) -> bool:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.quantize import onnx_graph
+
 GELU_OPSET = 20
 _TOLERANCE = 1e-5  # of the pattern's constants (float32 exports of sqrt(2), 1 and 0.5)
 
@@ -66,10 +68,8 @@ def _opset(model: Any) -> int:
 
 def _gelus(graph: Any) -> list[tuple[str, list[Any]]]:
     """(x, its five nodes in graph order) per Erf GELU whose inner tensors nothing else reads."""
-    from edgekit.quantize.tflite.onnx_rewrites import _consumers  # here: onnx_rewrites imports this module
-
     constants = _scalar_constants(graph)
-    readers = _consumers(graph)
+    readers = onnx_graph.consumers(graph)
 
     def only_reader(tensor: str, op_type: str) -> Any | None:
         found = readers.get(tensor, [])

@@ -65,6 +65,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgekit.quantize import onnx_graph
 from edgekit.quantize.tflite.onnx_gelu import at_gelu_opset, erf_gelus_as_gelu_ops
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
@@ -120,14 +121,6 @@ def _static_image_input(graph: Any, image_shape: Sequence[int]) -> bool:
     return changed
 
 
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
 def _constants_to_initializers(graph: Any) -> bool:
     from onnx import numpy_helper
 
@@ -150,7 +143,7 @@ def _scalar_operands_as_arrays(graph: Any) -> bool:
     scalars are shape arithmetic, where a rank is part of the value."""
     from onnx import numpy_helper
 
-    consumers = {name: {n.op_type for n in nodes} for name, nodes in _consumers(graph).items()}
+    consumers = {name: {n.op_type for n in nodes} for name, nodes in onnx_graph.consumers(graph).items()}
     changed = False
     for index, initializer in enumerate(graph.initializer):
         array = numpy_helper.to_array(initializer)
@@ -166,7 +159,7 @@ def _shuffles_to_gathers(graph: Any) -> bool:
     from onnx import helper, numpy_helper
 
     initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    consumers = _consumers(graph)
+    consumers = onnx_graph.consumers(graph)
     replace: dict[int, Any] = {}  # id(first reshape) -> the Gather; the other two nodes dropped
     dropped: set[int] = set()
     for node in graph.node:
@@ -287,7 +280,7 @@ def _clamped_l2_norms_as_square_roots(model: Any) -> bool:
              and not any(n.input[2:])]  # a floor and no ceiling
     if not clips or not any(n.op_type == "ReduceL2" for n in graph.node):
         return False
-    consumers, shapes = _consumers(graph), _static_shapes(model) or {}
+    consumers, shapes = onnx_graph.consumers(graph), _static_shapes(model) or {}
     read = {c.input[1] for c in clips} | {n.input[1] for n in graph.node if n.op_type == "Expand" and len(n.input) == 2}
     constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in read}
     produced = {out: node for node in graph.node for out in node.output}
