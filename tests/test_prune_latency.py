@@ -23,7 +23,9 @@ def test_target_latency_is_met_by_measurement_and_recorded(tmp_path: Path, capsy
 
     unpruned = tmp_path / "unpruned.onnx"
     export_onnx(torchvision.models.resnet18(), torch.zeros(1, 3, 64, 64), unpruned)
-    base_ms = Measurer(time_budget=WINDOW)([unpruned])[0]["p50"]
+    # the fastest of three: one measurement slowed by a neighbour's load set a target the unpruned model
+    # met in the search (base 0.6 x a slow p50; its ratio-0 p50 3.3 ms already under it: a one-point curve)
+    base_ms = min(row["p50"] for row in Measurer(time_budget=WINDOW)([unpruned] * 3))
     target = round(0.6 * base_ms, 3)
     out = tmp_path / "fast.pt"
     assert main(["prune", *MODEL, "--target-latency", str(target), "--window", str(WINDOW), "-o", str(out)]) == 0
