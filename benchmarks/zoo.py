@@ -41,6 +41,7 @@ import faulthandler
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -57,6 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, interleaved_p50_ms, load_rows, log, markdown, save_row  # noqa: E402
 
 ROWS = RESULTS / "zoo.jsonl"
+# a digits training's per-epoch checkpoint (edgekit.distill.fit's), until its row is stored: a sweep stopped
+# mid-training (a session's end) resumes at the last finished epoch, with the weights an unstopped run has
+TRAINING = RESULTS / "digits-training"
 THREADS = 2
 _FAULTS: Any = None  # a child's faulthandler file
 RATIO = 0.5
@@ -227,9 +231,14 @@ def built_model(name: str, size: int, calib: np.ndarray) -> tuple[Any, dict[str,
 
     started = time.time()
     bf16 = trains_bf16(model, size)
-    top1 = train_on_digits(model, digits_recipe(size), bf16=bf16)
+    resumed = (training_checkpoint(name) / "last.pt").is_file()
+    top1 = train_on_digits(model, digits_recipe(size), bf16=bf16, checkpoint_dir=training_checkpoint(name))
     return model, {"weights": WEIGHTS, "val_top1": round(top1, 2), "train_s": round(time.time() - started, 1),
-                   "train_amp": "bf16" if bf16 else None}
+                   "train_amp": "bf16" if bf16 else None, **({"train_resumed": True} if resumed else {})}
+
+
+def training_checkpoint(name: str) -> Path:
+    return TRAINING / f"{name}-{input_size(name)}"
 
 
 def trains_bf16(model: Any, size: int) -> bool:
@@ -270,7 +279,7 @@ def trains_bf16(model: Any, size: int) -> bool:
     return timings[False] >= BF16_MIN_GAIN * timings[True]
 
 
-def train_on_digits(model: Any, recipe: Any, bf16: bool = False) -> float:
+def train_on_digits(model: Any, recipe: Any, bf16: bool = False, checkpoint_dir: Path | None = None) -> float:
     """Train ``model`` in place on scikit-learn's digits prepared by ``recipe`` (the zoo's: the
     calibration and held-out images' own preprocessing), best validation epoch kept, then its
     BatchNorm statistics set on the training images, left in eval mode; its validation top-1. Why:
@@ -298,7 +307,7 @@ def train_on_digits(model: Any, recipe: Any, bf16: bool = False) -> float:
     recipe = load_recipe(recipe)
     fit(model, "builtin:digits/train", recipe, val_source="builtin:digits/val", epochs=DIGITS_EPOCHS,
         lr=DIGITS_LR if batchnorms else DIGITS_LR_WITHOUT_BATCHNORM, batch_size=64, progress=False, log=lambda _: None,
-        channels_last=True, amp=bf16)
+        channels_last=True, amp=bf16, checkpoint_dir=checkpoint_dir)
     train = as_dataset("builtin:digits/train", recipe)
     set_batchnorm_statistics(model, torch.stack([train[i][0] for i in range(len(train))]).numpy())
     val = torch.utils.data.DataLoader(as_dataset("builtin:digits/val", recipe), batch_size=64)
@@ -845,6 +854,8 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
+    global SIZE, WEIGHTS  # the parent's too: it names the training checkpoints (training_checkpoint)
+    SIZE, WEIGHTS = args.size, args.weights
     if args.rows is None:
         stem = "zoo" + ("" if args.size == 224 else f"-{args.size}") + ("" if args.weights == "random" else f"-{args.weights}")
         args.rows = ROWS.with_name(f"{stem}.jsonl")
@@ -862,6 +873,7 @@ def main() -> None:
         for name in names:
             if name in stored and redo_stages(stored[name], parts, args):
                 save_row(args.rows, stored[name])
+                shutil.rmtree(training_checkpoint(name), ignore_errors=True)
                 print(" | ".join(table_row(stored[name])), flush=True)
     elif not args.table:
         for name in names:
@@ -871,6 +883,7 @@ def main() -> None:
             log(f"{name}: running ...")
             stored[name] = run_architecture(name, args)
             save_row(args.rows, stored[name])
+            shutil.rmtree(training_checkpoint(name), ignore_errors=True)
             print(" | ".join(table_row(stored[name])), flush=True)
             for line in failures(stored[name]):
                 print(f"  {line}", flush=True)

@@ -60,6 +60,31 @@ def test_checkpoint_loads_weights_only_and_resumes_after_a_real_interruption(tmp
     assert sum(m.startswith("epoch ") for m in messages) == 1  # only epoch 2 ran
 
 
+def test_a_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    """Resume after epoch 1 of 3: the shuffle of epochs 2-3 and the dropout masks are what an uninterrupted
+    run draws (a shuffle seeded once replayed epoch 1's order after a resume: different weights)."""
+    from edgekit.distill import train
+
+    def with_dropout() -> torch.nn.Module:
+        return torch.nn.Sequential(_small(), torch.nn.Dropout(0.3))
+
+    def stop_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/3"):
+            raise KeyboardInterrupt
+
+    whole = with_dropout()
+    _train(whole, [], epochs=3)
+    resumed = with_dropout()
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, "builtin:digits/val", "digits", epochs=3, checkpoint_dir=tmp_path, progress=False,
+              log=stop_after_first_epoch, device="cpu")
+    messages: list[str] = []
+    _train(resumed, messages, epochs=3, checkpoint_dir=tmp_path)
+    assert any(m.startswith("resumed from") for m in messages)
+    expected, got = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
 def test_a_changed_learning_rate_trains_from_the_start(tmp_path: Path) -> None:
     _train(_small(), [], epochs=1, checkpoint_dir=tmp_path)
     messages: list[str] = []
