@@ -134,7 +134,7 @@ def fit(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, best_acc, best_state, history = state["epoch"] + 1, state["best_acc"], state["best_state"], state["history"]
-        _set_rng_state(state.get("rng"), dev)
+        _set_rng_state(state.get("rng"), dev, train_loader)
         say(f"resumed from {ckpt} after epoch {start_epoch}")
     setup = {"device": str(dev), "processes": world.size, "amp": _name(precision), "channels_last": use_cl,
              "workers": workers, "cache_teacher": bool(cache_teacher and teacher is not None)}
@@ -169,7 +169,7 @@ def fit(
                     torch.save({"config": config, "model": copied_state(student), "optimizer": opt.state_dict(),
                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                                 "epoch": epoch, "best_acc": best_acc, "best_state": best_state,
-                                "history": history, "rng": _rng_state(dev)}, tmp)
+                                "history": history, "rng": _rng_state(dev, train_loader)}, tmp)
             say(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}"
                 + (f", val {_METRIC_NAMES.get(objective.metric, objective.metric)} {val_acc:.2f}%"
                    if val_acc is not None else "")
@@ -249,21 +249,23 @@ def _loader(data: Any, per_rank: int, world: dd.World, seed: int, workers: int, 
         sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
         count = len(sampler)
         return DataLoader(data, batch_size=per_rank, sampler=sampler, drop_last=count > per_rank, **options), sampler
-    # one process: the same per-epoch shuffle as under torchrun (seed + epoch), so a resumed run sees the
-    # order an uninterrupted one does (a generator seeded once replayed epoch 1's order after a resume)
-    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(data, batch_size=per_rank, sampler=sampler, drop_last=len(data) > per_rank, **options), sampler
+    generator = torch.Generator().manual_seed(seed)  # its state goes into each checkpoint (_rng_state)
+    return DataLoader(data, batch_size=per_rank, shuffle=True, generator=generator,
+                      drop_last=len(data) > per_rank, **options), None
 
 
-def _rng_state(dev: Any) -> dict[str, Any]:
-    """torch's random state (dropout, stochastic depth) after an epoch, so that a resumed run draws what
-    an uninterrupted one would have."""
+def _rng_state(dev: Any, loader: Any) -> dict[str, Any]:
+    """The random state after an epoch: torch's (dropout, stochastic depth) and the one-process shuffle's
+    generator, so that a resumed run draws what an uninterrupted one would have (the generator, seeded
+    anew, replayed epoch 1's order after a resume). Under torchrun the sampler shuffles by seed + epoch."""
     import torch
 
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+    shuffle = getattr(loader, "generator", None)
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "shuffle": shuffle.get_state() if shuffle is not None else None}
 
 
-def _set_rng_state(saved: dict[str, Any] | None, dev: Any) -> None:
+def _set_rng_state(saved: dict[str, Any] | None, dev: Any, loader: Any) -> None:
     import torch
 
     if not saved:  # a checkpoint from before edgekit kept it
@@ -271,6 +273,9 @@ def _set_rng_state(saved: dict[str, Any] | None, dev: Any) -> None:
     torch.set_rng_state(saved["cpu"])
     if saved.get("cuda") is not None and dev.type == "cuda":
         torch.cuda.set_rng_state(saved["cuda"], dev)
+    shuffle = getattr(loader, "generator", None)
+    if saved.get("shuffle") is not None and shuffle is not None:
+        shuffle.set_state(saved["shuffle"])
 
 
 def _check(epochs: int, optimizer: str, batch_size: int, workers: int) -> None:
