@@ -231,8 +231,9 @@ def built_model(name: str, size: int, calib: np.ndarray) -> tuple[Any, dict[str,
 
     started = time.time()
     bf16 = trains_bf16(model, size)
-    resumed = (training_checkpoint(name) / "last.pt").is_file()
-    top1 = train_on_digits(model, digits_recipe(size), bf16=bf16, checkpoint_dir=training_checkpoint(name))
+    checkpoint = training_checkpoint(name)
+    resumed = (checkpoint / "last.pt").is_file()
+    top1 = train_on_digits(model, digits_recipe(size), bf16=bf16, checkpoint_dir=checkpoint)
     return model, {"weights": WEIGHTS, "val_top1": round(top1, 2), "train_s": round(time.time() - started, 1),
                    "train_amp": "bf16" if bf16 else None, **({"train_resumed": True} if resumed else {})}
 

@@ -11,6 +11,7 @@ import collections
 from pathlib import Path
 from typing import Any
 
+from edgekit.quantize import onnx_graph
 from edgekit.quantize.speed import small_model_reason
 
 
@@ -27,10 +28,7 @@ def float_ops_between_qdq(model: Any) -> collections.Counter[str]:
     """Op types (with counts) that run in float inside the INT8 graph: fed by a DequantizeLinear or
     feeding a QuantizeLinear, with no integer kernel in ORT's CPU provider."""
     producers = {out: node for node in model.graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = collections.defaultdict(list)
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    consumers = onnx_graph.consumers(model.graph)
     found: collections.Counter[str] = collections.Counter()
     for node in model.graph.node:
         if node.op_type in _QDQ or node.op_type in INTEGER_OPS:
