@@ -16,6 +16,7 @@ from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.ort.calibration_cache import CalibrationCache
 from edgekit.quantize.ort.calibration_memory import chunked_calibration
 from edgekit.quantize.ort.entropy import fast_entropy_thresholds
+from edgekit.quantize.onnx_tokens import constant_tokens_kept_apart
 from edgekit.quantize.ort.settings import OrtQuantSettings
 
 CALIBRATION_SAMPLES_HELD = 8  # images whose activations ORT's calibrator holds at once (calibration_memory)
@@ -96,9 +97,11 @@ def calibration_feed(model: Any, tensors: np.ndarray, label: str | Path) -> Cali
     return CalibrationFeed(graph_input.name, dims, usable, batch)
 
 
-def preprocess(onnx_in: str | Path, work: Path) -> Path:
+def preprocess(onnx_in: str | Path, work: Path, calibration: np.ndarray | None = None) -> Path:
     """ORT's pre-processing (shape inference, graph optimisation), once per model: every
-    quantization of a search starts from the same prepared graph."""
+    quantization of a search starts from the same prepared graph. With ``calibration`` (a few
+    images), a ViT's class token is then kept apart from the patch tokens' int8 scales
+    (:mod:`edgekit.quantize.onnx_tokens`): random ViT-B/32 at 128 px, MinMax INT8 0.928 -> 0.995."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = Path(work).resolve() / "prepared.onnx"
@@ -114,7 +117,20 @@ def preprocess(onnx_in: str | Path, work: Path) -> Path:
             except Exception as exc:
                 raise EdgekitError(f"{onnx_in}: ONNX Runtime pre-processing failed ({first_line(exc)})") from exc
     _name_nodes(prepared)
+    if calibration is not None:
+        _constant_tokens_kept_apart(prepared, calibration)
     return prepared
+
+
+def _constant_tokens_kept_apart(path: Path, calibration: np.ndarray) -> None:
+    """The token rewrites on the prepared file; one whose weights lie outside it (over 2 GB) is left as is."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return
+    if constant_tokens_kept_apart(model, calibration):
+        onnx.save(model, str(path))
 
 
 def _name_nodes(path: Path) -> None:

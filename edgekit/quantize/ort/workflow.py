@@ -27,6 +27,7 @@ from edgekit.manifest import derive_manifest, write_manifest
 from edgekit.quantize import fidelity as fidelity_mod
 from edgekit.quantize.ort import auto as auto_mod
 from edgekit.quantize import head
+from edgekit.quantize.onnx_tokens import TOKEN_SCALE_IMAGES
 from edgekit.quantize.ort import remedies as remedies_mod
 from edgekit.quantize import speed
 from edgekit.quantize.ort import speed as ort_speed
@@ -103,7 +104,7 @@ def quantize_ort_workflow(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with work_dir(out) as work:
-        prepared = preprocess(fp32, work)
+        prepared = preprocess(fp32, work, calibration=calib[:TOKEN_SCALE_IMAGES])
         calibrations = CalibrationCache()
 
         def quantize(chosen: OrtQuantSettings, nodes: list[str], path: Path, show: bool = False,

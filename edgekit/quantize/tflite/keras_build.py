@@ -26,6 +26,7 @@ import numpy as np
 from edgekit import log
 from edgekit.errors import EdgekitError, first_line
 from edgekit.quantize.tflite.layer_memo import layer_outputs_reused
+from edgekit.quantize.onnx_tokens import TOKEN_SCALE_IMAGES
 from edgekit.quantize.tflite.onnx_rewrites import prepare_for_onnx2tf
 from edgekit.worker import raise_if_swallowed
 
@@ -79,7 +80,8 @@ def build_keras(onnx_path: str | Path, work_dir: Path, calib_nhwc: np.ndarray, i
     # onnx2tf runs onnxsim and writes the simplified graph back over its input file: hand it a copy,
     # never the user's model (measured: the FP32 .onnx changed on disk after a conversion)
     private_copy = work_dir / PREPARED_COPY
-    prepare_for_onnx2tf(onnx_path, private_copy, image_shape=(calib_nhwc.shape[3], *calib_nhwc.shape[1:3]))
+    prepare_for_onnx2tf(onnx_path, private_copy, image_shape=(calib_nhwc.shape[3], *calib_nhwc.shape[1:3]),
+                        calibration=calib_nhwc[:TOKEN_SCALE_IMAGES].transpose(0, 3, 1, 2))
     sample = calib_nhwc[:20].astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE_FILE, sample)  # read from cwd by onnx2tf: no download
     printed = io.StringIO()  # onnx2tf names the failing ONNX node only in what it prints

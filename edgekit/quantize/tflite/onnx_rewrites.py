@@ -50,6 +50,11 @@ the original form, measured on torch's own exports:
 * torch's Erf GELU (five ops) becomes ONNX's one ``Gelu`` op, the model converted to opset 20 where
   older: onnx2tf's own fusion of the five mislaid a GELU that follows a 4-D Add (FastViT); see
   :mod:`edgekit.quantize.tflite.onnx_gelu`.
+* A ViT's class token (any constant rows concatenated before a LayerNorm) is normalized apart from the
+  image's tokens, and carried scaled up in the residual stream where it is small: not a mistranslation
+  but a loss of full-integer fidelity (one int8 scale per tensor); see
+  :mod:`edgekit.quantize.onnx_tokens` and :mod:`edgekit.quantize.onnx_token_scales`. The one rewrite
+  here that is not exact: LayerNorm's epsilon weighs less in a scaled row (far under an int8 step).
 * An image input exported with dynamic height and width (``dynamic_axes``, common for detectors and
   segmenters) gets the calibration images' size: onnx2tf ran its checks on a 1x1 stand-in, which
   ONNX Runtime refused at the first 3x3 convolution, and a small conv net then converted at cosine
@@ -66,6 +71,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.quantize import onnx_graph
+from edgekit.quantize.onnx_tokens import constant_tokens_kept_apart
 from edgekit.quantize.tflite.onnx_gelu import at_gelu_opset, erf_gelus_as_gelu_ops
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow"}  # a one-element operand broadcasts as a scalar does
@@ -73,9 +79,11 @@ SHUFFLE_PERM = [0, 2, 1, 3, 4]
 L2_NORMALIZATION_RANK = 4  # TFLite's L2_NORMALIZATION kernel refuses more dimensions (l2norm.cc), fused or not
 
 
-def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence[int] | None = None) -> None:
+def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence[int] | None = None,
+                        calibration: np.ndarray | None = None) -> None:
     """Write ``onnx_path``'s model to ``copy`` with the rewrites above (a plain copy when none applies).
-    ``image_shape``: one calibration item's (C, H, W), for an input whose height or width is dynamic."""
+    ``image_shape``: one calibration item's (C, H, W), for an input whose height or width is dynamic.
+    ``calibration``: a few calibration images (NCHW), which measure the constant-token row scales."""
     import onnx
 
     model, changed = at_gelu_opset(onnx.load(str(onnx_path)))  # first: the rewrites below work at its opset
@@ -96,6 +104,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence
     changed = _constant_selects_as_masks(model) or changed
     changed = _clamped_l2_norms_as_square_roots(model) or changed
     changed = erf_gelus_as_gelu_ops(model) or changed
+    changed = constant_tokens_kept_apart(model, calibration) or changed
     if changed:
         _drop_unused_initializers(model.graph)
         onnx.save(model, str(copy))
@@ -280,7 +289,7 @@ def _clamped_l2_norms_as_square_roots(model: Any) -> bool:
              and not any(n.input[2:])]  # a floor and no ceiling
     if not clips or not any(n.op_type == "ReduceL2" for n in graph.node):
         return False
-    consumers, shapes = onnx_graph.consumers(graph), _static_shapes(model) or {}
+    consumers, shapes = onnx_graph.consumers(graph), onnx_graph.static_shapes(model) or {}
     read = {c.input[1] for c in clips} | {n.input[1] for n in graph.node if n.op_type == "Expand" and len(n.input) == 2}
     constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in read}
     produced = {out: node for node in graph.node for out in node.output}
@@ -330,43 +339,19 @@ def _normalizing_divides(norm: str, x: str, consumers: dict[str, list[Any]], con
     return pairs or None
 
 
-def _static_shapes(model: Any) -> dict[str, list[int]] | None:
-    """Each tensor's shape where shape inference knows every dimension (None where inference fails)."""
-    inferred = _inferred_graph(model)
-    if inferred is None:
-        return None
-    static: dict[str, list[int]] = {}
-    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in info.type.tensor_type.shape.dim]
-        if info.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
-            static[info.name] = dims
-    return static
-
-
 def _ranks(model: Any) -> dict[str, int]:
     """Each tensor's rank where shape inference knows it (none if inference fails: nothing rank-dependent
     is rewritten)."""
-    inferred = _inferred_graph(model)
+    inferred = onnx_graph.inferred_graph(model)
     if inferred is None:
         return {}
     return {info.name: len(info.type.tensor_type.shape.dim) for info in [*inferred.value_info, *inferred.output]
             if info.type.tensor_type.HasField("shape")}
 
 
-def _inferred_graph(model: Any) -> Any | None:
-    """The graph with ONNX's inferred shapes (over :func:`_shapes_only`), or None where inference fails."""
-    import onnx
-
-    try:
-        return onnx.shape_inference.infer_shapes(_shapes_only(model)).graph
-    except Exception:  # noqa: BLE001 - callers go on without shapes
-        return None
-
-
 SMALL = 64  # a folded Shape is a shape vector
 MAX_FOLDED = 1 << 20  # elements: a node computing on constants only (Swin's shifted-window mask) is folded
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-INFERENCE_KEEPS = 1024  # elements: larger initializers are shapes only for shape inference (_shapes_only)
 
 
 def _fold_shape_arithmetic(model: Any) -> bool:
@@ -382,7 +367,7 @@ def _fold_shape_arithmetic(model: Any) -> bool:
     if len(fresh) < len(graph.value_info):  # rebuilt at once: a repeated field's remove() is linear
         del graph.value_info[:]
         graph.value_info.extend(fresh)
-    static = _static_shapes(model)
+    static = onnx_graph.static_shapes(model)
     if static is None:  # no inferred shapes, nothing folded: onnx2tf gets the graph as it is
         return False
     tensors = {i.name: i for i in graph.initializer}
@@ -431,23 +416,6 @@ class _Arrays(dict):
 
         value = self[name] = numpy_helper.to_array(self.tensors[name])
         return value
-
-
-def _shapes_only(model: Any) -> Any:
-    """The model with each initializer over ``INFERENCE_KEEPS`` elements declared as an input of its
-    type and shape: what shape inference needs (the small ones carry the shape arithmetic's values),
-    without serialising every weight once per round (Swin-S: 53 rounds of a 200 MB model)."""
-    from onnx import helper
-
-    graph = model.graph
-    declared = {i.name for i in graph.input}
-    small = [i for i in graph.initializer if math.prod(i.dims) <= INFERENCE_KEEPS]
-    large = [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in graph.initializer
-             if math.prod(i.dims) > INFERENCE_KEEPS and i.name not in declared]
-    light = helper.make_graph(list(graph.node), graph.name, [*graph.input, *large], list(graph.output), small,
-                              value_info=list(graph.value_info))
-    return helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version,
-                             functions=list(model.functions))
 
 
 def _drop_unused_initializers(graph: Any) -> None:
