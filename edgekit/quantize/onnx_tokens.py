@@ -33,10 +33,19 @@ def constant_tokens_kept_apart(model: Any, calibration: np.ndarray | None) -> bo
     """Both token rewrites on ``model`` (in place), for either backend: each constant-token sequence
     normalized apart, then its rows scaled in the residual stream where ``calibration`` (a few NCHW
     images) measures them small. Whether anything changed."""
+    if not _may_have_constant_tokens(model.graph):  # most models: no shape inference spent on them
+        return False
     sequences = constant_tokens_normalized_apart(model, onnx_graph.static_shapes(model) or {})
     for start, rows in sequences if calibration is not None else []:
         scale_constant_token_rows(model, start, rows, calibration)
     return bool(sequences)
+
+
+def _may_have_constant_tokens(graph: Any) -> bool:
+    """A LayerNormalization and a Concat with a constant input: what any rewrite here needs."""
+    constants = {i.name for i in graph.initializer}
+    return (any(n.op_type == "LayerNormalization" for n in graph.node)
+            and any(n.op_type == "Concat" and set(n.input) & constants for n in graph.node))
 
 
 def constant_tokens_normalized_apart(model: Any, shapes: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
