@@ -112,60 +112,36 @@ def _factors(model: Any, tensors: list[str], rows: list[int], calibration: np.nd
 def _rewrite(graph: Any, steps: list[_Step], factors: list[np.ndarray]) -> None:
     """Insert the Muls: on both operands of each residual Add whose factors differ from 1 (or from the
     previous tensor's), and ``1 / D`` before every reader of a scaled tensor that is not a LayerNorm
-    or the residual Add. The first tensor is already scaled (:func:`_scale_concat_constants`)."""
+    or the residual Add. The first tensor is already scaled (:func:`_scale_concat_constants`). Each
+    stream tensor keeps its name (it now carries ``D x``); readers are rewired in place."""
     from onnx import helper, numpy_helper
 
     consumers = onnx_graph.consumers(graph)
     before: dict[int, list[Any]] = {}  # id(node) -> nodes inserted before it
-    after: dict[int, list[Any]] = {}
-    renamed: dict[tuple[int, int], str] = {}  # (id(node), input index) -> new input
 
-    def constant(name: str, value: np.ndarray) -> str:
-        graph.initializer.append(numpy_helper.from_array(value.reshape(1, -1, 1).astype(np.float32), name))
-        return name
+    def mul(tensor: str, factor: np.ndarray, name: str) -> Any:
+        graph.initializer.append(numpy_helper.from_array(factor.reshape(1, -1, 1).astype(np.float32), name))
+        return helper.make_node("Mul", [tensor, name], [f"{name}_out"], name=name)
 
-    def mul(tensor: str, factor: np.ndarray, name: str) -> tuple[str, Any]:
-        return f"{name}_out", helper.make_node("Mul", [tensor, constant(name, factor)], [f"{name}_out"], name=name)
-
-    first = steps[0].tensor
-    current = {first: first}  # stream tensor -> the name carrying D x
     for index, step in enumerate(steps):
-        factor, carried = factors[index], current[step.tensor]
-        for reader in consumers.get(step.tensor, []):
-            if reader is step.add:
-                continue
-            for slot, name in enumerate(reader.input):
-                if name != step.tensor:
+        factor = factors[index]
+        if np.any(factor != 1):
+            for reader in consumers.get(step.tensor, []):
+                if reader is step.add or normalizes_rows(reader):
                     continue
-                if _normalizes_rows(reader) or not np.any(factor != 1):
-                    renamed[(id(reader), slot)] = carried
-                else:
-                    unscaled, node = mul(carried, 1.0 / factor, f"{step.tensor}_token_unscale_{id(reader)}")
-                    before.setdefault(id(reader), []).append(node)
-                    renamed[(id(reader), slot)] = unscaled
+                node = mul(step.tensor, 1.0 / factor, f"{step.tensor}_token_unscale_{reader.name or reader.output[0]}")
+                before.setdefault(id(reader), []).append(node)
+                reader.input[:] = [node.output[0] if name == step.tensor else name for name in reader.input]
         if step.add is None:
             continue
-        following = factors[index + 1]
-        stream_slot = list(step.add.input).index(step.tensor)
-        branch = step.add.input[1 - stream_slot]
-        inputs = {stream_slot: carried, 1 - stream_slot: branch}
-        if np.any(following / factor != 1):
-            inputs[stream_slot], node = mul(carried, following / factor, f"{step.add.output[0]}_token_rescale")
-            before.setdefault(id(step.add), []).append(node)
-        if np.any(following != 1):
-            inputs[1 - stream_slot], node = mul(branch, following, f"{step.add.output[0]}_token_scale")
-            before.setdefault(id(step.add), []).append(node)
-        for slot, name in inputs.items():
-            renamed[(id(step.add), slot)] = name
-        current[step.add.output[0]] = step.add.output[0]
-    nodes = []
-    for node in graph.node:
-        nodes += before.get(id(node), [])
-        for (owner, slot), name in renamed.items():
-            if owner == id(node):
-                node.input[slot] = name
-        nodes.append(node)
-        nodes += after.get(id(node), [])
+        following, stream_slot = factors[index + 1], list(step.add.input).index(step.tensor)
+        rescales = [(stream_slot, following / factor, "rescale"), (1 - stream_slot, following, "scale")]
+        for slot, by, kind in rescales:
+            if np.any(by != 1):
+                node = mul(step.add.input[slot], by, f"{step.add.output[0]}_token_{kind}")
+                before.setdefault(id(step.add), []).append(node)
+                step.add.input[slot] = node.output[0]
+    nodes = [new for node in graph.node for new in [*before.get(id(node), []), node]]
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -194,7 +170,7 @@ def _scale_concat_constants(graph: Any, tensor: str, factor: np.ndarray) -> bool
     return True
 
 
-def _normalizes_rows(node: Any) -> bool:
+def normalizes_rows(node: Any) -> bool:
     """A LayerNorm over each token's features alone: it reads a row scaled by k as it read the row."""
     axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
     return node.op_type == "LayerNormalization" and axis in LAST_AXES

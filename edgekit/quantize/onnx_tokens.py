@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.quantize import onnx_graph
-from edgekit.quantize.onnx_token_scales import scale_constant_token_rows
+from edgekit.quantize.onnx_token_scales import normalizes_rows, scale_constant_token_rows
 
 SEQUENCE_RANK = 3  # [batch, tokens, features]
 TOKEN_SCALE_IMAGES = 16  # calibration images that measure the token rows' scales (either backend)
@@ -53,8 +53,6 @@ def constant_tokens_normalized_apart(model: Any, shapes: dict[str, list[int]]) -
     ``shapes``: each tensor's static shape (the rewrite needs the concatenated tensors' rows). Returns
     each rewritten token sequence (the Concat's output, with the positional embedding) and the rows of
     its constant tokens: where :mod:`edgekit.quantize.onnx_token_scales` starts."""
-    from onnx import numpy_helper
-
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}
     shapes = {**shapes, **{name: list(c.dims) for name, c in constants.items()}}
@@ -63,19 +61,17 @@ def constant_tokens_normalized_apart(model: Any, shapes: dict[str, list[int]]) -
         parts = _parts(concat, constants, shapes)
         if parts is None:
             continue
-        readers = onnx_graph.consumers(graph).get(concat.output[0], [])
+        consumers = onnx_graph.consumers(graph)
+        readers = consumers.get(concat.output[0], [])
         summed, added = concat.output[0], None
         if len(readers) == 1 and readers[0].op_type == "Add":
             added = _constant_addend(readers[0], concat.output[0], constants, shapes)
             if added is not None:
                 summed = readers[0].output[0]
-        norms = [n for n in onnx_graph.consumers(graph).get(summed, [])
-                 if _last_axis_norm(n, shapes.get(summed), constants)]
+        norms = [n for n in consumers.get(summed, []) if _constant_norm(n, constants)]
         if not norms:
             continue
-        arrays = {name: numpy_helper.to_array(constants[name]) for name, is_constant in parts if is_constant}
-        _rewrite(graph, concat, parts, arrays, readers[0] if added is not None else None, added, norms, constants,
-                 shapes)
+        _rewrite(graph, concat, parts, readers[0] if added is not None else None, added, norms, constants, shapes)
         constants = {i.name: i for i in graph.initializer}
         rewritten.append((summed, _constant_rows(parts, shapes)))
     return rewritten
@@ -112,17 +108,13 @@ def _constant_addend(add: Any, summand: str, constants: dict[str, Any], shapes: 
     return other if other in constants and list(constants[other].dims) == shapes.get(summand) else None
 
 
-def _last_axis_norm(node: Any, shape: list[int] | None, constants: dict[str, Any]) -> bool:
-    """A LayerNormalization over the last axis alone, with constant scale and bias, one output."""
-    if (node.op_type != "LayerNormalization" or shape is None or len(node.output) != 1
-            or not all(name in constants for name in node.input[1:] if name)):
-        return False
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-    return axis in (-1, len(shape) - 1)
+def _constant_norm(node: Any, constants: dict[str, Any]) -> bool:
+    """A LayerNormalization over each token's features, with constant scale and bias, one output."""
+    return (normalizes_rows(node) and len(node.output) == 1
+            and all(name in constants for name in node.input[1:] if name))
 
 
-def _rewrite(graph: Any, concat: Any, parts: list[tuple[str, bool]], arrays: dict[str, np.ndarray],
-             add: Any | None, addend: str | None, norms: list[Any], constants: dict[str, Any],
+def _rewrite(graph: Any, concat: Any, parts: list[tuple[str, bool]], add: Any | None, addend: str | None, norms: list[Any], constants: dict[str, Any],
              shapes: dict[str, list[int]]) -> None:
     """Replace ``concat`` (and ``add``) by a Concat of folded constant rows and per-part Adds, and each
     of ``norms`` by a Concat of its constant rows, evaluated, and per-part LayerNorms."""
@@ -135,7 +127,7 @@ def _rewrite(graph: Any, concat: Any, parts: list[tuple[str, bool]], arrays: dic
     folded: list[tuple[str, np.ndarray | None]] = []  # per part: its summed tensor's name, its value if constant
     start, emitted = 0, []
     for index, (name, is_constant) in enumerate(parts):
-        rows = arrays.get(name)
+        rows = numpy_helper.to_array(constants[name]) if is_constant else None
         count = shapes[name][1]
         span = slice(start, start + count)
         start += count

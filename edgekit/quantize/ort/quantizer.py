@@ -116,29 +116,29 @@ def preprocess(onnx_in: str | Path, work: Path, calibration: np.ndarray | None =
                 quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
             except Exception as exc:
                 raise EdgekitError(f"{onnx_in}: ONNX Runtime pre-processing failed ({first_line(exc)})") from exc
-    _name_nodes(prepared)
-    if calibration is not None:
-        _constant_tokens_kept_apart(prepared, calibration)
+    _rewrite_prepared(prepared, calibration)
     return prepared
 
 
-def _constant_tokens_kept_apart(path: Path, calibration: np.ndarray) -> None:
-    """The token rewrites on the prepared file; one whose weights lie outside it (over 2 GB) is left as is."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        return
-    if constant_tokens_kept_apart(model, calibration):
-        onnx.save(model, str(path))
-
-
-def _name_nodes(path: Path) -> None:
-    """Give every unnamed node a unique name (``Conv_3``): ORT keeps a layer in float by its name
-    (--exclude, the sensitivity ranking, the kernel remedy), and an ONNX file may leave names empty."""
+def _rewrite_prepared(path: Path, calibration: np.ndarray | None) -> None:
+    """One load and at most one save of the prepared file for both rewrites: node names, then the
+    token rewrites where ``calibration`` is given (not on a model whose weights lie outside the file,
+    over 2 GB: the rewrites evaluate constants in memory)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)  # external tensors stay where they are
+    changed = _name_nodes(model)
+    if calibration is not None and not any(t.data_location == onnx.TensorProto.EXTERNAL
+                                           for t in model.graph.initializer):
+        changed = constant_tokens_kept_apart(model, calibration) or changed
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _name_nodes(model: Any) -> bool:
+    """Give every unnamed node a unique name (``Conv_3``): ORT keeps a layer in float by its name
+    (--exclude, the sensitivity ranking, the kernel remedy), and an ONNX file may leave names empty.
+    Whether any was unnamed."""
     taken = {node.name for node in model.graph.node}
     unnamed = [node for node in model.graph.node if not node.name]
     for index, node in enumerate(unnamed):
@@ -147,8 +147,7 @@ def _name_nodes(path: Path) -> None:
             name += "_"
         node.name = name
         taken.add(name)
-    if unnamed:
-        onnx.save(model, str(path))
+    return bool(unnamed)
 
 
 def quantize_prepared(
