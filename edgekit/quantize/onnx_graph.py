@@ -16,6 +16,16 @@ def consumers(graph: Any) -> dict[str, list[Any]]:
     return found
 
 
+def drop_unused_initializers(graph: Any) -> None:
+    """Remove the initializers no node or output reads (left behind by a rewrite: ONNX Runtime warns
+    of each one when it opens the model)."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [i for i in graph.initializer if i.name in used]
+    if len(kept) < len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
 INFERENCE_KEEPS = 1024  # elements: larger initializers are shapes only for shape inference (shapes_only)
 
 

@@ -38,6 +38,8 @@ def constant_tokens_kept_apart(model: Any, calibration: np.ndarray | None) -> bo
     sequences = constant_tokens_normalized_apart(model, onnx_graph.static_shapes(model) or {})
     for start, rows in sequences if calibration is not None else []:
         scale_constant_token_rows(model, start, rows, calibration)
+    if sequences:  # the token and positional embedding, now folded into new constants
+        onnx_graph.drop_unused_initializers(model.graph)
     return bool(sequences)
 
 

@@ -106,7 +106,7 @@ def prepare_for_onnx2tf(onnx_path: str | Path, copy: Path, image_shape: Sequence
     changed = erf_gelus_as_gelu_ops(model) or changed
     changed = constant_tokens_kept_apart(model, calibration) or changed
     if changed:
-        _drop_unused_initializers(model.graph)
+        onnx_graph.drop_unused_initializers(model.graph)
         onnx.save(model, str(copy))
     else:
         shutil.copyfile(onnx_path, copy)
@@ -417,9 +417,3 @@ class _Arrays(dict):
         value = self[name] = numpy_helper.to_array(self.tensors[name])
         return value
 
-
-def _drop_unused_initializers(graph: Any) -> None:
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    unused = [i for i in graph.initializer if i.name not in used]
-    for initializer in unused:
-        graph.initializer.remove(initializer)
